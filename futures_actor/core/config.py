@@ -1,0 +1,616 @@
+"""The bot's configuration: one frozen tree of msgspec Structs, loaded once at start-up.
+
+This module owns every tunable of BOT_SPEC (§13). It extends the original example config
+(`shared/spec/seed-data/CONFIG.example.json`) with the keys the spec names. Loading is strict:
+an unknown key, a wrong type, a value out of range or thresholds out of order is refused with a
+`ConfigError` whose message names the key path, the value and what is allowed. Nothing here
+connects anywhere, so a bad config stops the bot before it touches an exchange.
+
+Secrets are never part of the config file: the config only names the environment variables that
+hold them (see `futures_actor.core.secrets`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "BotConfig",
+    "ConfigError",
+    "load_config",
+    "load_config_bytes",
+]
+
+Mode = Literal["PAPER_LIVE", "LIVE"]
+RegimeName = Literal["TREND", "RANGE", "HIGH_VOL", "CHOP_NO_TRADE"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+# Constrained scalar types. The bounds are the allowed ranges quoted back in error messages.
+Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+PositiveFraction = Annotated[float, msgspec.Meta(gt=0.0, le=1.0)]
+NegativeFraction = Annotated[float, msgspec.Meta(ge=-1.0, lt=0.0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0.0)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0.0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+Period = Annotated[int, msgspec.Meta(ge=2, le=1000)]
+RsiLevel = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
+AdxLevel = Annotated[float, msgspec.Meta(ge=0.0, le=100.0)]
+Leverage = Annotated[float, msgspec.Meta(ge=1.0, le=2.0)]
+Correlation = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+EnvName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+SymbolName = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{2,30}$")]
+ClientIdPrefix = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9]{1,4}$")]
+FileName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+OptionalUrl = Annotated[str, msgspec.Meta(pattern=r"^(|(https?|wss?)://\S+)$")]
+
+
+class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base for every config section: immutable, unknown keys refused."""
+
+
+class ExchangeConfig(_Section, frozen=True):
+    name: Literal["binance"] = "binance"
+    api_key_env: EnvName = "BINANCE_API_KEY"
+    api_secret_env: EnvName = "BINANCE_API_SECRET"
+    usdtm_perp: Literal[True] = True
+    margin_mode: Literal["ISOLATED"] = "ISOLATED"
+    recv_window_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 5000
+    # Empty means "the official URL for the chosen environment" (production or testnet).
+    rest_base_url: OptionalUrl = ""
+    ws_base_url: OptionalUrl = ""
+    client_id_prefix: ClientIdPrefix = "fa"
+    request_timeout_seconds: PositiveFloat = 10.0
+    max_retry_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 4
+    retry_wait_initial_seconds: PositiveFloat = 0.5
+    retry_wait_max_seconds: PositiveFloat = 8.0
+    time_sync_interval_seconds: PositiveFloat = 600.0
+    weight_limit_per_minute: PositiveInt = 2400
+    weight_budget_pct: PositiveFraction = 0.7
+    order_limit_per_10s: PositiveInt = 300
+    listen_key_keepalive_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=3000.0)] = 1800.0
+    ws_ping_interval_seconds: PositiveFloat = 60.0
+    ws_planned_reconnect_hours: Annotated[float, msgspec.Meta(gt=0.0, lt=24.0)] = 23.0
+    ws_reconnect_backoff_initial_seconds: PositiveFloat = 1.0
+    ws_reconnect_backoff_max_seconds: PositiveFloat = 60.0
+    ws_max_streams_per_connection: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 200
+
+
+class UniverseConfig(_Section, frozen=True):
+    min_24h_volume_usdt: NonNegativeFloat = 100_000_000.0
+    max_spread_pct: PositiveFraction = 0.0005
+    max_abs_funding_rate: PositiveFraction = 0.0015
+    min_atr_ratio: Fraction = 0.005
+    max_monitored_symbols: Annotated[int, msgspec.Meta(ge=1, le=500)] = 6
+    whitelist: tuple[SymbolName, ...] = ()
+    blacklist: tuple[SymbolName, ...] = ()
+    spread_sample_seconds: PositiveFloat = 60.0
+    atr_ratio_tf: Literal["5m", "1h"] = "1h"
+    refresh_time_utc: HHMM = "00:00"
+
+
+class TimeframesConfig(_Section, frozen=True):
+    signal_tf: Literal["5m"] = "5m"
+    trend_tf: Literal["1h"] = "1h"
+    zscore_lookback: Annotated[int, msgspec.Meta(ge=2, le=2000)] = 100
+    corr_tf: Literal["1h"] = "1h"
+    corr_lookback_hours: Annotated[int, msgspec.Meta(ge=2, le=2000)] = 72
+
+
+class MarketDataConfig(_Section, frozen=True):
+    """History kept per symbol; must cover every indicator's warm-up plus the z-score look-back."""
+
+    history_5m_bars: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 600
+    history_1h_bars: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 300
+    kline_page_limit: Annotated[int, msgspec.Meta(ge=1, le=1500)] = 1500
+
+
+class RiskConfig(_Section, frozen=True):
+    risk_per_trade_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.05)] = 0.01
+    max_total_open_risk_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.025
+    max_open_positions: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
+    max_same_direction_positions: Annotated[int, msgspec.Meta(ge=1, le=50)] = 2
+    correlation_threshold: Correlation = 0.85
+    hedge_corr_max: Correlation = 0.6
+    daily_stop_pct: NegativeFraction = -0.04
+    weekly_stop_pct: NegativeFraction = -0.10
+    pause_days_after_weekly_stop: Annotated[int, msgspec.Meta(ge=0, le=365)] = 7
+    reduced_risk_after_pause_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.05)] = 0.005
+    reduced_risk_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 3
+    max_leverage: Leverage = 2.0
+    max_cost_r: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.25
+    margin_buffer_pct: Fraction = 0.1
+    decision_batch_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 2000
+    verdict_timeout_seconds: PositiveFloat = 5.0
+    # The first monitored symbol by volume is the beta reference (§8.5); empty means "choose by volume".
+    beta_reference_symbol: Annotated[str, msgspec.Meta(pattern=r"^([A-Z0-9]{2,30})?$")] = ""
+
+
+class RegimeConfig(_Section, frozen=True):
+    trend_adx_min: AdxLevel = 25.0
+    range_adx_max: AdxLevel = 20.0
+    high_vol_atr_z: Annotated[float, msgspec.Meta(ge=0.0, le=20.0)] = 1.5
+    confidence_threshold: Fraction = 0.55
+    chop_adx_max: AdxLevel = 15.0
+    chop_bb_width_max: Fraction = 0.003
+    range_bb_width_min: Fraction = 0.004
+    range_bb_width_max: Fraction = 0.03
+    high_vol_full_scale_z: PositiveFloat = 1.5
+    trend_adx_full_scale: PositiveFloat = 15.0
+    trend_ema_sep_full_scale: PositiveFloat = 0.01
+    range_adx_full_scale: PositiveFloat = 10.0
+
+
+class TrendPullbackConfig(_Section, frozen=True):
+    enabled: bool = True
+    regimes: tuple[RegimeName, ...] = ("TREND",)
+    stop_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.01
+    target_r_multiple: PositiveFloat = 1.5
+    pullback_rsi_long_min: RsiLevel = 40.0
+    pullback_rsi_long_max: RsiLevel = 50.0
+    pullback_rsi_short_min: RsiLevel = 50.0
+    pullback_rsi_short_max: RsiLevel = 60.0
+    ema20_band_pct: Fraction = 0.002
+    trail_after_r: NonNegativeFloat = 1.0
+    atr_trail_mult: PositiveFloat = 2.0
+
+
+class TrendBreakoutConfig(_Section, frozen=True):
+    enabled: bool = True
+    regimes: tuple[RegimeName, ...] = ("TREND",)
+    stop_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.01
+    breakout_lookback_bars: Period = 20
+    breakout_volume_z_min: Annotated[float, msgspec.Meta(ge=-10.0, le=20.0)] = 1.0
+    atr_trail_mult: PositiveFloat = 2.5
+    trail_after_r: NonNegativeFloat = 0.0
+
+
+class RangeMeanReversionConfig(_Section, frozen=True):
+    enabled: bool = True
+    regimes: tuple[RegimeName, ...] = ("RANGE",)
+    stop_pct: Annotated[float, msgspec.Meta(gt=0.0, le=0.2)] = 0.008
+    target_r_multiple: PositiveFloat = 1.2
+    rsi_long_extreme: RsiLevel = 25.0
+    rsi_short_extreme: RsiLevel = 75.0
+
+
+class StrategiesConfig(_Section, frozen=True):
+    trend_pullback: TrendPullbackConfig = msgspec.field(default_factory=TrendPullbackConfig)
+    trend_breakout: TrendBreakoutConfig = msgspec.field(default_factory=TrendBreakoutConfig)
+    range_mean_reversion: RangeMeanReversionConfig = msgspec.field(default_factory=RangeMeanReversionConfig)
+
+
+class LeverageConfig(_Section, frozen=True):
+    trend: Leverage = 2.0
+    range: Leverage = 1.5
+    high_vol: Leverage = 1.0
+
+
+class ExecutionConfig(_Section, frozen=True):
+    entry_order_type: Literal["LIMIT"] = "LIMIT"
+    limit_ttl_seconds: PositiveFloat = 30.0
+    limit_retry_count: Annotated[int, msgspec.Meta(ge=0, le=1)] = 1
+    entry_offset_ticks: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    stop_order_type: Literal["STOP_MARKET"] = "STOP_MARKET"
+    stop_working_type: Literal["MARK_PRICE"] = "MARK_PRICE"
+    kill_switch_order_type: Literal["MARKET"] = "MARKET"
+    kill_switch_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    protection_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=5)] = 2
+    paper_slippage_limit_pct: Fraction = 0.0002
+    paper_slippage_market_pct: Fraction = 0.0008
+    paper_slippage_stop_pct: Fraction = 0.001
+    paper_volume_participation: PositiveFraction = 0.1
+    paper_initial_balance_usdt: PositiveFloat = 10_000.0
+    maker_fee_pct: Fraction = 0.0002
+    taker_fee_pct: Fraction = 0.0004
+    order_ack_timeout_seconds: PositiveFloat = 10.0
+    reconcile_interval_seconds: PositiveFloat = 300.0
+
+
+class PerformanceConfig(_Section, frozen=True):
+    window_trades: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 50
+    min_trades_before_confidence: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
+    dd_penalty_weight: NonNegativeFloat = 0.5
+    max_strategy_switches_per_day: Annotated[int, msgspec.Meta(ge=0, le=100)] = 1
+    score_scale: PositiveFloat = 1.0
+    low_sample_confidence_cap: Fraction = 0.5
+    paper_exploration: bool = True
+    disable_if_expectancy_negative: bool = True
+
+
+class NotificationsConfig(_Section, frozen=True):
+    telegram_enabled: bool = True
+    telegram_token_env: EnvName = "TELEGRAM_BOT_TOKEN"
+    telegram_chat_id_env: EnvName = "TELEGRAM_CHAT_ID"
+    telegram_api_base_url: OptionalUrl = "https://api.telegram.org"
+    telegram_timeout_seconds: PositiveFloat = 10.0
+    daily_report_time_utc: HHMM = "00:05"
+
+
+class LoggingConfig(_Section, frozen=True):
+    log_dir: str = "./logs"
+    trade_log_file: FileName = "trades.jsonl"
+    event_log_file: FileName = "events.jsonl"
+    level: LogLevel = "INFO"
+    # 0 disables size-based rotation; daily rotation always happens.
+    rotate_max_bytes: NonNegativeInt = 0
+
+
+class HealthConfig(_Section, frozen=True):
+    stale_data_seconds: PositiveFloat = 90.0
+    healthy_streak_seconds: PositiveFloat = 300.0
+    fault_window_seconds: PositiveFloat = 300.0
+    timestamp_error_threshold: PositiveInt = 3
+    rate_limit_error_threshold: PositiveInt = 3
+    server_error_threshold: PositiveInt = 5
+    balance_failure_threshold: PositiveInt = 3
+    heartbeat_interval_seconds: PositiveFloat = 5.0
+    heartbeat_file: FileName = "heartbeat.json"
+    http_enabled: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8080
+
+
+class ShutdownConfig(_Section, frozen=True):
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=600.0)] = 20.0
+
+
+class StateConfig(_Section, frozen=True):
+    state_dir: str = "./state"
+    db_file: FileName = "state.sqlite"
+
+
+class SupervisionConfig(_Section, frozen=True):
+    max_restarts: PositiveInt = 5
+    restart_window_seconds: PositiveFloat = 600.0
+    backoff_initial_seconds: PositiveFloat = 1.0
+    backoff_max_seconds: PositiveFloat = 60.0
+
+
+class ReplayConfig(_Section, frozen=True):
+    progress_every_candles: PositiveInt = 50_000
+    initial_balance_usdt: PositiveFloat = 10_000.0
+    # Replay has no book ticker; this spread (a fraction of price) stands in for it.
+    assumed_spread_pct: Fraction = 0.0001
+    seed: NonNegativeInt = 0
+
+
+class BotConfig(_Section, frozen=True):
+    mode: Mode = "PAPER_LIVE"
+    timezone: Literal["UTC"] = "UTC"
+    exchange: ExchangeConfig = msgspec.field(default_factory=ExchangeConfig)
+    universe: UniverseConfig = msgspec.field(default_factory=UniverseConfig)
+    timeframes: TimeframesConfig = msgspec.field(default_factory=TimeframesConfig)
+    market_data: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    regime: RegimeConfig = msgspec.field(default_factory=RegimeConfig)
+    strategies: StrategiesConfig = msgspec.field(default_factory=StrategiesConfig)
+    leverage: LeverageConfig = msgspec.field(default_factory=LeverageConfig)
+    execution: ExecutionConfig = msgspec.field(default_factory=ExecutionConfig)
+    performance: PerformanceConfig = msgspec.field(default_factory=PerformanceConfig)
+    notifications: NotificationsConfig = msgspec.field(default_factory=NotificationsConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    shutdown: ShutdownConfig = msgspec.field(default_factory=ShutdownConfig)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)
+    supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
+    replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
+
+
+class ConfigError(ValueError):
+    """The configuration was refused. `key` is the dotted path, `value` the offending value."""
+
+    def __init__(self, message: str, *, key: str = "", value: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.value = value
+
+
+# Indicator warm-up needs (bars) used to check the history sizes; protocol facts of the
+# indicators in BOT_SPEC §4 (ADX(14) needs 2·14 bars, EMA50 needs 50, Bollinger 20).
+_WARMUP_5M_BARS = 50
+_WARMUP_1H_BARS = 50
+
+_MSGSPEC_PATH = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(?P<field>[^`]+)`")
+_EXPECTED = re.compile(r"^Expected `(?P<expected>.+?)`, got `(?P<got>[^`]+)`")
+_CONSTRAINT = re.compile(r"^Expected `(?P<type>[^`]+)` (?P<rule>.+)$")
+_ENUM = re.compile(r"^Invalid enum value (?P<got>.+)$")
+
+
+def _dotted(path: str) -> str:
+    """`.risk.max_open_positions` / `.universe.whitelist[0]` -> `risk.max_open_positions`."""
+    return path.lstrip(".")
+
+
+def _lookup(raw: Any, dotted: str) -> Any:
+    node = raw
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
+        try:
+            if part.startswith("["):
+                node = node[int(part[1:-1])]
+            else:
+                node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if value is not None else "null"
+
+
+def _section_fields(raw_path: str) -> list[str]:
+    section: Any = BotConfig
+    for part in [p for p in raw_path.split(".") if p]:
+        hints = {f.name: f.type for f in msgspec.structs.fields(section)}
+        section = hints.get(part)
+        if section is None:
+            return []
+    try:
+        return [f.name for f in msgspec.structs.fields(section)]
+    except TypeError:
+        return []
+
+
+def _literal_values(dotted: str) -> tuple[Any, ...]:
+    """The allowed values of a Literal-typed key (also inside a tuple), for error messages."""
+    section: Any = BotConfig
+    annotation: Any = None
+    for part in [p for p in re.sub(r"\[\d+\]", "", dotted).split(".") if p]:
+        try:
+            hints = typing.get_type_hints(section, include_extras=False)
+        except TypeError:
+            return ()
+        annotation = hints.get(part)
+        section = annotation
+    while typing.get_origin(annotation) is tuple:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return ()
+
+
+def _translate(err: msgspec.ValidationError, raw: Any) -> ConfigError:
+    text = str(err)
+    match = _MSGSPEC_PATH.search(text)
+    path = _dotted(match.group("path")) if match else ""
+    head = text[: match.start()] if match else text
+    if m := _UNKNOWN_FIELD.match(head):
+        key = f"{path}.{m.group('field')}" if path else m.group("field")
+        allowed = ", ".join(_section_fields(path))
+        value = _lookup(raw, key)
+        return ConfigError(
+            f"config key {key}: unknown key (value {_show(value)}); allowed keys here: {allowed}",
+            key=key,
+            value=value,
+        )
+    value = _lookup(raw, path)
+    if m := _EXPECTED.match(head):
+        expected = m.group("expected")
+        return ConfigError(
+            f"config key {path}: value {_show(value)} has the wrong type ({m.group('got')}); "
+            f"expected {expected}",
+            key=path,
+            value=value,
+        )
+    if m := _CONSTRAINT.match(head):
+        rule = m.group("rule")
+        what = "does not match the allowed pattern" if rule.startswith("matching") else "is out of range"
+        return ConfigError(
+            f"config key {path}: value {_show(value)} {what}; allowed: {m.group('type')} {rule}",
+            key=path,
+            value=value,
+        )
+    if _ENUM.match(head):
+        allowed = ", ".join(_show(v) for v in _literal_values(path))
+        return ConfigError(
+            f"config key {path}: value {_show(value)} is not allowed; allowed values: {allowed}",
+            key=path,
+            value=value,
+        )
+    return ConfigError(f"config key {path or '(root)'}: value {_show(value)} is invalid: {head}", key=path)
+
+
+def _order_error(key: str, value: Any, rule: str) -> ConfigError:
+    return ConfigError(
+        f"config key {key}: value {_show(value)} is out of order; {rule}", key=key, value=value
+    )
+
+
+def _check_finite(node: Any, path: str = "") -> None:
+    if isinstance(node, msgspec.Struct):
+        for field in msgspec.structs.fields(node):
+            _check_finite(getattr(node, field.name), f"{path}.{field.name}" if path else field.name)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"config key {path}: value {node} is not a finite number", key=path, value=node)
+
+
+def validate_relations(cfg: BotConfig) -> None:
+    """Cross-field rules that a single field's range cannot express (thresholds in order)."""
+    _check_finite(cfg)
+    rg = cfg.regime
+    if rg.range_bb_width_min > rg.range_bb_width_max:
+        raise _order_error(
+            "regime.range_bb_width_min",
+            rg.range_bb_width_min,
+            f"must be <= regime.range_bb_width_max ({rg.range_bb_width_max})",
+        )
+    if rg.chop_adx_max > rg.range_adx_max:
+        raise _order_error(
+            "regime.chop_adx_max", rg.chop_adx_max, f"must be <= regime.range_adx_max ({rg.range_adx_max})"
+        )
+    if rg.range_adx_max > rg.trend_adx_min:
+        raise _order_error(
+            "regime.range_adx_max", rg.range_adx_max, f"must be <= regime.trend_adx_min ({rg.trend_adx_min})"
+        )
+    risk = cfg.risk
+    if risk.hedge_corr_max > risk.correlation_threshold:
+        raise _order_error(
+            "risk.hedge_corr_max",
+            risk.hedge_corr_max,
+            f"must be <= risk.correlation_threshold ({risk.correlation_threshold})",
+        )
+    if risk.weekly_stop_pct > risk.daily_stop_pct:
+        raise _order_error(
+            "risk.weekly_stop_pct",
+            risk.weekly_stop_pct,
+            f"must be <= risk.daily_stop_pct ({risk.daily_stop_pct}) (a weekly loss limit at least as large)",
+        )
+    if risk.reduced_risk_after_pause_pct > risk.risk_per_trade_pct:
+        raise _order_error(
+            "risk.reduced_risk_after_pause_pct",
+            risk.reduced_risk_after_pause_pct,
+            f"must be <= risk.risk_per_trade_pct ({risk.risk_per_trade_pct})",
+        )
+    if risk.risk_per_trade_pct > risk.max_total_open_risk_pct:
+        raise _order_error(
+            "risk.risk_per_trade_pct",
+            risk.risk_per_trade_pct,
+            f"must be <= risk.max_total_open_risk_pct ({risk.max_total_open_risk_pct})",
+        )
+    if risk.max_same_direction_positions > risk.max_open_positions:
+        raise _order_error(
+            "risk.max_same_direction_positions",
+            risk.max_same_direction_positions,
+            f"must be <= risk.max_open_positions ({risk.max_open_positions})",
+        )
+    for name in ("trend", "range", "high_vol"):
+        lev = getattr(cfg.leverage, name)
+        if lev > risk.max_leverage:
+            raise ConfigError(
+                f"config key leverage.{name}: value {_show(lev)} is out of range; "
+                f"allowed: <= risk.max_leverage ({risk.max_leverage})",
+                key=f"leverage.{name}",
+                value=lev,
+            )
+    tp = cfg.strategies.trend_pullback
+    if tp.pullback_rsi_long_min > tp.pullback_rsi_long_max:
+        raise _order_error(
+            "strategies.trend_pullback.pullback_rsi_long_min",
+            tp.pullback_rsi_long_min,
+            f"must be <= pullback_rsi_long_max ({tp.pullback_rsi_long_max})",
+        )
+    if tp.pullback_rsi_short_min > tp.pullback_rsi_short_max:
+        raise _order_error(
+            "strategies.trend_pullback.pullback_rsi_short_min",
+            tp.pullback_rsi_short_min,
+            f"must be <= pullback_rsi_short_max ({tp.pullback_rsi_short_max})",
+        )
+    mr = cfg.strategies.range_mean_reversion
+    if mr.rsi_long_extreme >= mr.rsi_short_extreme:
+        raise _order_error(
+            "strategies.range_mean_reversion.rsi_long_extreme",
+            mr.rsi_long_extreme,
+            f"must be < rsi_short_extreme ({mr.rsi_short_extreme})",
+        )
+    ex = cfg.exchange
+    if ex.retry_wait_initial_seconds > ex.retry_wait_max_seconds:
+        raise _order_error(
+            "exchange.retry_wait_initial_seconds",
+            ex.retry_wait_initial_seconds,
+            f"must be <= exchange.retry_wait_max_seconds ({ex.retry_wait_max_seconds})",
+        )
+    if ex.ws_reconnect_backoff_initial_seconds > ex.ws_reconnect_backoff_max_seconds:
+        raise _order_error(
+            "exchange.ws_reconnect_backoff_initial_seconds",
+            ex.ws_reconnect_backoff_initial_seconds,
+            f"must be <= exchange.ws_reconnect_backoff_max_seconds ({ex.ws_reconnect_backoff_max_seconds})",
+        )
+    perf = cfg.performance
+    if perf.min_trades_before_confidence > perf.window_trades:
+        raise _order_error(
+            "performance.min_trades_before_confidence",
+            perf.min_trades_before_confidence,
+            f"must be <= performance.window_trades ({perf.window_trades})",
+        )
+    sup = cfg.supervision
+    if sup.backoff_initial_seconds > sup.backoff_max_seconds:
+        raise _order_error(
+            "supervision.backoff_initial_seconds",
+            sup.backoff_initial_seconds,
+            f"must be <= supervision.backoff_max_seconds ({sup.backoff_max_seconds})",
+        )
+    md = cfg.market_data
+    need_5m = max(
+        _WARMUP_5M_BARS,
+        cfg.timeframes.zscore_lookback + 2 * 14,
+        cfg.strategies.trend_breakout.breakout_lookback_bars + 1,
+    )
+    if md.history_5m_bars < need_5m:
+        raise ConfigError(
+            f"config key market_data.history_5m_bars: value {md.history_5m_bars} is out of range; "
+            f"allowed: >= {need_5m} (indicator warm-up plus timeframes.zscore_lookback)",
+            key="market_data.history_5m_bars",
+            value=md.history_5m_bars,
+        )
+    need_1h = max(_WARMUP_1H_BARS, cfg.timeframes.corr_lookback_hours + 1)
+    if md.history_1h_bars < need_1h:
+        raise ConfigError(
+            f"config key market_data.history_1h_bars: value {md.history_1h_bars} is out of range; "
+            f"allowed: >= {need_1h} (EMA50 warm-up and timeframes.corr_lookback_hours + 1)",
+            key="market_data.history_1h_bars",
+            value=md.history_1h_bars,
+        )
+    for name in ("whitelist", "blacklist"):
+        items = getattr(cfg.universe, name)
+        if len(set(items)) != len(items):
+            raise ConfigError(
+                f"config key universe.{name}: value {_show(list(items))} lists a symbol twice",
+                key=f"universe.{name}",
+                value=list(items),
+            )
+    overlap = sorted(set(cfg.universe.whitelist) & set(cfg.universe.blacklist))
+    if overlap:
+        raise ConfigError(
+            f"config key universe.whitelist: symbols {_show(overlap)} are also in universe.blacklist",
+            key="universe.whitelist",
+            value=overlap,
+        )
+
+
+def load_config_bytes(data: bytes, *, source: str = "<config>") -> BotConfig:
+    """Decode, type-check and validate a JSON config. Raises `ConfigError`."""
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {source}: not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"config file {source}: the top level must be a JSON object, got {type(raw).__name__}"
+        )
+    try:
+        cfg = msgspec.convert(raw, type=BotConfig, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _translate(exc, raw) from None
+    validate_relations(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> BotConfig:
+    """Load the config file at `path`. Raises `ConfigError` (also for a missing file)."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: cannot be read: {exc.strerror}") from None
+    return load_config_bytes(data, source=str(p))
+
+
+def default_config() -> BotConfig:
+    """Every key at its default (what `config/config.example.json` holds)."""
+    return BotConfig()
+
+
+def config_to_dict(cfg: BotConfig) -> dict[str, Any]:
+    result: dict[str, Any] = msgspec.to_builtins(cfg)
+    return result
