@@ -65,6 +65,8 @@ class ExchangeConfig(_Section, frozen=True):
     usdtm_perp: Literal[True] = True
     margin_mode: Literal["ISOLATED"] = "ISOLATED"
     recv_window_ms: Annotated[int, msgspec.Meta(ge=1, le=60000)] = 5000
+    # Which official Binance hosts to use (binance/urls.py maps it to REST and WS base URLs).
+    environment: Literal["production", "testnet", "demo"] = "production"
     # Empty means "the official URL for the chosen environment" (production or testnet).
     rest_base_url: OptionalUrl = ""
     ws_base_url: OptionalUrl = ""
@@ -404,7 +406,8 @@ def _translate(err: msgspec.ValidationError, raw: Any) -> ConfigError:
             value=value,
         )
     if m := _CONSTRAINT.match(head):
-        rule = m.group("rule")
+        # msgspec prints an exclusive bound of 0.0 as "-0.0"; quote the bound as the user wrote it.
+        rule = re.sub(r"(?<![\d.])-0\.0(?!\d)", "0.0", m.group("rule"))
         what = "does not match the allowed pattern" if rule.startswith("matching") else "is out of range"
         return ConfigError(
             f"config key {path}: value {_show(value)} {what}; allowed: {m.group('type')} {rule}",

@@ -1,0 +1,1 @@
+"""Offline command-line tools (features export) built on the core code paths."""
