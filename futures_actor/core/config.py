@@ -496,6 +496,15 @@ def validate_relations(cfg: BotConfig) -> None:
                 key=f"leverage.{name}",
                 value=lev,
             )
+    for sname in ("trend_pullback", "trend_breakout", "range_mean_reversion"):
+        regimes = getattr(cfg.strategies, sname).regimes
+        if "CHOP_NO_TRADE" in regimes:
+            raise ConfigError(
+                f"config key strategies.{sname}.regimes: value {_show(list(regimes))} is not allowed; "
+                "CHOP_NO_TRADE never trades (allowed: TREND, RANGE, HIGH_VOL)",
+                key=f"strategies.{sname}.regimes",
+                value=list(regimes),
+            )
     tp = cfg.strategies.trend_pullback
     if tp.pullback_rsi_long_min > tp.pullback_rsi_long_max:
         raise _order_error(
