@@ -1,0 +1,385 @@
+"""The command line (`python -m futures_actor ...`): parse, validate the config, dispatch.
+
+This module owns argument parsing, the choice of mode, config file resolution and exit codes:
+0 ok, 2 usage or config error (nothing has connected anywhere yet), 1 runtime failure. The bot itself
+runs in `futures_actor.app.run_bot(options)` under `trio.run`; the tool commands live in
+`futures_actor.tools.*` and are imported only when called, so a missing tool cannot break the CLI.
+
+Mode rule (BOT_SPEC §13): LIVE needs both `"mode": "LIVE"` in the config and `--live`. `--live` with a
+PAPER_LIVE config is refused (exit 2); a LIVE config without `--live` runs PAPER_LIVE with a warning.
+
+Operator kill switch: `kill` writes `<state_dir>/control/kill` (JSON: time and reason); the running bot
+watches for it, flattens every position and stops entering. `resume` removes the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+from futures_actor.core.clock import SystemWallClock, iso_utc
+from futures_actor.core.config import BotConfig, ConfigError, Mode, config_to_dict, load_config
+from futures_actor.core.secrets import MASK, Secrets, load_dotenv
+from futures_actor.logs import redact, register_secrets
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "EXAMPLE_CONFIG",
+    "EXIT_CONFIG",
+    "EXIT_OK",
+    "EXIT_RUNTIME",
+    "RunOptions",
+    "build_parser",
+    "kill_file_path",
+    "main",
+    "resolve_run_options",
+]
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_CONFIG = 2
+
+DEFAULT_CONFIG = Path("config/config.json")
+EXAMPLE_CONFIG = Path("config/config.example.json")
+DEFAULT_ENV_FILE = Path(".env")
+CONTROL_DIR = "control"
+KILL_FILE = "kill"
+
+# Tool subcommands: (module, function). Each function takes the remaining argv and returns an exit code.
+TOOLS: dict[str, tuple[str, str]] = {
+    "features": ("futures_actor.tools.features_cmd", "run_features"),
+    "download-klines": ("futures_actor.tools.download_klines", "run_download_klines"),
+    "sim-exchange": ("futures_actor.tools.sim_exchange_cmd", "run_sim_exchange"),
+}
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit 2)."""
+
+
+class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything `app.run_bot` needs, decided and validated by the command line.
+
+    `mode` is the effective mode (PAPER_LIVE unless the config says LIVE and `--live` was given).
+    `warnings` are messages for the event log (the CLI also printed them to stderr).
+    """
+
+    config: BotConfig
+    config_path: Path
+    mode: Mode
+    testnet: bool
+    log_dir: Path
+    state_dir: Path
+    replay_dir: Path | None = None
+    env_file: Path | None = None
+    console: str = "auto"
+    warnings: tuple[str, ...] = ()
+
+
+def kill_file_path(state_dir: Path) -> Path:
+    """`<state_dir>/control/kill`: present means "kill switch engaged" until `resume` removes it."""
+    return state_dir / CONTROL_DIR / KILL_FILE
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+_EPILOG = """\
+commands:
+  (none)                 run the bot (paper unless --live and the config says LIVE)
+  check-config [PATH]    validate a config file and print the effective config as JSON (secrets masked)
+  features ...           compute features over recorded klines (see `features --help`)
+  download-klines ...    download klines from Binance public endpoints (see `download-klines --help`)
+  sim-exchange ...       run the simulated Binance exchange on 127.0.0.1 (see `sim-exchange --help`)
+  kill [--reason TEXT]   engage the operator kill switch: writes <state_dir>/control/kill; the running
+                         bot cancels working orders, closes every position and stops entering
+  resume                 remove <state_dir>/control/kill
+
+config: --config PATH, else config/config.json, else config/config.example.json (with a warning).
+secrets: only from the environment (a .env file in the working directory is read; it never overrides
+variables already set): the variable names are in the config (exchange.api_key_env, ...).
+exit codes: 0 ok, 2 usage or configuration error (nothing was sent anywhere), 1 runtime failure.
+"""
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        type=Path,
+        default=default,
+        help="config file (default: config/config.json, falling back to config/config.example.json)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        type=Path,
+        default=default,
+        help="state directory (default: state.state_dir)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        type=Path,
+        default=default,
+        help="log directory (default: logging.log_dir)",
+    )
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        type=Path,
+        default=default,
+        help="dotenv file with the secrets (default: .env; variables already set win)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="futures-actor",
+        description="Binance USDT-M perpetual futures trading bot (actor model on trio).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(parser, suppress=False)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--paper", action="store_true", help="paper trading on live market data (PAPER_LIVE)")
+    mode.add_argument(
+        "--live", action="store_true", help='trade real money; refused unless the config says "mode": "LIVE"'
+    )
+    parser.add_argument("--testnet", action="store_true", help="use Binance's futures testnet hosts")
+    parser.add_argument(
+        "--replay",
+        metavar="DIR",
+        type=Path,
+        help="paper mode fed by recorded klines from DIR (simulated clock)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no console log output (events.jsonl is still written)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    check = sub.add_parser("check-config", help="validate a config file and print the effective config")
+    check.add_argument("path", nargs="?", type=Path, help="config file (default: as for running the bot)")
+    _add_common(check, suppress=True)
+    kill = sub.add_parser("kill", help="engage the operator kill switch (<state_dir>/control/kill)")
+    kill.add_argument("--reason", default="operator", help="recorded in the kill file (default: operator)")
+    _add_common(kill, suppress=True)
+    resume = sub.add_parser("resume", help="release the operator kill switch")
+    _add_common(resume, suppress=True)
+    for name in TOOLS:
+        sub.add_parser(name, help=f"tool: {name} (arguments are passed to the tool; try `{name} --help`)")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _warn(message: str, stderr: TextIO) -> None:
+    print(f"futures-actor: warning: {message}", file=stderr)
+
+
+def _resolve_config_path(explicit: Path | None, stderr: TextIO, warnings: list[str]) -> Path:
+    if explicit is not None:
+        return explicit
+    if DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    message = f"{DEFAULT_CONFIG} not found; using {EXAMPLE_CONFIG} (every key at its default)"
+    _warn(message, stderr)
+    warnings.append(message)
+    return EXAMPLE_CONFIG
+
+
+def _load_env(env_file: Path | None) -> None:
+    load_dotenv(env_file if env_file is not None else DEFAULT_ENV_FILE)
+
+
+def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
+    """Load and check the config, decide the mode. Raises `ConfigError` or `UsageError`."""
+    warnings: list[str] = []
+    config_path = _resolve_config_path(args.config, stderr, warnings)
+    cfg = load_config(config_path)
+    if args.live and args.replay is not None:
+        raise UsageError("--live and --replay cannot be combined (a replay is always paper)")
+    mode: Mode
+    if args.live:
+        if cfg.mode != "LIVE":
+            raise UsageError(
+                f'--live refused: config {config_path} has "mode": "{cfg.mode}"; '
+                'live trading needs "mode": "LIVE" in the config and --live'
+            )
+        mode = "LIVE"
+    else:
+        mode = "PAPER_LIVE"
+        if cfg.mode == "LIVE":
+            message = f'config {config_path} says "mode": "LIVE" but --live was not given; running PAPER_LIVE'
+            _warn(message, stderr)
+            warnings.append(message)
+    if args.replay is not None and not args.replay.is_dir():
+        raise UsageError(f"--replay {args.replay}: not a directory")
+    return RunOptions(
+        config=cfg,
+        config_path=config_path,
+        mode=mode,
+        testnet=bool(args.testnet),
+        log_dir=args.log_dir if args.log_dir is not None else Path(cfg.logging.log_dir),
+        state_dir=args.state_dir if args.state_dir is not None else Path(cfg.state.state_dir),
+        replay_dir=args.replay,
+        env_file=args.env_file,
+        console="quiet" if args.quiet else "auto",
+        warnings=tuple(warnings),
+    )
+
+
+def _env_report(cfg: BotConfig) -> dict[str, str]:
+    names = [
+        cfg.exchange.api_key_env,
+        cfg.exchange.api_secret_env,
+        cfg.notifications.telegram_token_env,
+        cfg.notifications.telegram_chat_id_env,
+    ]
+    return {name: (MASK if os.environ.get(name) else "(not set)") for name in names}
+
+
+def _check_config(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    path = args.path if args.path is not None else _resolve_config_path(args.config, stderr, [])
+    cfg = load_config(path)
+    _load_env(args.env_file)
+    report = {
+        "config_file": str(path),
+        "valid": True,
+        "environment": _env_report(cfg),
+        "config": config_to_dict(cfg),
+    }
+    stdout.write(json.dumps(report, indent=2) + "\n")
+    return EXIT_OK
+
+
+def _state_dir_for_control(args: argparse.Namespace, stderr: TextIO) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    # The kill file must land where the running bot looks: a config that cannot be read is an error,
+    # never a silent fall-back to a default directory.
+    cfg = load_config(_resolve_config_path(args.config, stderr, []))
+    return Path(cfg.state.state_dir)
+
+
+def _kill(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    path = kill_file_path(_state_dir_for_control(args, stderr))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {"requested_at": iso_utc(SystemWallClock().now_ms()), "reason": args.reason, "pid": os.getpid()}
+    tmp = path.with_name(f".{KILL_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    stdout.write(f"kill switch engaged: wrote {path}\n")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    path = kill_file_path(_state_dir_for_control(args, stderr))
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        stdout.write(f"kill switch was not engaged ({path} absent)\n")
+        return EXIT_OK
+    stdout.write(f"kill switch released: removed {path}\n")
+    return EXIT_OK
+
+
+def _run_tool(name: str, argv: list[str], stderr: TextIO) -> int:
+    module_name, func_name = TOOLS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise
+        print(
+            f"futures-actor: the `{name}` command is not available in this build ({module_name} is missing)",
+            file=stderr,
+        )
+        return EXIT_RUNTIME
+    func: Callable[[list[str]], int | None] | None = getattr(module, func_name, None)
+    if func is None:
+        print(
+            f"futures-actor: the `{name}` command is not available ({module_name}.{func_name} is missing)",
+            file=stderr,
+        )
+        return EXIT_RUNTIME
+    result = func(argv)
+    return EXIT_OK if result is None else int(result)
+
+
+def _run_bot(options: RunOptions) -> int:
+    import trio
+
+    from futures_actor import app
+
+    result = trio.run(app.run_bot, options)
+    return EXIT_OK if result is None else int(result)
+
+
+def _redacted(text: str) -> str:
+    return redact(text)
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> int:
+    """Run the command line; returns the exit code (the console script passes it to `sys.exit`)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    if args_list and args_list[0] in TOOLS:
+        try:
+            return _run_tool(args_list[0], args_list[1:], err)
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+        except Exception as exc:
+            print(
+                f"futures-actor: {args_list[0]} failed: {_redacted(f'{type(exc).__name__}: {exc}')}", file=err
+            )
+            return EXIT_RUNTIME
+    parser = build_parser()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    try:
+        match args.command:
+            case "check-config":
+                return _check_config(args, out, err)
+            case "kill":
+                return _kill(args, out, err)
+            case "resume":
+                return _resume(args, out, err)
+            case None:
+                _load_env(args.env_file)
+                options = resolve_run_options(args, err)
+                register_secrets(Secrets.from_env(options.config).values())
+                return _run_bot(options)
+            case other:
+                print(f"futures-actor: unknown command {other!r}", file=err)
+                return EXIT_CONFIG
+    except ConfigError as exc:
+        print(f"futures-actor: configuration refused: {exc}", file=err)
+        return EXIT_CONFIG
+    except UsageError as exc:
+        print(f"futures-actor: {exc}", file=err)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("futures-actor: interrupted", file=err)
+        return EXIT_RUNTIME
+    except Exception as exc:
+        print(f"futures-actor: runtime failure: {_redacted(f'{type(exc).__name__}: {exc}')}", file=err)
+        return EXIT_RUNTIME

@@ -1,0 +1,381 @@
+"""Event logging: structlog configured once, `events.jsonl`, console output and secret redaction.
+
+This module owns how log lines are made and where they go (BOT_SPEC §11, STYLE.md "logging"):
+
+- One JSON object per line in `events-YYYY-MM-DD.jsonl` in the log directory, with the keys
+  `timestamp` (ISO 8601 UTC from the injected `WallClock`, so replay and mock-clock runs log simulated
+  time), `level`, `event`, `actor`, `symbol` (both `null` when not bound) and then the event's fields.
+  `events.jsonl` is a symlink to today's file, moved at rotation, so `tail -F logs/events.jsonl` follows.
+- Console: a readable renderer when stdout is a terminal, the same JSON lines otherwise, nothing when quiet.
+- Redaction: every registered secret value is replaced by `***` wherever it occurs in any string of an
+  event (nested dicts, lists and tuples too, exception text included) before anything is rendered.
+  Objects of other types are turned into their `str()` first, so a repr cannot carry a secret past it.
+
+Use the synchronous structlog API (`log.info(...)`), never the `a*` methods (they need asyncio).
+`RotatingJsonlFile` is the shared append-only, daily/size-rotated JSONL writer (the trade journal uses it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import structlog
+
+from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc, ms_to_datetime
+from futures_actor.core.config import LoggingConfig
+from futures_actor.core.secrets import MASK
+
+__all__ = [
+    "ConsoleMode",
+    "LogSink",
+    "RotatingJsonlFile",
+    "configure_logging",
+    "get_logger",
+    "redact",
+    "redact_event",
+    "register_secrets",
+    "registered_secret_count",
+    "reset_logging",
+]
+
+ConsoleMode = Literal["auto", "pretty", "json", "quiet"]
+
+# Keys every event line carries, in this order, before the event's own fields.
+_LEADING_KEYS = ("timestamp", "level", "event", "actor", "symbol")
+_ROTATED_NAME = re.compile(
+    r"^(?P<stem>.+)-(?P<day>\d{4}-\d{2}-\d{2})(?:\.(?P<index>\d+))?(?P<suffix>\.[^.]+)$"
+)
+
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_sink: LogSink | None = None
+
+
+# --------------------------------------------------------------------------------------------- redaction
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secret values; every later log line has each occurrence replaced by `***`."""
+    with _secrets_lock:
+        _secrets.update(v for v in values if v)
+
+
+def registered_secret_count() -> int:
+    return len(_secrets)
+
+
+def _clear_secrets() -> None:
+    with _secrets_lock:
+        _secrets.clear()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret value replaced by `***` (longest first)."""
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, bytes):
+        return redact(value.decode("utf-8", errors="replace"))
+    return redact(str(value))
+
+
+def redact_event(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: redact registered secrets in every field, nested too."""
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(event_dict[key])
+    return event_dict
+
+
+# ------------------------------------------------------------------------------------- rotating JSONL file
+
+
+class RotatingJsonlFile:
+    """Append-only JSONL file rotated daily (date in the name) and optionally by size.
+
+    `<dir>/<stem>-YYYY-MM-DD.jsonl` is the first file of a UTC day, `<stem>-YYYY-MM-DD.1.jsonl` the next
+    when `max_bytes` > 0 and the current one would grow past it. `<dir>/<name>` is a symlink to the file in
+    use, replaced atomically at each rotation. Each `write_line` is one `os.write` of the whole line on an
+    `O_APPEND` descriptor, fsynced when `fsync` is true, so a reader never sees a partial line.
+    The day comes from the injected wall clock. Thread-safe (a lock around each write).
+    """
+
+    def __init__(
+        self, *, directory: Path, name: str, clock: WallClock, max_bytes: int = 0, fsync: bool = False
+    ) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.directory = directory
+        self.name = name
+        self.clock = clock
+        self.max_bytes = max_bytes
+        self.fsync = fsync
+        stem, dot, suffix = name.rpartition(".")
+        self._stem, self._suffix = (stem, dot + suffix) if dot and stem else (name, "")
+        self._fd: int | None = None
+        self._day: date | None = None
+        self._index = 0
+        self._size = 0
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def link_path(self) -> Path:
+        return self.directory / self.name
+
+    @property
+    def current_path(self) -> Path | None:
+        if self._day is None:
+            return None
+        return self._path_for(self._day, self._index)
+
+    def _path_for(self, day: date, index: int) -> Path:
+        suffix = f".{index}" if index else ""
+        return self.directory / f"{self._stem}-{day.isoformat()}{suffix}{self._suffix}"
+
+    def files(self) -> list[Path]:
+        """Every rotated file of this stream, oldest first (by day, then index)."""
+        found: list[tuple[str, int, Path]] = []
+        for path in self.directory.iterdir():
+            m = _ROTATED_NAME.match(path.name)
+            if m and m.group("stem") == self._stem and m.group("suffix") == self._suffix and path.is_file():
+                found.append((m.group("day"), int(m.group("index") or 0), path))
+        return [p for _, _, p in sorted(found)]
+
+    def _open(self, day: date, index: int) -> None:
+        self._close_fd()
+        path = self._path_for(day, index)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd, self._day, self._index = fd, day, index
+        self._size = os.fstat(fd).st_size
+        self._point_link(path)
+
+    def _point_link(self, target: Path) -> None:
+        tmp = self.directory / f".{self.name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.symlink(target.name, tmp)
+            os.replace(tmp, self.link_path)
+        except OSError:
+            # A filesystem without symlinks: the dated files still hold everything.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _latest_index(self, day: date) -> int:
+        index = 0
+        while self._path_for(day, index + 1).exists():
+            index += 1
+        return index
+
+    def write_line(self, line: str) -> Path:
+        """Append one line (a trailing newline is added if missing); returns the file written."""
+        data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
+        with self._lock:
+            today = ms_to_datetime(self.clock.now_ms()).date()
+            if self._fd is None or today != self._day:
+                self._open(today, self._latest_index(today))
+            if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
+                assert self._day is not None
+                self._open(self._day, self._index + 1)
+            assert self._fd is not None
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+            self._size += len(data)
+            path = self.current_path
+            assert path is not None
+            return path
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_fd()
+
+
+# ------------------------------------------------------------------------------------------- the sink
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _event_line(event_dict: MutableMapping[str, Any]) -> str:
+    ordered: dict[str, Any] = {key: event_dict.get(key) for key in _LEADING_KEYS}
+    for key, value in event_dict.items():
+        if key not in ordered:
+            ordered[key] = _jsonable(value)
+    return json.dumps(ordered, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class LogSink:
+    """Where rendered events go: the rotated `events` file and the console. Owns the wall clock."""
+
+    def __init__(
+        self,
+        *,
+        clock: WallClock,
+        events_file: RotatingJsonlFile | None,
+        console: ConsoleMode,
+        stream: TextIO,
+    ) -> None:
+        self.clock = clock
+        self.events_file = events_file
+        self.stream = stream
+        if console == "auto":
+            console = "pretty" if _isatty(stream) else "json"
+        self.console: ConsoleMode = console
+        self._pretty = structlog.dev.ConsoleRenderer(colors=_isatty(stream)) if console == "pretty" else None
+        self._lock = threading.Lock()
+
+    def set_clock(self, clock: WallClock) -> None:
+        """Switch the timestamp source (e.g. to the trio-driven clock once trio runs)."""
+        self.clock = clock
+        if self.events_file is not None:
+            self.events_file.clock = clock
+
+    def add_timestamp(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict["timestamp"] = iso_utc(self.clock.now_ms())
+        return event_dict
+
+    def emit(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+        """Final processor: write the event everywhere, hand structlog the JSON line."""
+        line = _event_line(event_dict)
+        with self._lock:
+            if self.events_file is not None:
+                self.events_file.write_line(line)
+            if self.console == "json":
+                self.stream.write(line + "\n")
+                self.stream.flush()
+            elif self._pretty is not None:
+                pretty = dict(event_dict)
+                pretty.pop("timestamp", None)
+                rendered = self._pretty(logger, method, {"timestamp": event_dict["timestamp"], **pretty})
+                self.stream.write(str(rendered) + "\n")
+                self.stream.flush()
+        return line
+
+    def close(self) -> None:
+        if self.events_file is not None:
+            self.events_file.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _NullLogger:
+    """The sink already wrote the line; the logger at the end of the chain does nothing."""
+
+    def msg(self, *_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _add_defaults(
+    _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event_dict.setdefault("actor", None)
+    event_dict.setdefault("symbol", None)
+    return event_dict
+
+
+def configure_logging(
+    *,
+    cfg: LoggingConfig,
+    log_dir: Path | None,
+    clock: WallClock | None = None,
+    secrets: Iterable[str] = (),
+    console: ConsoleMode = "auto",
+    stream: TextIO | None = None,
+) -> LogSink:
+    """Configure structlog for the whole process and return the sink (close it at shutdown).
+
+    `log_dir=None` writes no file (console only). Calling it again replaces the previous setup.
+    """
+    global _sink
+    register_secrets(secrets)
+    clock = clock or SystemWallClock()
+    events_file = None
+    if log_dir is not None:
+        events_file = RotatingJsonlFile(
+            directory=log_dir, name=cfg.event_log_file, clock=clock, max_bytes=cfg.rotate_max_bytes
+        )
+    sink = LogSink(clock=clock, events_file=events_file, console=console, stream=stream or sys.stdout)
+    if _sink is not None:
+        _sink.close()
+    _sink = sink
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _add_defaults,
+            sink.add_timestamp,
+            structlog.processors.format_exc_info,
+            redact_event,
+            sink.emit,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(cfg.level)),
+        logger_factory=lambda *_args: _NullLogger(),
+        cache_logger_on_first_use=False,
+    )
+    return sink
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging` (tests): close the sink, forget secrets, structlog defaults."""
+    global _sink
+    if _sink is not None:
+        _sink.close()
+        _sink = None
+    _clear_secrets()
+    structlog.reset_defaults()
+
+
+def get_logger(actor: str | None = None, **context: Any) -> Any:
+    """A bound logger with `actor` (and any other context, e.g. `symbol`) on every line."""
+    log = structlog.get_logger()
+    if actor is not None:
+        context["actor"] = actor
+    return log.bind(**context) if context else log
