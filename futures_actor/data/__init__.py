@@ -1,0 +1,1 @@
+"""Readers and writers of market-data files (I/O kept out of core/)."""
