@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 from futures_actor.core.config import BotConfig  # noqa: E402
 from futures_actor.core.features import SymbolFeatureEngine  # noqa: E402
-from futures_actor.data.klines_csv import read_klines_candles  # noqa: E402
 from futures_actor.core.regime import detect_regime  # noqa: E402
 from futures_actor.core.types import INTERVAL_MS  # noqa: E402
+from futures_actor.data.klines_csv import read_klines_candles  # noqa: E402
 
 try:  # the strategies module is written by another engineer; the bench runs without it
     from futures_actor.core.strategies import build_strategies

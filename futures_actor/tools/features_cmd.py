@@ -23,8 +23,8 @@ from typing import TextIO
 from futures_actor.core.candles import AppendResult
 from futures_actor.core.config import BotConfig, ConfigError, default_config, load_config
 from futures_actor.core.features import SIGNAL_INTERVAL, TREND_INTERVAL, compute_features
-from futures_actor.data.klines_csv import KlinesFileError, read_klines_candles
 from futures_actor.core.regime import detect_regime
+from futures_actor.data.klines_csv import KlinesFileError, read_klines_candles
 
 __all__ = ["OUTPUT_COLUMNS", "run_features"]
 

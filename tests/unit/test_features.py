@@ -15,9 +15,9 @@ from futures_actor.core import indicators as ind
 from futures_actor.core.candles import AppendStatus, ConflictingCandle, InvalidCandle, OutOfOrderCandle
 from futures_actor.core.config import BotConfig
 from futures_actor.core.features import SymbolFeatureEngine, compute_features
-from futures_actor.data.klines_csv import arrays_to_candles, read_klines
 from futures_actor.core.models import Features
 from futures_actor.core.types import INTERVAL_MS, Candle
+from futures_actor.data.klines_csv import arrays_to_candles, read_klines
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 MS_5M = INTERVAL_MS["5m"]

@@ -13,8 +13,8 @@ import talib
 
 from futures_actor.core.config import BotConfig
 from futures_actor.core.features import compute_features
-from futures_actor.data.klines_csv import KlinesFileError, read_klines, read_klines_candles
 from futures_actor.core.regime import detect_regime
+from futures_actor.data.klines_csv import KlinesFileError, read_klines, read_klines_candles
 from futures_actor.tools.features_cmd import OUTPUT_COLUMNS, run_features
 
 N_5M = 3_000
