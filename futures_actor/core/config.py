@@ -235,6 +235,8 @@ class NotificationsConfig(_Section, frozen=True):
     telegram_chat_id_env: EnvName = "TELEGRAM_CHAT_ID"
     telegram_api_base_url: OptionalUrl = "https://api.telegram.org"
     telegram_timeout_seconds: PositiveFloat = 10.0
+    telegram_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    telegram_retry_wait_seconds: PositiveFloat = 2.0
     daily_report_time_utc: HHMM = "00:05"
 
 

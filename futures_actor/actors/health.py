@@ -1,0 +1,270 @@
+"""The Health actor (BOT_SPEC §12): fault reports in, safe mode out, heartbeat file and /health snapshot.
+
+It owns a `core.health.HealthMonitor` and is the only one to touch it. Inbox: `HealthMsg`. Every
+`health.heartbeat_interval_seconds` of trio time (and after every message) it evaluates staleness and the
+healthy streak; every interval it writes the heartbeat file and refreshes the metrics `safe_mode` and
+`data_age_seconds`.
+
+- `SafeModeChanged(on, reasons)` goes to every subscriber (send channels given at construction), awaited:
+  a full subscriber inbox is back-pressure, never a dropped transition. A subscriber whose channel is
+  closed is logged and forgotten.
+- The heartbeat file (`health.heartbeat_file` in the state dir) is JSON {ts, ts_ms, state, trading_state,
+  safe_mode, reasons, data_age_seconds (per symbol, stalest stream), stale_streams}, written to a temp file
+  and renamed over the old one, so a reader never sees half a file. The write is a few hundred bytes done
+  synchronously (no thread, so it stays deterministic under the mock clock). A failed write is logged,
+  never fatal.
+- `DataReceived.ts` and `FaultReported.ts` are trio seconds (`trio.current_time()`) at receipt; None means
+  "when the Health actor handles it".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import assert_never
+
+import msgspec
+import trio
+
+from futures_actor.actors.http_health import DATA_AGE_SECONDS, SAFE_MODE, Metrics
+from futures_actor.actors.messages import SafeModeChanged
+from futures_actor.core.clock import WallClock, iso_utc
+from futures_actor.core.config import HealthConfig
+from futures_actor.core.health import (
+    FaultKind,
+    HealthInputError,
+    HealthMonitor,
+    HealthState,
+    SafeModeTransition,
+)
+from futures_actor.core.types import TradingState
+from futures_actor.logs import get_logger
+
+__all__ = [
+    "HEALTH_INBOX_SIZE",
+    "DataReceived",
+    "FaultCleared",
+    "FaultReported",
+    "HealthActor",
+    "HealthMsg",
+    "HealthSnapshot",
+    "Tick",
+    "TradingStateChanged",
+    "UnwatchSymbol",
+    "WatchStream",
+    "write_json_atomic",
+]
+
+HEALTH_INBOX_SIZE = 256
+
+
+class _Msg(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class FaultReported(_Msg, frozen=True):
+    kind: FaultKind
+    detail: str = ""
+    ts: float | None = None
+
+
+class FaultCleared(_Msg, frozen=True):
+    """The condition is over: a counted kind succeeded again, or (STALE_DATA) stream `detail` resumed."""
+
+    kind: FaultKind
+    detail: str = ""
+
+
+class DataReceived(_Msg, frozen=True):
+    symbol: str
+    stream: str
+    ts: float | None = None
+
+
+class WatchStream(_Msg, frozen=True):
+    """Expect data on this stream from now on (it goes stale if none comes)."""
+
+    symbol: str
+    stream: str
+
+
+class UnwatchSymbol(_Msg, frozen=True):
+    """Stop watching one stream of a symbol, or all of them (`stream=None`)."""
+
+    symbol: str
+    stream: str | None = None
+
+
+class TradingStateChanged(_Msg, frozen=True):
+    state: TradingState
+
+
+class Tick(_Msg, frozen=True):
+    """Evaluate now and write the heartbeat (the actor also does this on its own timer)."""
+
+
+HealthMsg = (
+    FaultReported | FaultCleared | DataReceived | WatchStream | UnwatchSymbol | TradingStateChanged | Tick
+)
+
+
+class HealthSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    ts: str
+    ts_ms: int
+    state: str
+    trading_state: str
+    safe_mode: bool
+    reasons: tuple[str, ...]
+    data_age_seconds: dict[str, float]
+    last_data_age_seconds: float | None
+    stale_streams: tuple[str, ...]
+
+
+def write_json_atomic(path: Path, payload: object, *, fsync: bool = False) -> None:
+    """Write JSON to `path.tmp` then rename it over `path` (readers never see a partial file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    data = json.dumps(payload, sort_keys=True, indent=None).encode()
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        if fsync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class HealthActor:
+    """Fault counters and safe mode for the whole bot; heartbeat; the /health snapshot."""
+
+    def __init__(
+        self,
+        *,
+        cfg: HealthConfig,
+        state_dir: Path,
+        wall_clock: WallClock,
+        subscribers: Sequence[trio.MemorySendChannel[SafeModeChanged]] = (),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._monitor = HealthMonitor(cfg)
+        self._heartbeat_path = Path(state_dir) / cfg.heartbeat_file
+        self._wall = wall_clock
+        self._subscribers = list(subscribers)
+        self._metrics = metrics
+        self._trading_state = TradingState.ACTIVE
+        self._snapshot: HealthSnapshot | None = None
+        self._log = get_logger("health")
+
+    def snapshot(self) -> HealthSnapshot | None:
+        """The latest snapshot (None until the actor has started)."""
+        return self._snapshot
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[HealthMsg],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        interval = self._cfg.heartbeat_interval_seconds
+        now = trio.current_time()
+        await self._beat(now)
+        task_status.started()
+        next_beat = now + interval
+        while True:
+            msg: HealthMsg | None = None
+            with trio.move_on_at(next_beat):
+                try:
+                    msg = await inbox.receive()
+                except trio.EndOfChannel:
+                    self._log.info("health_inbox_closed")
+                    return
+            now = trio.current_time()
+            if msg is not None:
+                try:
+                    transition = self._handle(msg, now)
+                except HealthInputError as exc:
+                    self._log.error("health_input_refused", error=str(exc), field=exc.field)
+                    transition = None
+                await self._publish(transition)
+                if isinstance(msg, Tick):
+                    await self._beat(now)
+            if now >= next_beat:
+                await self._beat(now)
+                while next_beat <= now:
+                    next_beat += interval
+            else:
+                self._refresh_snapshot(now)
+
+    def _handle(self, msg: HealthMsg, now: float) -> SafeModeTransition | None:
+        monitor = self._monitor
+        match msg:
+            case FaultReported(kind=kind, detail=detail, ts=ts):
+                self._log.warning("fault_reported", kind=str(kind), detail=detail)
+                return monitor.record_fault(kind, ts if ts is not None else now, detail=detail)
+            case FaultCleared(kind=kind, detail=detail):
+                return monitor.clear_fault(kind, now, detail=detail)
+            case DataReceived(symbol=symbol, stream=stream, ts=ts):
+                return monitor.data_received(symbol, stream, ts if ts is not None else now)
+            case WatchStream(symbol=symbol, stream=stream):
+                monitor.watch(symbol, stream, now)
+                return None
+            case UnwatchSymbol(symbol=symbol, stream=stream):
+                if self._metrics is not None and stream is None:
+                    self._metrics.remove(DATA_AGE_SECONDS, symbol=symbol)
+                return monitor.unwatch(symbol, stream, now)
+            case TradingStateChanged(state=state):
+                self._log.info("trading_state_changed", state=state.value)
+                self._trading_state = state
+                return None
+            case Tick():
+                return monitor.evaluate(now)
+            case _:
+                assert_never(msg)
+
+    async def _publish(self, transition: SafeModeTransition | None) -> None:
+        if transition is None:
+            return
+        if transition.on:
+            self._log.error("safe_mode_entered", reasons=list(transition.reasons))
+        else:
+            self._log.warning("safe_mode_exited", reasons_were=list(transition.reasons))
+        if self._metrics is not None:
+            self._metrics.set(SAFE_MODE, 1 if transition.on else 0)
+        message = SafeModeChanged(on=transition.on, reasons=transition.reasons)
+        for channel in list(self._subscribers):
+            try:
+                await channel.send(message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._log.error("safe_mode_subscriber_gone")
+                self._subscribers.remove(channel)
+
+    def _refresh_snapshot(self, now: float) -> HealthSnapshot:
+        monitor = self._monitor
+        ages = monitor.symbol_data_ages(now)
+        ts_ms = self._wall.now_ms()
+        snap = HealthSnapshot(
+            ts=iso_utc(ts_ms),
+            ts_ms=ts_ms,
+            state=(HealthState.SAFE_MODE if monitor.safe_mode else HealthState.HEALTHY).value,
+            trading_state=self._trading_state.value,
+            safe_mode=monitor.safe_mode,
+            reasons=monitor.reasons,
+            data_age_seconds=ages,
+            last_data_age_seconds=max(ages.values()) if ages else None,
+            stale_streams=monitor.stale_streams(),
+        )
+        self._snapshot = snap
+        return snap
+
+    async def _beat(self, now: float) -> None:
+        await self._publish(self._monitor.evaluate(now))
+        snap = self._refresh_snapshot(now)
+        if self._metrics is not None:
+            self._metrics.set(SAFE_MODE, 1 if snap.safe_mode else 0)
+            for symbol, age in snap.data_age_seconds.items():
+                self._metrics.set(DATA_AGE_SECONDS, age, symbol=symbol)
+        try:
+            write_json_atomic(self._heartbeat_path, msgspec.to_builtins(snap))
+        except OSError as exc:
+            self._log.error("heartbeat_write_failed", path=str(self._heartbeat_path), error=str(exc))

@@ -1,0 +1,411 @@
+"""The health and metrics HTTP endpoint (BOT_SPEC §12): a tiny HTTP/1.1 server on trio and h11.
+
+Routes (one request per connection, `Connection: close`):
+
+- `GET /health`  JSON {state, trading_state, safe_mode, reasons, last_data_age_seconds, data_age_seconds,
+  stale_streams, equity, open_positions, ts}; 200 when healthy, 503 in safe mode, when HALTED and before
+  the Health actor has evaluated anything (the container health check relies on this).
+- `GET /metrics` Prometheus text exposition format 0.0.4 from the `Metrics` registry.
+- `POST /kill`, `POST /resume` forward to the operator callbacks (optional JSON body {"reason": "..."});
+  202 when forwarded, 503 when no callback is wired, 500 if the callback failed.
+
+It binds to `health.http_host` (127.0.0.1 by default: the kill switch must not be reachable from outside).
+`HealthHttpApp.handle` is the whole request logic, testable without sockets; `serve_http` adds the socket.
+
+`Metrics` is the registry every actor updates (gauges and counters with labels, no prometheus_client).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Literal
+
+import h11
+import msgspec
+import trio
+
+from futures_actor.core.types import TradingState
+from futures_actor.logs import get_logger
+
+if TYPE_CHECKING:
+    from futures_actor.actors.health import HealthSnapshot
+
+__all__ = [
+    "API_WEIGHT_USED",
+    "DATA_AGE_SECONDS",
+    "DECISIONS",
+    "EQUITY",
+    "ERRORS",
+    "OPEN_POSITIONS",
+    "OPEN_RISK_PCT",
+    "OPEN_RISK_USD",
+    "ORDERS",
+    "REJECTIONS",
+    "SAFE_MODE",
+    "HealthHttpApp",
+    "HttpRequest",
+    "HttpResponse",
+    "MetricError",
+    "Metrics",
+    "serve_http",
+]
+
+MetricKind = Literal["gauge", "counter"]
+
+PREFIX = "futures_actor_"
+EQUITY = PREFIX + "equity_usd"
+OPEN_RISK_USD = PREFIX + "open_risk_usd"
+OPEN_RISK_PCT = PREFIX + "open_risk_pct"
+OPEN_POSITIONS = PREFIX + "open_positions"
+ORDERS = PREFIX + "orders"
+DECISIONS = PREFIX + "decisions_total"
+REJECTIONS = PREFIX + "rejections_total"
+API_WEIGHT_USED = PREFIX + "api_weight_used_1m"
+ERRORS = PREFIX + "errors_total"
+SAFE_MODE = PREFIX + "safe_mode"
+DATA_AGE_SECONDS = PREFIX + "data_age_seconds"
+
+# (name, kind, help, label names): the standard families, rendered in this order.
+_STANDARD: tuple[tuple[str, MetricKind, str, tuple[str, ...]], ...] = (
+    (EQUITY, "gauge", "Account equity in USDT.", ()),
+    (OPEN_RISK_USD, "gauge", "Open risk (loss to all stops) in USDT.", ()),
+    (OPEN_RISK_PCT, "gauge", "Open risk as a fraction of equity.", ()),
+    (OPEN_POSITIONS, "gauge", "Open positions.", ()),
+    (ORDERS, "gauge", "Orders of ours by state.", ("state",)),
+    (DECISIONS, "counter", "Risk decisions by outcome.", ("outcome",)),
+    (REJECTIONS, "counter", "Rejected trade candidates by reason code.", ("reason",)),
+    (API_WEIGHT_USED, "gauge", "Binance request weight used in the current minute.", ()),
+    (ERRORS, "counter", "Errors by code.", ("code",)),
+    (SAFE_MODE, "gauge", "1 while in safe mode, else 0.", ()),
+    (
+        DATA_AGE_SECONDS,
+        "gauge",
+        "Seconds since the last market data, per symbol (stalest stream).",
+        ("symbol",),
+    ),
+)
+
+CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE_JSON = "application/json"
+
+# Bounds of one request: protect the bot from a slow or oversized client.
+_REQUEST_TIMEOUT_S = 10.0
+_MAX_BODY_BYTES = 4096
+_MAX_HEADER_BYTES = 16384
+_RECV_BYTES = 4096
+_MAX_REASON_CHARS = 200
+
+_HTTP_OK = 200
+_HTTP_ACCEPTED = 202
+_HTTP_BAD_REQUEST = 400
+_HTTP_NOT_FOUND = 404
+_HTTP_METHOD_NOT_ALLOWED = 405
+_HTTP_TOO_LARGE = 413
+_HTTP_INTERNAL_ERROR = 500
+_HTTP_UNAVAILABLE = 503
+
+
+class MetricError(ValueError):
+    """A metric update was refused (unknown name, wrong labels, bad value); the message names them."""
+
+
+class _Family:
+    __slots__ = ("help", "kind", "labels", "name", "samples")
+
+    def __init__(self, name: str, kind: MetricKind, help_text: str, labels: tuple[str, ...]) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.labels = labels
+        self.samples: dict[tuple[str, ...], float] = {}
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """Prometheus sample value: integers without a fraction, `+Inf`, `-Inf`, `NaN`."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Metrics:
+    """A registry of gauges and counters, updated by the actors (one trio thread: no locks)."""
+
+    def __init__(self, *, standard: bool = True) -> None:
+        self._families: dict[str, _Family] = {}
+        if standard:
+            for name, kind, help_text, labels in _STANDARD:
+                self.declare(name, kind, help_text, labels)
+
+    def declare(self, name: str, kind: MetricKind, help_text: str, labels: tuple[str, ...] = ()) -> None:
+        if name in self._families:
+            raise MetricError(f"metric {name!r} is already declared")
+        if kind == "counter" and not name.endswith("_total"):
+            raise MetricError(f"counter {name!r}: expected a name ending in _total")
+        self._families[name] = _Family(name, kind, help_text, labels)
+
+    def _key(self, family: _Family, labels: Mapping[str, str]) -> tuple[str, ...]:
+        if set(labels) != set(family.labels):
+            raise MetricError(
+                f"metric {family.name}: labels {sorted(labels)} given, expected {list(family.labels)}"
+            )
+        return tuple(str(labels[name]) for name in family.labels)
+
+    def _family(self, name: str) -> _Family:
+        family = self._families.get(name)
+        if family is None:
+            raise MetricError(f"metric {name!r} is not declared")
+        return family
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        """Set a gauge."""
+        family = self._family(name)
+        if family.kind != "gauge":
+            raise MetricError(f"metric {name}: set() on a {family.kind}; expected a gauge")
+        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
+            raise MetricError(f"metric {name}: value {value!r}; expected a number")
+        family.samples[self._key(family, labels)] = float(value)
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add to a counter (never negative)."""
+        family = self._family(name)
+        if family.kind != "counter":
+            raise MetricError(f"metric {name}: inc() on a {family.kind}; expected a counter")
+        if not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
+            raise MetricError(f"metric {name}: increment {amount!r}; expected a finite number >= 0")
+        key = self._key(family, labels)
+        family.samples[key] = family.samples.get(key, 0.0) + float(amount)
+
+    def remove(self, name: str, **labels: str) -> None:
+        """Drop one labelled sample (a symbol that left the universe)."""
+        family = self._family(name)
+        family.samples.pop(self._key(family, labels), None)
+
+    def get(self, name: str, **labels: str) -> float | None:
+        family = self._family(name)
+        return family.samples.get(self._key(family, labels))
+
+    def render(self) -> str:
+        """The text exposition format: HELP, TYPE, then samples sorted by label values."""
+        lines: list[str] = []
+        for family in self._families.values():
+            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {family.name} {family.kind}")
+            for key in sorted(family.samples):
+                value = format_value(family.samples[key])
+                if family.labels:
+                    pairs = ",".join(
+                        f'{label}="{_escape_label(v)}"' for label, v in zip(family.labels, key, strict=True)
+                    )
+                    lines.append(f"{family.name}{{{pairs}}} {value}")
+                else:
+                    lines.append(f"{family.name} {value}")
+        return "\n".join(lines) + "\n"
+
+
+class HttpRequest(msgspec.Struct, frozen=True, kw_only=True):
+    method: str
+    target: str
+    body: bytes = b""
+
+
+class HttpResponse(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(status: int, payload: object, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
+    return HttpResponse(
+        status=status,
+        content_type=CONTENT_TYPE_JSON,
+        body=json.dumps(payload, sort_keys=True).encode(),
+        headers=headers,
+    )
+
+
+ControlCallback = Callable[[str], Awaitable[None]]
+
+_ROUTES: dict[str, str] = {"/health": "GET", "/metrics": "GET", "/kill": "POST", "/resume": "POST"}
+
+
+class HealthHttpApp:
+    """The request logic of the endpoint, independent of sockets."""
+
+    def __init__(
+        self,
+        *,
+        snapshot: Callable[[], HealthSnapshot | None],
+        metrics: Metrics,
+        on_kill: ControlCallback | None = None,
+        on_resume: ControlCallback | None = None,
+    ) -> None:
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self._on_kill = on_kill
+        self._on_resume = on_resume
+        self._log = get_logger("http_health")
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        path = request.target.split("?", 1)[0]
+        allowed = _ROUTES.get(path)
+        if allowed is None:
+            return _json(_HTTP_NOT_FOUND, {"error": f"no route {path}"})
+        if request.method != allowed:
+            return _json(
+                _HTTP_METHOD_NOT_ALLOWED,
+                {"error": f"{request.method} not allowed on {path}; expected {allowed}"},
+                headers=(("allow", allowed),),
+            )
+        if path == "/health":
+            return self._health()
+        if path == "/metrics":
+            return HttpResponse(
+                status=_HTTP_OK, content_type=CONTENT_TYPE_METRICS, body=self._metrics.render().encode()
+            )
+        action = path.lstrip("/")
+        callback = self._on_kill if action == "kill" else self._on_resume
+        return await self._control(action, callback, request.body)
+
+    def _health(self) -> HttpResponse:
+        snap = self._snapshot()
+        equity = self._metrics.get(EQUITY)
+        positions = self._metrics.get(OPEN_POSITIONS)
+        if snap is None:
+            return _json(
+                _HTTP_UNAVAILABLE,
+                {"state": "STARTING", "safe_mode": None, "trading_state": None, "reasons": []},
+            )
+        healthy = (
+            snap.state == "HEALTHY" and not snap.safe_mode and snap.trading_state != TradingState.HALTED.value
+        )
+        payload = {
+            "state": snap.state,
+            "trading_state": snap.trading_state,
+            "safe_mode": snap.safe_mode,
+            "reasons": list(snap.reasons),
+            "last_data_age_seconds": snap.last_data_age_seconds,
+            "data_age_seconds": dict(snap.data_age_seconds),
+            "stale_streams": list(snap.stale_streams),
+            "equity": equity,
+            "open_positions": None if positions is None else int(positions),
+            "ts": snap.ts,
+        }
+        return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, payload)
+
+    async def _control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
+        reason = "OPERATOR"
+        if body.strip():
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                return _json(_HTTP_BAD_REQUEST, {"error": 'body must be JSON like {"reason": "..."}'})
+            if not isinstance(parsed, dict) or not isinstance(parsed.get("reason", reason), str):
+                return _json(_HTTP_BAD_REQUEST, {"error": 'body must be JSON like {"reason": "..."}'})
+            reason = str(parsed.get("reason", reason))[:_MAX_REASON_CHARS] or "OPERATOR"
+        if callback is None:
+            self._log.warning("operator_command_unwired", action=action, reason=reason)
+            return _json(_HTTP_UNAVAILABLE, {"error": f"{action} is not wired in this process"})
+        self._log.warning("operator_command", action=action, reason=reason)
+        try:
+            await callback(reason)
+        except Exception as exc:
+            self._log.error("operator_command_failed", action=action, exc_info=exc)
+            return _json(_HTTP_INTERNAL_ERROR, {"error": f"{action} failed: {type(exc).__name__}"})
+        return _json(_HTTP_ACCEPTED, {"accepted": True, "action": action, "reason": reason})
+
+
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> HttpRequest | HttpResponse | None:
+    """The next request, a ready error response, or None if the client closed first."""
+    request: h11.Request | None = None
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(bytes(await stream.receive_some(_RECV_BYTES)))
+        elif isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > _MAX_BODY_BYTES:
+                return _json(_HTTP_TOO_LARGE, {"error": f"body over {_MAX_BODY_BYTES} bytes"})
+        elif isinstance(event, h11.EndOfMessage):
+            assert request is not None
+            return HttpRequest(
+                method=request.method.decode("ascii", "replace"),
+                target=request.target.decode("ascii", "replace"),
+                body=bytes(body),
+            )
+        elif isinstance(event, h11.ConnectionClosed):
+            return None
+
+
+async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse) -> None:
+    headers = [
+        ("content-type", response.content_type),
+        ("content-length", str(len(response.body))),
+        ("connection", "close"),
+        *response.headers,
+    ]
+    await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    await stream.send_all(conn.send(h11.Data(data=response.body)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def serve_connection(app: HealthHttpApp, stream: trio.abc.Stream) -> None:
+    """Serve one request on `stream`, bounded in time and size; never raises (except Cancelled)."""
+    log = get_logger("http_health")
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+    try:
+        with trio.move_on_after(_REQUEST_TIMEOUT_S):
+            try:
+                request = await _read_request(stream, conn)
+            except h11.RemoteProtocolError as exc:
+                request = _json(_HTTP_BAD_REQUEST, {"error": f"bad request: {exc}"})
+            if request is None:
+                return
+            if isinstance(request, HttpRequest):
+                response = await app.handle(request)
+            else:
+                response = request
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                await _send_response(stream, conn, response)
+    except Exception as exc:
+        log.info("http_connection_failed", error_type=type(exc).__name__, error=str(exc))
+    finally:
+        with trio.move_on_after(_REQUEST_TIMEOUT_S) as cleanup:
+            cleanup.shield = True
+            await stream.aclose()
+
+
+async def serve_http(
+    app: HealthHttpApp,
+    *,
+    host: str,
+    port: int,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on host:port (0 picks a free port) and serve until cancelled; `started` gets the port."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = int(listeners[0].socket.getsockname()[1])
+    get_logger("http_health").info("http_listening", host=host, port=bound)
+    task_status.started(bound)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        await serve_connection(app, stream)
+
+    await trio.serve_listeners(handler, listeners)
