@@ -90,6 +90,72 @@ def bench_candles(symbols: list[str], limit: int | None) -> None:
     print(f"{'all':<10} {len(everything):>8} {statistics.median(everything):>10.2f}")
 
 
+# ---------------------------------------------------------------- risk decision (risk engineer)
+
+
+def bench_risk_decision(iterations: int = 20_000) -> None:
+    """µs per `risk.evaluate` verdict (one position held, real 72h correlations), and per matrix build."""
+    import csv
+    import gzip
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from futures_actor.core.correlation import HourlyCloses, build_correlation_matrix
+    from futures_actor.core.models import Signal
+    from futures_actor.core.risk import Exposure, PortfolioSnapshot, RiskContext, evaluate
+    from futures_actor.core.risk_state import new_risk_state
+    from futures_actor.core.types import Regime, Side, SymbolRules
+
+    config = BotConfig()
+    lookback = config.timeframes.corr_lookback_hours
+    series = {}
+    for sym in SYMBOLS[:6]:
+        with gzip.open(KLINES / f"{sym}-1h.csv.gz", "rt") as f:
+            rows = list(csv.DictReader(f))[-(lookback + 1) :]
+        series[sym] = HourlyCloses(
+            symbol=sym,
+            last_open_time_ms=int(rows[-1]["open_time_ms"]),
+            closes=tuple(float(r["close"]) for r in rows),
+        )
+    now = int(datetime(2026, 2, 19, 12, tzinfo=UTC).timestamp() * 1000)
+    clock = time.perf_counter_ns
+    builds = []
+    for _ in range(50):
+        t0 = clock()
+        matrix = build_correlation_matrix(series, lookback=lookback, reference_symbol="BTCUSDT", as_of_ms=now)
+        builds.append((clock() - t0) / 1000.0)
+    rules = SymbolRules(
+        symbol="SOLUSDT", tick_size=Decimal("0.01"), step_size=Decimal("0.01"), min_qty=Decimal("0.01")
+    )
+    entry = series["SOLUSDT"].closes[-1]
+    signal = Signal(
+        symbol="SOLUSDT", strategy="trend_pullback", side=Side.SHORT, regime=Regime.TREND, regime_confidence=0.7,
+        candle_open_time_ms=now - INTERVAL_MS["5m"], entry_price=entry, stop_price=entry * 1.01, stop_pct=0.01,
+        target_price=entry * 0.985, leverage=2.0, atr=entry * 0.003,
+    )  # fmt: skip
+    held = Exposure(symbol="ETHUSDT", side=Side.LONG, quantity=5.0, entry_price=2_000.0, stop_price=1_980.0)
+    portfolio = PortfolioSnapshot(
+        equity_usd=10_000.0,
+        available_balance_usd=8_000.0,
+        exposures=(held,),
+        risk_state=new_risk_state(now_ms=now - 3_600_000, equity_usd=10_000.0),
+    )
+    ctx = RiskContext(rules=rules, now_ms=now, mid_price=entry, funding_rate=0.0001, correlations=matrix)
+    verdict = evaluate(signal, portfolio, ctx, config)
+    times = []
+    for _ in range(iterations):
+        t0 = clock()
+        evaluate(signal, portfolio, ctx, config)
+        times.append((clock() - t0) / 1000.0)
+    q = statistics.quantiles(times, n=100)
+    print(
+        f"risk.evaluate: {iterations} verdicts ({type(verdict).__name__}), median {statistics.median(times):.2f} µs, p99 {q[98]:.2f} µs"
+    )
+    print(
+        f"correlation matrix ({len(series)} symbols, {lookback}h): median {statistics.median(builds):.1f} µs"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--symbols", default=",".join(SYMBOLS), help="comma-separated symbols")
@@ -97,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     bench_candles([s.strip() for s in args.symbols.split(",") if s.strip()], args.limit)
     # ---- risk-decision benchmark (added by the risk engineer) goes below this line ----
+    bench_risk_decision()
     return 0
 
 

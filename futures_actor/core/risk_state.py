@@ -1,0 +1,275 @@
+"""Daily stop, weekly stop, pause and reduced-risk windows on the UTC calendar (BOT_SPEC §8.8–8.10).
+
+This module owns the `RiskState` record that the PortfolioRisk actor keeps, persists (SQLite, one
+transaction per change) and restores after a restart. It is a frozen Struct; every function
+returns a new state. The calendar is UTC: a day starts at 00:00 UTC, a week on Monday 00:00 UTC.
+
+Policy:
+- `roll(state, now_ms, equity)` starts a new day (and week) when `now_ms` has crossed the boundary:
+  the start equity becomes the equity passed in and the realized PnL of the period restarts at 0.
+  Call it on every decision and every realized PnL with the current equity.
+- Daily stop: realized net PnL today / equity at the day start ≤ `daily_stop_pct` ⇒ no new entries
+  until the next UTC day (derived, nothing to clear).
+- Weekly stop: the same for the week ≤ `weekly_stop_pct` ⇒ pause for `pause_days_after_weekly_stop`
+  days from the moment it is hit, then `reduced_risk_days` days at `reduced_risk_after_pause_pct`,
+  then normal risk. The pause is recorded as end times, so it survives restarts and week rolls.
+  A pause is never shortened or restarted while it runs.
+- A start equity ≤ 0 makes the ratio undefined: entries are refused (capital protection).
+- In LIVE a paused bot keeps trading on paper (`shadow_only`); in PAPER_LIVE it simply waits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import msgspec
+
+from futures_actor.core.config import RiskConfig
+from futures_actor.core.types import INTERVAL_MS
+
+__all__ = [
+    "DAY_MS",
+    "WEEK_MS",
+    "EntryGate",
+    "RiskState",
+    "RiskStateError",
+    "apply_weekly_stop",
+    "decode_risk_state",
+    "encode_risk_state",
+    "entry_gate",
+    "new_risk_state",
+    "record_realized_pnl",
+    "risk_pct_now",
+    "roll",
+    "shadow_only",
+    "utc_day_start",
+    "utc_week_start",
+]
+
+DAY_MS = INTERVAL_MS["1d"]
+WEEK_MS = 7 * DAY_MS
+# 1970-01-01 was a Thursday: day number + 3 is 0 on Mondays (mod 7).
+_EPOCH_WEEKDAY_SHIFT = 3
+
+Mode = Literal["PAPER_LIVE", "LIVE"]
+
+# Reason codes of the gate (the risk engine reports them unchanged).
+DAILY_STOP = "DAILY_STOP"
+WEEKLY_STOP = "WEEKLY_STOP"
+
+
+class RiskStateError(ValueError):
+    """Bad input to a risk-state function, or a persisted state that cannot be decoded."""
+
+    def __init__(self, *, field: str, value: object, expected: str) -> None:
+        super().__init__(f"{field}: got {value!r}, expected {expected}")
+        self.field = field
+        self.value = value
+        self.expected = expected
+
+
+def utc_day_start(ms: int) -> int:
+    """00:00 UTC of the day containing `ms`."""
+    return ms - ms % DAY_MS
+
+
+def utc_week_start(ms: int) -> int:
+    """Monday 00:00 UTC of the week containing `ms`."""
+    day = ms // DAY_MS
+    return (day - (day + _EPOCH_WEEKDAY_SHIFT) % 7) * DAY_MS
+
+
+class RiskState(msgspec.Struct, frozen=True, kw_only=True):
+    """The persisted risk calendar. Times are UTC epoch ms; 0 means "none"."""
+
+    day_start_ms: int
+    day_start_equity: float
+    week_start_ms: int
+    week_start_equity: float
+    realized_pnl_day: float = 0.0
+    realized_pnl_week: float = 0.0
+    pause_until_ms: int = 0
+    reduced_risk_until_ms: int = 0
+    weekly_stop_hit_ms: int = 0  # when the running (or last) pause started
+
+    def paused(self, now_ms: int) -> bool:
+        return now_ms < self.pause_until_ms
+
+    def reduced_risk(self, now_ms: int) -> bool:
+        return self.pause_until_ms <= now_ms < self.reduced_risk_until_ms
+
+    def day_pnl_pct(self) -> float | None:
+        if not self.day_start_equity > 0:
+            return None
+        return self.realized_pnl_day / self.day_start_equity
+
+    def week_pnl_pct(self) -> float | None:
+        if not self.week_start_equity > 0:
+            return None
+        return self.realized_pnl_week / self.week_start_equity
+
+
+class EntryGate(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to "may a new entry be opened now?" with the reason and numbers when not."""
+
+    allowed: bool
+    code: str = ""
+    message: str = ""
+    values: dict[str, float | str] = msgspec.field(default_factory=dict)
+
+
+def _check_now(now_ms: int) -> None:
+    if isinstance(now_ms, bool) or not isinstance(now_ms, int) or now_ms < 0:
+        raise RiskStateError(field="now_ms", value=now_ms, expected="an integer epoch time in ms >= 0")
+
+
+def _check_money(value: float, field: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RiskStateError(field=field, value=value, expected="a finite number")
+
+
+def new_risk_state(*, now_ms: int, equity_usd: float) -> RiskState:
+    """A fresh calendar starting in the day and week of `now_ms` with `equity_usd` as start equity."""
+    _check_now(now_ms)
+    _check_money(equity_usd, "equity_usd")
+    return RiskState(
+        day_start_ms=utc_day_start(now_ms),
+        day_start_equity=float(equity_usd),
+        week_start_ms=utc_week_start(now_ms),
+        week_start_equity=float(equity_usd),
+    )
+
+
+def roll(state: RiskState, *, now_ms: int, equity_usd: float) -> RiskState:
+    """Start a new UTC day and/or week if `now_ms` is past the current one; else `state` unchanged.
+
+    A `now_ms` earlier than the current day (a clock step back) changes nothing.
+    """
+    _check_now(now_ms)
+    _check_money(equity_usd, "equity_usd")
+    day = utc_day_start(now_ms)
+    week = utc_week_start(now_ms)
+    changes: dict[str, float | int] = {}
+    if day > state.day_start_ms:
+        changes.update(day_start_ms=day, day_start_equity=float(equity_usd), realized_pnl_day=0.0)
+    if week > state.week_start_ms:
+        changes.update(week_start_ms=week, week_start_equity=float(equity_usd), realized_pnl_week=0.0)
+    return msgspec.structs.replace(state, **changes) if changes else state
+
+
+def record_realized_pnl(
+    state: RiskState, *, pnl_usd: float, now_ms: int, equity_usd: float, cfg: RiskConfig
+) -> RiskState:
+    """Add a realized net PnL (a closed trade, a fee, a funding payment) and apply the weekly stop.
+
+    Rolls the calendar first (with `equity_usd`, the equity before this PnL). When the week's
+    realized PnL reaches `weekly_stop_pct` and no pause is running, the pause starts now.
+    """
+    _check_money(pnl_usd, "pnl_usd")
+    state = roll(state, now_ms=now_ms, equity_usd=equity_usd)
+    state = msgspec.structs.replace(
+        state,
+        realized_pnl_day=state.realized_pnl_day + pnl_usd,
+        realized_pnl_week=state.realized_pnl_week + pnl_usd,
+    )
+    return apply_weekly_stop(state, now_ms=now_ms, cfg=cfg)
+
+
+def apply_weekly_stop(state: RiskState, *, now_ms: int, cfg: RiskConfig) -> RiskState:
+    """Start the pause if this week's realized PnL is at the weekly stop and none started this week.
+
+    `record_realized_pnl` calls it; call it also after restoring or re-deriving a state.
+    """
+    _check_now(now_ms)
+    week_pct = state.week_pnl_pct()
+    weekly_hit = week_pct is not None and week_pct <= cfg.weekly_stop_pct
+    if not weekly_hit or state.paused(now_ms) or state.weekly_stop_hit_ms >= state.week_start_ms > 0:
+        return state
+    pause_until = now_ms + cfg.pause_days_after_weekly_stop * DAY_MS
+    return msgspec.structs.replace(
+        state,
+        weekly_stop_hit_ms=now_ms,
+        pause_until_ms=pause_until,
+        reduced_risk_until_ms=pause_until + cfg.reduced_risk_days * DAY_MS,
+    )
+
+
+def entry_gate(state: RiskState, *, now_ms: int, cfg: RiskConfig) -> EntryGate:
+    """May a new (live or primary paper) entry be opened at `now_ms`? Call after `roll`."""
+    _check_now(now_ms)
+    if state.paused(now_ms):
+        return EntryGate(
+            allowed=False,
+            code=WEEKLY_STOP,
+            message="paused after the weekly stop",
+            values={
+                "pause_until_ms": float(state.pause_until_ms),
+                "weekly_stop_hit_ms": float(state.weekly_stop_hit_ms),
+                "weekly_stop_pct": cfg.weekly_stop_pct,
+            },
+        )
+    week_pct = state.week_pnl_pct()
+    if week_pct is None:
+        return EntryGate(
+            allowed=False,
+            code=WEEKLY_STOP,
+            message="week start equity is not positive",
+            values={"week_start_equity": state.week_start_equity},
+        )
+    if week_pct <= cfg.weekly_stop_pct and state.weekly_stop_hit_ms < state.week_start_ms:
+        # Below the weekly stop without a pause started this week (e.g. a re-derived state).
+        return EntryGate(
+            allowed=False,
+            code=WEEKLY_STOP,
+            message="weekly stop reached",
+            values={"week_pnl_pct": week_pct, "weekly_stop_pct": cfg.weekly_stop_pct},
+        )
+    day_pct = state.day_pnl_pct()
+    if day_pct is None or day_pct <= cfg.daily_stop_pct:
+        return EntryGate(
+            allowed=False,
+            code=DAILY_STOP,
+            message="daily stop reached: no new entries until the next UTC day",
+            values={
+                "day_pnl_usd": state.realized_pnl_day,
+                "day_start_equity": state.day_start_equity,
+                "day_pnl_pct": day_pct if day_pct is not None else "undefined",
+                "daily_stop_pct": cfg.daily_stop_pct,
+                "resume_ms": float(state.day_start_ms + DAY_MS),
+            },
+        )
+    return EntryGate(allowed=True)
+
+
+def risk_pct_now(state: RiskState, *, now_ms: int, cfg: RiskConfig) -> float:
+    """Risk per trade at `now_ms`: reduced during the reduced-risk window (and the pause), else normal."""
+    _check_now(now_ms)
+    if now_ms < state.reduced_risk_until_ms:
+        return cfg.reduced_risk_after_pause_pct
+    return cfg.risk_per_trade_pct
+
+
+def shadow_only(state: RiskState, *, now_ms: int, mode: Mode) -> bool:
+    """True when new entries must go to the shadow paper book: LIVE and paused."""
+    return mode == "LIVE" and state.paused(now_ms)
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(RiskState)
+
+
+def encode_risk_state(state: RiskState) -> bytes:
+    return _ENCODER.encode(state)
+
+
+def decode_risk_state(data: bytes | str) -> RiskState:
+    """Restore a persisted state; `RiskStateError` naming the field on a malformed record."""
+    try:
+        return _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise RiskStateError(
+            field="risk_state", value=str(exc), expected="a valid RiskState record"
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise RiskStateError(field="risk_state", value=str(exc), expected="valid JSON") from None

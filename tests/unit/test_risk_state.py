@@ -1,0 +1,178 @@
+"""Daily stop, weekly stop, pause and reduced risk on the UTC calendar (BOT_SPEC §8.8–8.10, AC3, AC4)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from futures_actor.core.config import RiskConfig
+from futures_actor.core.risk_state import (
+    DAY_MS,
+    RiskState,
+    RiskStateError,
+    apply_weekly_stop,
+    decode_risk_state,
+    encode_risk_state,
+    entry_gate,
+    new_risk_state,
+    record_realized_pnl,
+    risk_pct_now,
+    roll,
+    shadow_only,
+    utc_day_start,
+    utc_week_start,
+)
+
+HOUR_MS = 3_600_000
+CFG = RiskConfig()
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+
+
+# 2025-01-08 is a Wednesday; its week started Monday 2025-01-06.
+WED_NOON = ms(2025, 1, 8, 12)
+
+
+class TestCalendar:
+    """Days start 00:00 UTC, weeks Monday 00:00 UTC."""
+
+    def test_day_start(self) -> None:
+        assert utc_day_start(WED_NOON) == ms(2025, 1, 8)
+        assert utc_day_start(ms(2025, 1, 8)) == ms(2025, 1, 8)
+
+    @pytest.mark.parametrize("day", range(6, 13))
+    def test_week_start_is_monday(self, day: int) -> None:
+        assert utc_week_start(ms(2025, 1, day, 23, 59)) == ms(2025, 1, 6)
+
+    def test_next_monday_starts_new_week(self) -> None:
+        assert utc_week_start(ms(2025, 1, 13)) == ms(2025, 1, 13)
+
+    def test_roll_new_day_resets_day_only(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        s = record_realized_pnl(s, pnl_usd=-100, now_ms=WED_NOON + HOUR_MS, equity_usd=10_000, cfg=CFG)
+        s2 = roll(s, now_ms=ms(2025, 1, 9, 0, 1), equity_usd=9_900)
+        assert s2.day_start_ms == ms(2025, 1, 9)
+        assert s2.day_start_equity == 9_900
+        assert s2.realized_pnl_day == 0
+        assert s2.realized_pnl_week == -100
+        assert s2.week_start_equity == 10_000
+
+    def test_roll_new_week(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        s = record_realized_pnl(s, pnl_usd=-100, now_ms=WED_NOON, equity_usd=10_000, cfg=CFG)
+        s2 = roll(s, now_ms=ms(2025, 1, 13, 0, 0, 1), equity_usd=9_800)
+        assert (s2.week_start_ms, s2.week_start_equity, s2.realized_pnl_week) == (ms(2025, 1, 13), 9_800, 0)
+
+    def test_roll_same_day_or_clock_back_is_identity(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        assert roll(s, now_ms=WED_NOON + HOUR_MS, equity_usd=1) is s
+        assert roll(s, now_ms=WED_NOON - 2 * DAY_MS, equity_usd=1) is s
+
+
+class TestDailyStop:
+    """AC3: at −4 % realized today, no entries until the next UTC day."""
+
+    def test_daily_stop_then_next_day(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        s = record_realized_pnl(s, pnl_usd=-250, now_ms=WED_NOON, equity_usd=10_000, cfg=CFG)
+        assert entry_gate(s, now_ms=WED_NOON, cfg=CFG).allowed
+        s = record_realized_pnl(s, pnl_usd=-150, now_ms=WED_NOON + HOUR_MS, equity_usd=9_750, cfg=CFG)
+        gate = entry_gate(s, now_ms=WED_NOON + HOUR_MS, cfg=CFG)
+        assert not gate.allowed
+        assert gate.code == "DAILY_STOP"
+        assert gate.values["day_pnl_pct"] == pytest.approx(-0.04)
+        assert gate.values["resume_ms"] == ms(2025, 1, 9)
+        nxt = roll(s, now_ms=ms(2025, 1, 9), equity_usd=9_600)
+        assert entry_gate(nxt, now_ms=ms(2025, 1, 9), cfg=CFG).allowed
+
+    def test_just_above_daily_stop_allowed(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        s = record_realized_pnl(s, pnl_usd=-399.99, now_ms=WED_NOON, equity_usd=10_000, cfg=CFG)
+        assert entry_gate(s, now_ms=WED_NOON, cfg=CFG).allowed
+
+    def test_non_positive_start_equity_refuses(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=0)
+        assert not entry_gate(s, now_ms=WED_NOON, cfg=CFG).allowed
+
+
+class TestWeeklyStop:
+    """AC4: pause 7 days, then 3 days at 0.5 %, then 1 %."""
+
+    def hit(self) -> tuple[RiskState, int]:
+        s = new_risk_state(now_ms=ms(2025, 1, 6, 1), equity_usd=10_000)
+        t = ms(2025, 1, 6, 2)
+        for day in range(3):  # −3.5 % a day for three days = −10.5 % of the week start
+            t = ms(2025, 1, 6 + day, 2)
+            s = record_realized_pnl(s, pnl_usd=-350, now_ms=t, equity_usd=10_000 - 350 * day, cfg=CFG)
+        return s, t
+
+    def test_pause_reduced_normal(self) -> None:
+        s, hit_ms = self.hit()
+        assert s.weekly_stop_hit_ms == hit_ms
+        assert s.pause_until_ms == hit_ms + 7 * DAY_MS
+        gate = entry_gate(s, now_ms=hit_ms, cfg=CFG)
+        assert (gate.allowed, gate.code) == (False, "WEEKLY_STOP")
+        # Still paused six days later, across the week boundary.
+        later = hit_ms + 6 * DAY_MS
+        s = roll(s, now_ms=later, equity_usd=8_950)
+        assert not entry_gate(s, now_ms=later, cfg=CFG).allowed
+        # Pause over: entries at reduced risk for 3 days.
+        after = hit_ms + 7 * DAY_MS
+        s = roll(s, now_ms=after, equity_usd=8_950)
+        assert entry_gate(s, now_ms=after, cfg=CFG).allowed
+        assert risk_pct_now(s, now_ms=after, cfg=CFG) == 0.005
+        assert risk_pct_now(s, now_ms=after + 3 * DAY_MS - 1, cfg=CFG) == 0.005
+        assert risk_pct_now(s, now_ms=after + 3 * DAY_MS, cfg=CFG) == 0.01
+
+    def test_shadow_only_in_live_while_paused(self) -> None:
+        s, hit_ms = self.hit()
+        assert shadow_only(s, now_ms=hit_ms, mode="LIVE")
+        assert not shadow_only(s, now_ms=hit_ms, mode="PAPER_LIVE")
+        assert not shadow_only(s, now_ms=hit_ms + 7 * DAY_MS, mode="LIVE")
+
+    def test_further_losses_do_not_extend_pause(self) -> None:
+        s, hit_ms = self.hit()
+        s2 = record_realized_pnl(s, pnl_usd=-500, now_ms=hit_ms + HOUR_MS, equity_usd=8_950, cfg=CFG)
+        assert s2.pause_until_ms == s.pause_until_ms
+
+    def test_normal_risk_before_any_stop(self) -> None:
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000)
+        assert risk_pct_now(s, now_ms=WED_NOON, cfg=CFG) == 0.01
+
+    def test_restored_state_below_weekly_stop_gets_its_pause(self) -> None:
+        s = msgspec.structs.replace(
+            new_risk_state(now_ms=WED_NOON, equity_usd=10_000), realized_pnl_week=-1_200
+        )
+        gate = entry_gate(s, now_ms=WED_NOON, cfg=CFG)
+        assert (gate.allowed, gate.code) == (False, "WEEKLY_STOP")
+        s2 = apply_weekly_stop(s, now_ms=WED_NOON, cfg=CFG)
+        assert s2.pause_until_ms == WED_NOON + 7 * DAY_MS
+        assert apply_weekly_stop(s2, now_ms=WED_NOON + HOUR_MS, cfg=CFG) is s2
+
+
+class TestPersistence:
+    """The state survives a restart byte for byte; bad records give a typed error."""
+
+    def test_round_trip(self) -> None:
+        s, _ = TestWeeklyStop().hit()
+        assert decode_risk_state(encode_risk_state(s)) == s
+
+    def test_bad_record(self) -> None:
+        with pytest.raises(RiskStateError) as ei:
+            decode_risk_state(b'{"day_start_ms": "x"}')
+        assert ei.value.field == "risk_state"
+        with pytest.raises(RiskStateError):
+            decode_risk_state(b"not json")
+
+    @pytest.mark.parametrize(
+        ("kw", "field"), [({"now_ms": -1}, "now_ms"), ({"equity_usd": float("nan")}, "equity_usd")]
+    )
+    def test_bad_inputs(self, kw: dict[str, float], field: str) -> None:
+        args: dict[str, float] = {"now_ms": WED_NOON, "equity_usd": 1.0, **kw}
+        with pytest.raises(RiskStateError) as ei:
+            new_risk_state(**args)  # type: ignore[arg-type]
+        assert ei.value.field == field
