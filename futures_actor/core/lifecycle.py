@@ -1,0 +1,1312 @@
+"""The order lifecycle of one trade as a pure state machine, and start-up reconciliation (BOT_SPEC §9, §10).
+
+`TradeLifecycle` owns every order of one trade: the entry attempts, the stop versions, the take-profit
+versions and the closing orders. It is fed events (`handle(event, now_ms=...)`) and answers with
+commands that the execution actor carries out; it never does I/O and never reads a clock. After every
+call the actor persists `to_state()` so that a restart resumes exactly where it left off.
+
+Policy (the rules the tests pin down):
+- Entry: LIMIT GTC on the passive side; the actor runs the TTL timer and delivers `TtlExpired`. At TTL
+  the rest is cancelled; with nothing filled the entry is retried exactly `limit_retry_count` times with
+  a new client id, re-priced from the latest mid; never a market chase. With a partial fill the partial
+  is kept as the position and the remainder is not retried. Nothing filled at all ⇒ `TIMEOUT` record.
+- Protection: while any quantity is held, the lifecycle wants exactly one working STOP_MARKET
+  (reduce-only, mark-price trigger) for the held quantity at the current stop price, and (if the plan
+  has a target) one reduce-only LIMIT target for the held quantity. A change (fill, trailing move) places
+  a new version with the next attempt number; the old version is cancelled only once the new one is
+  accepted, so the position is never without a stop. A trailing move that loosens the stop is refused.
+- A stop rejection counts as a protection failure (a failed trailing move whose old stop still covers the
+  position merely reverts the move); after `protection_max_attempts` consecutive failures the position
+  is closed with a reduce-only MARKET order (role EXIT, result reason `SL`).
+- Closing loop (kill switch and failed protection): cancel entries (and targets), then reduce-only MARKET
+  orders until flat, at most `kill_switch_max_attempts`; after a -4131 (PERCENT_PRICE) the next attempt
+  is an IOC LIMIT at the edge of the allowed band around the mark price. When flat, the remaining stops
+  are cancelled.
+- Unknown outcome (timeout, 5xx, -1007) or a duplicate-id reject (-4116): the order is queried by its
+  client id; no new attempt for that role is made until `OrderFound` / `OrderNotFound` resolves it, and
+  a client id is never sent twice.
+- Fills carry the order's cumulative filled quantity, so a duplicated or replayed fill event is ignored.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Any, Literal, assert_never
+
+import msgspec
+
+from futures_actor.core.clock import iso_utc
+from futures_actor.core.config import ExecutionConfig
+from futures_actor.core.ids import client_order_id, new_trade_id, parse_client_order_id, trade_key
+from futures_actor.core.models import TradePlan
+from futures_actor.core.rounding import (
+    RoundingInputError,
+    passive_entry_price,
+    round_price_down,
+    round_price_up,
+    round_stop_away,
+)
+from futures_actor.core.types import OrderRole, Regime, Side, SymbolRules
+
+__all__ = [
+    "ADOPTED_STRATEGY",
+    "Alert",
+    "AmendStop",
+    "CancelOrder",
+    "CancelTimer",
+    "Command",
+    "EmitTradeClosed",
+    "Event",
+    "ExchangeOrder",
+    "ExchangePosition",
+    "FundingPaid",
+    "Kill",
+    "LifecycleError",
+    "LifecycleState",
+    "MidPrice",
+    "OrderAccepted",
+    "OrderCanceled",
+    "OrderExpired",
+    "OrderFilled",
+    "OrderFound",
+    "OrderNotFound",
+    "OrderRejected",
+    "OrderStatus",
+    "OrderStatusUnknown",
+    "Phase",
+    "PlaceAlgoOrder",
+    "PlaceOrder",
+    "PositionFlat",
+    "Protect",
+    "QueryOrder",
+    "ReconcileResult",
+    "StartTimer",
+    "TrackedOrder",
+    "TradeLifecycle",
+    "TtlExpired",
+    "decode_state",
+    "encode_state",
+    "reconcile",
+]
+
+ADOPTED_STRATEGY = "ADOPTED"
+# Binance error codes the lifecycle reacts to (protocol facts, not tunables).
+ERR_DUPLICATE_CID = -4116
+ERR_PERCENT_PRICE = -4131
+_ZERO = Decimal(0)
+
+
+class LifecycleError(ValueError):
+    """An event or input the lifecycle cannot accept (names the field, the value and what was expected)."""
+
+
+class Phase(enum.StrEnum):
+    PENDING_ENTRY = "PENDING_ENTRY"  # created, entry not yet sent
+    ENTRY_WORKING = "ENTRY_WORKING"  # an entry attempt is live
+    ENTRY_CANCELING = "ENTRY_CANCELING"  # TTL reached, cancel of the entry requested
+    OPEN = "OPEN"  # entry finished with a position, protected by stop (and target)
+    EXITING = "EXITING"  # protection failed: reduce-only MARKET close in progress
+    KILLING = "KILLING"  # kill switch: closing loop in progress
+    CLOSED = "CLOSED"
+
+
+class OrderStatus(enum.StrEnum):
+    SENT = "SENT"  # placement commanded, no answer yet
+    WORKING = "WORKING"  # accepted by the exchange (possibly partially filled)
+    UNKNOWN = "UNKNOWN"  # outcome unknown, query by client id in flight
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    REJECTED = "REJECTED"
+
+    @property
+    def live(self) -> bool:
+        return self in (OrderStatus.SENT, OrderStatus.WORKING, OrderStatus.UNKNOWN)
+
+
+OrderType = Literal["LIMIT", "MARKET", "STOP_MARKET"]
+
+
+class TrackedOrder(msgspec.Struct, kw_only=True):
+    """One order of the trade, as far as we know it."""
+
+    cid: str
+    role: OrderRole
+    attempt: int
+    order_type: OrderType
+    side: str  # BUY / SELL
+    price: Decimal | None  # limit price or stop trigger price
+    qty: Decimal
+    is_algo: bool
+    sent_ms: int
+    status: OrderStatus = OrderStatus.SENT
+    filled_qty: Decimal = _ZERO
+    cancel_requested: bool = False
+    ttl_due: bool = False  # TTL fired while the outcome was unknown
+
+
+class LifecycleState(msgspec.Struct, kw_only=True):
+    """The whole serialisable state of one trade lifecycle (persisted after every transition)."""
+
+    plan: TradePlan
+    rules: SymbolRules
+    prefix: str
+    mode: str
+    phase: Phase = Phase.PENDING_ENTRY
+    orders: dict[str, TrackedOrder] = msgspec.field(default_factory=dict)
+    attempts: dict[str, int] = msgspec.field(default_factory=dict)  # role code -> last attempt
+    stop_price: Decimal = _ZERO  # the stop the position should have (ratchets with trailing)
+    entry_filled: Decimal = _ZERO
+    entry_cost: Decimal = _ZERO  # sum of qty * price of entry fills
+    exit_filled: Decimal = _ZERO
+    exit_cost: Decimal = _ZERO
+    fees_usd: float = 0.0
+    funding_usd: float = 0.0  # signed: negative = paid
+    first_entry_cid: str = ""
+    entry_requested_price: Decimal = _ZERO
+    opened_ms: int = 0
+    closed_ms: int = 0
+    reason: str = ""
+    protection_failures: int = 0
+    target_disabled: bool = False
+    close_attempts: int = 0
+    close_use_band: bool = False
+    close_alerted: bool = False
+    no_retry: bool = False
+    last_mid: Decimal | None = None
+    last_mark: Decimal | None = None
+    adopted: bool = False
+
+
+# ----------------------------------------------------------------------------------------- events
+
+
+class OrderAccepted(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The exchange acknowledged the placement (regular or algo)."""
+
+    cid: str
+
+
+class OrderRejected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+    code: int
+    message: str = ""
+
+
+class OrderFilled(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A fill; `cum_qty` is the order's cumulative filled quantity (Binance `z`), `qty`/`price` the last fill."""
+
+    cid: str
+    qty: Decimal
+    cum_qty: Decimal
+    price: Decimal
+    fee: float
+    is_maker: bool
+    ts_ms: int
+    role: OrderRole | None = None
+
+
+class OrderCanceled(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+class OrderExpired(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+class TtlExpired(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+class MidPrice(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    mid: Decimal
+    mark: Decimal | None = None
+
+
+class AmendStop(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Trailing: move the stop to `new_price` (refused if it loosens the stop)."""
+
+    new_price: Decimal
+
+
+class Kill(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    pass
+
+
+class Protect(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A position was found without a stop: protect it now."""
+
+
+class FundingPaid(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    amount: float  # signed income: negative = paid
+
+
+class PositionFlat(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The exchange says the symbol is flat; `price` is the best known exit price (mark), if any."""
+
+    price: Decimal | None = None
+
+
+class OrderStatusUnknown(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+class OrderFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Result of a query by client id: the order exists with this status and executed quantity."""
+
+    cid: str
+    status: Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "REJECTED"]
+    executed_qty: Decimal = _ZERO
+    avg_price: Decimal = _ZERO
+
+
+class OrderNotFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+Event = (
+    OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | OrderCanceled
+    | OrderExpired
+    | TtlExpired
+    | MidPrice
+    | AmendStop
+    | Kill
+    | Protect
+    | FundingPaid
+    | PositionFlat
+    | OrderStatusUnknown
+    | OrderFound
+    | OrderNotFound
+)
+
+# --------------------------------------------------------------------------------------- commands
+
+
+class PlaceOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """A regular order (entry LIMIT, target LIMIT, closing MARKET or IOC LIMIT). Record the cid first."""
+
+    trade_id: str
+    symbol: str
+    cid: str
+    role: OrderRole
+    side: str
+    order_type: Literal["LIMIT", "MARKET"]
+    price: Decimal | None
+    qty: Decimal
+    reduce_only: bool
+    time_in_force: Literal["GTC", "IOC"] | None
+
+
+class PlaceAlgoOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The conditional stop through the algo-order API."""
+
+    trade_id: str
+    symbol: str
+    cid: str
+    role: OrderRole
+    side: str
+    trigger_price: Decimal
+    qty: Decimal
+    order_type: Literal["STOP_MARKET"] = "STOP_MARKET"
+    reduce_only: bool = True
+    working_type: Literal["MARK_PRICE"] = "MARK_PRICE"
+
+
+class CancelOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    symbol: str
+    cid: str
+    is_algo: bool
+
+
+class QueryOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    symbol: str
+    cid: str
+    is_algo: bool
+
+
+class StartTimer(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+    seconds: float
+
+
+class CancelTimer(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    cid: str
+
+
+class EmitTradeClosed(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The final trade record (matches LOG_SCHEMA.json) to append to the journal."""
+
+    trade_id: str
+    record: dict[str, Any]
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    trade_id: str
+    code: str
+    message: str
+
+
+Command = (
+    PlaceOrder
+    | PlaceAlgoOrder
+    | CancelOrder
+    | QueryOrder
+    | StartTimer
+    | CancelTimer
+    | EmitTradeClosed
+    | Alert
+)
+
+_STATE_DECODER = msgspec.json.Decoder(LifecycleState)
+
+
+def encode_state(state: LifecycleState) -> bytes:
+    return msgspec.json.encode(state)
+
+
+def decode_state(data: bytes) -> LifecycleState:
+    """Decode a persisted snapshot; raises `LifecycleError` on a malformed one."""
+    try:
+        return _STATE_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise LifecycleError(f"lifecycle snapshot: {exc}; expected a LifecycleState JSON object") from None
+
+
+def _d(value: Decimal | None) -> float:
+    return float(value) if value is not None else 0.0
+
+
+# -------------------------------------------------------------------------------------- lifecycle
+
+
+class TradeLifecycle:
+    """The order lifecycle of one trade (see the module docstring for the policy)."""
+
+    def __init__(
+        self,
+        *,
+        plan: TradePlan,
+        rules: SymbolRules,
+        config: ExecutionConfig,
+        prefix: str,
+        mode: str,
+    ) -> None:
+        if plan.symbol != rules.symbol:
+            raise LifecycleError(
+                f"rules.symbol: got {rules.symbol!r}, expected the plan's symbol {plan.symbol!r}"
+            )
+        if plan.quantity <= 0:
+            raise LifecycleError(f"plan.quantity: got {plan.quantity}, expected > 0")
+        self._cfg = config
+        self._s = LifecycleState(plan=plan, rules=rules, prefix=prefix, mode=mode, stop_price=plan.stop_price)
+
+    # ---- persistence
+
+    @classmethod
+    def from_state(cls, state: LifecycleState, *, config: ExecutionConfig) -> TradeLifecycle:
+        self = cls.__new__(cls)
+        self._cfg = config
+        self._s = _STATE_DECODER.decode(msgspec.json.encode(state))
+        return self
+
+    def to_state(self) -> LifecycleState:
+        """A deep copy of the state (safe to persist while the lifecycle moves on)."""
+        return _STATE_DECODER.decode(msgspec.json.encode(self._s))
+
+    @classmethod
+    def adopt(
+        cls,
+        *,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        entry_price: Decimal,
+        stop_pct: float,
+        rules: SymbolRules,
+        config: ExecutionConfig,
+        prefix: str,
+        mode: str,
+        now_ms: int,
+        equity_usd: float = 0.0,
+    ) -> TradeLifecycle:
+        """A lifecycle for a position no trade owns (reason ADOPTED), protected at `stop_pct` from entry."""
+        if qty <= 0 or entry_price <= 0:
+            raise LifecycleError(f"adopted position {symbol}: qty {qty} and entry {entry_price} must be > 0")
+        if not 0.0 < stop_pct < 1.0:
+            raise LifecycleError(f"stop_pct: got {stop_pct!r}, expected a fraction in (0, 1)")
+        pct = Decimal(repr(stop_pct))
+        raw_stop = entry_price * (1 - pct) if side is Side.LONG else entry_price * (1 + pct)
+        stop = round_stop_away(raw_stop, side=side, tick=rules.tick_size)
+        risk_usd = float(abs(entry_price - stop) * qty)
+        notional = float(entry_price * qty)
+        trade_id = new_trade_id(
+            symbol=symbol, strategy=ADOPTED_STRATEGY, candle_open_time_ms=0, salt=side.value
+        )
+        plan = TradePlan(
+            trade_id=trade_id,
+            symbol=symbol,
+            strategy=ADOPTED_STRATEGY,
+            side=side,
+            regime=Regime.CHOP_NO_TRADE,
+            confidence_score=0.0,
+            candle_open_time_ms=0,
+            created_ms=now_ms,
+            entry_price=entry_price,
+            quantity=qty,
+            stop_price=stop,
+            target_price=None,
+            leverage=1.0,
+            equity_usd=equity_usd,
+            risk_pct=risk_usd / equity_usd if equity_usd > 0 else 0.0,
+            risk_usd=risk_usd,
+            stop_pct=stop_pct,
+            notional_usd=notional,
+            margin_used_usd=notional,
+        )
+        self = cls(plan=plan, rules=rules, config=config, prefix=prefix, mode=mode)
+        s = self._s
+        s.phase = Phase.OPEN
+        s.adopted = True
+        s.entry_filled = qty
+        s.entry_cost = qty * entry_price
+        s.entry_requested_price = entry_price
+        s.opened_ms = now_ms
+        return self
+
+    # ---- read-only views
+
+    @property
+    def trade_id(self) -> str:
+        return self._s.plan.trade_id
+
+    @property
+    def symbol(self) -> str:
+        return self._s.plan.symbol
+
+    @property
+    def side(self) -> Side:
+        return self._s.plan.side
+
+    @property
+    def phase(self) -> Phase:
+        return self._s.phase
+
+    @property
+    def closed(self) -> bool:
+        return self._s.phase is Phase.CLOSED
+
+    @property
+    def position_qty(self) -> Decimal:
+        return max(self._s.entry_filled - self._s.exit_filled, _ZERO)
+
+    @property
+    def stop_price(self) -> Decimal:
+        return self._s.stop_price
+
+    @property
+    def orders(self) -> dict[str, TrackedOrder]:
+        return dict(self._s.orders)
+
+    def live_orders(self, role: OrderRole | None = None) -> list[TrackedOrder]:
+        return [o for o in self._s.orders.values() if o.status.live and (role is None or o.role is role)]
+
+    # ---- driving
+
+    def start(self, *, now_ms: int) -> list[Command]:
+        """Send entry attempt 1 at the plan's entry price."""
+        if self._s.phase is not Phase.PENDING_ENTRY:
+            return []
+        return self._place_entry(self._s.plan.entry_price, now_ms)
+
+    def handle(self, event: Event, *, now_ms: int) -> list[Command]:
+        """Apply one event; return the commands to carry out, in order."""
+        s = self._s
+        out: list[Command] = []
+        match event:
+            case MidPrice(mid=mid, mark=mark):
+                s.last_mid = mid
+                s.last_mark = mark if mark is not None else mid
+                return []
+            case FundingPaid(amount=amount):
+                s.funding_usd += amount
+                return []
+            case _:
+                pass
+        if s.phase is Phase.CLOSED:
+            return self._after_close(event)
+        match event:
+            case OrderAccepted(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status in (OrderStatus.SENT, OrderStatus.UNKNOWN):
+                    o.status = OrderStatus.WORKING
+                    if o.role is OrderRole.STOP:
+                        s.protection_failures = 0
+            case OrderRejected(cid=cid, code=code, message=message):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    if code == ERR_DUPLICATE_CID:
+                        out += self._unknown(o)
+                    else:
+                        out += self._terminal(o, OrderStatus.REJECTED, code, message, now_ms)
+            case OrderFilled():
+                o = self._order(event.cid)
+                if o is not None:
+                    out += self._fill(o, event.cum_qty, event.price, event.fee, event.ts_ms)
+            case OrderCanceled(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    out += self._terminal(o, OrderStatus.CANCELED, 0, "", now_ms)
+            case OrderExpired(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    out += self._terminal(o, OrderStatus.EXPIRED, 0, "", now_ms)
+            case TtlExpired(cid=cid):
+                out += self._ttl(cid)
+            case AmendStop(new_price=new_price):
+                out += self._amend(new_price)
+            case Kill():
+                out += self._kill()
+            case Protect():
+                s.protection_failures = 0
+            case PositionFlat(price=price):
+                out += self._flat(price)
+            case OrderStatusUnknown(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    out += self._unknown(o)
+            case OrderFound():
+                o = self._order(event.cid)
+                if o is not None:
+                    out += self._found(o, event, now_ms)
+            case OrderNotFound(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    out += self._terminal(o, OrderStatus.REJECTED, 0, "not found by client id", now_ms)
+            case MidPrice() | FundingPaid():
+                pass
+            case _:
+                assert_never(event)
+        out += self._ensure(now_ms)
+        return out
+
+    # ---- internals
+
+    def _order(self, cid: str) -> TrackedOrder | None:
+        return self._s.orders.get(cid)
+
+    def _alert(self, code: str, message: str) -> Alert:
+        return Alert(trade_id=self.trade_id, code=code, message=f"{self.symbol} {self.trade_id}: {message}")
+
+    def _after_close(self, event: Event) -> list[Command]:
+        match event:
+            case OrderFilled(cid=cid):
+                o = self._order(cid)
+                if o is not None and event.cum_qty > o.filled_qty:
+                    o.filled_qty = event.cum_qty
+                    return [self._alert("FILL_AFTER_CLOSE", f"fill of {cid} after the trade was closed")]
+            case OrderCanceled(cid=cid) | OrderExpired(cid=cid) | OrderNotFound(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    o.status = OrderStatus.CANCELED
+            case OrderRejected(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live:
+                    o.status = OrderStatus.REJECTED
+            case OrderAccepted(cid=cid):
+                o = self._order(cid)
+                if o is not None and o.status.live and not o.cancel_requested:
+                    o.status = OrderStatus.WORKING
+                    o.cancel_requested = True
+                    return [CancelOrder(symbol=self.symbol, cid=o.cid, is_algo=o.is_algo)]
+            case _:
+                pass
+        return []
+
+    def _next_cid(self, role: OrderRole) -> tuple[str, int]:
+        s = self._s
+        attempt = s.attempts.get(role.value, 0) + 1
+        s.attempts[role.value] = attempt
+        cid = client_order_id(prefix=s.prefix, trade_id=s.plan.trade_id, role=role, attempt=attempt)
+        return cid, attempt
+
+    def _track(
+        self,
+        *,
+        role: OrderRole,
+        order_type: OrderType,
+        side: str,
+        price: Decimal | None,
+        qty: Decimal,
+        now_ms: int,
+    ) -> TrackedOrder:
+        cid, attempt = self._next_cid(role)
+        o = TrackedOrder(
+            cid=cid,
+            role=role,
+            attempt=attempt,
+            order_type=order_type,
+            side=side,
+            price=price,
+            qty=qty,
+            is_algo=order_type == "STOP_MARKET",
+            sent_ms=now_ms,
+        )
+        self._s.orders[cid] = o
+        return o
+
+    def _place_entry(self, price: Decimal, now_ms: int) -> list[Command]:
+        s = self._s
+        o = self._track(
+            role=OrderRole.ENTRY,
+            order_type="LIMIT",
+            side=s.plan.side.order_side,
+            price=price,
+            qty=s.plan.quantity,
+            now_ms=now_ms,
+        )
+        s.phase = Phase.ENTRY_WORKING
+        return [
+            self._place_cmd(o, reduce_only=False, tif="GTC"),
+            StartTimer(cid=o.cid, seconds=self._cfg.limit_ttl_seconds),
+        ]
+
+    def _place_cmd(
+        self, o: TrackedOrder, *, reduce_only: bool, tif: Literal["GTC", "IOC"] | None
+    ) -> PlaceOrder:
+        assert o.order_type != "STOP_MARKET"
+        return PlaceOrder(
+            trade_id=self.trade_id,
+            symbol=self.symbol,
+            cid=o.cid,
+            role=o.role,
+            side=o.side,
+            order_type="LIMIT" if o.order_type == "LIMIT" else "MARKET",
+            price=o.price,
+            qty=o.qty,
+            reduce_only=reduce_only,
+            time_in_force=tif,
+        )
+
+    def _cancel(self, o: TrackedOrder) -> list[Command]:
+        if not o.status.live or o.cancel_requested:
+            return []
+        o.cancel_requested = True
+        out: list[Command] = [CancelOrder(symbol=self.symbol, cid=o.cid, is_algo=o.is_algo)]
+        if o.role is OrderRole.ENTRY:
+            out.append(CancelTimer(cid=o.cid))
+        return out
+
+    def _unknown(self, o: TrackedOrder) -> list[Command]:
+        if o.status is OrderStatus.UNKNOWN:
+            return []
+        o.status = OrderStatus.UNKNOWN
+        return [QueryOrder(symbol=self.symbol, cid=o.cid, is_algo=o.is_algo)]
+
+    def _fill(
+        self, o: TrackedOrder, cum_qty: Decimal, price: Decimal, fee: float, ts_ms: int
+    ) -> list[Command]:
+        s = self._s
+        out: list[Command] = []
+        if cum_qty > o.qty:
+            out.append(
+                self._alert("OVERFILL", f"OrderFilled.cum_qty {cum_qty} of {o.cid} exceeds qty {o.qty}")
+            )
+            cum_qty = o.qty
+        delta = cum_qty - o.filled_qty
+        if delta <= 0:
+            return out  # duplicate or replayed fill
+        o.filled_qty = cum_qty
+        if o.status in (OrderStatus.SENT, OrderStatus.UNKNOWN):
+            o.status = OrderStatus.WORKING
+        s.fees_usd += fee
+        if o.role is OrderRole.ENTRY:
+            if s.entry_filled == 0:
+                s.opened_ms = ts_ms
+                s.first_entry_cid = o.cid
+                s.entry_requested_price = o.price if o.price is not None else price
+            s.entry_filled += delta
+            s.entry_cost += delta * price
+        else:
+            s.exit_filled += delta
+            s.exit_cost += delta * price
+            if s.phase is not Phase.KILLING:
+                s.reason = self._exit_reason(o)
+            if o.role in (OrderRole.STOP, OrderRole.TARGET):
+                # Stopped out (or target hit) while the entry still rests: never re-enter.
+                s.no_retry = True
+                for e in self.live_orders(OrderRole.ENTRY):
+                    out += self._cancel(e)
+        if cum_qty >= o.qty:
+            o.status = OrderStatus.FILLED
+            if o.role is OrderRole.ENTRY:
+                out.append(CancelTimer(cid=o.cid))
+                if s.phase in (Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING):
+                    s.phase = Phase.OPEN
+        return out
+
+    def _exit_reason(self, o: TrackedOrder) -> str:
+        if o.role is OrderRole.TARGET:
+            return "TP"
+        if o.role is OrderRole.STOP:
+            plan_stop = self._s.plan.stop_price
+            moved = o.price is not None and (o.price - plan_stop) * self.side.sign > 0
+            return "TRAIL" if moved else "SL"
+        if o.role is OrderRole.KILL:
+            return "KILL_SWITCH"
+        return "SL"
+
+    def _terminal(
+        self, o: TrackedOrder, status: OrderStatus, code: int, message: str, now_ms: int
+    ) -> list[Command]:
+        s = self._s
+        was_requested = o.cancel_requested
+        o.status = status
+        out: list[Command] = []
+        if o.role is OrderRole.ENTRY:
+            out.append(CancelTimer(cid=o.cid))
+            if status is OrderStatus.REJECTED:
+                s.no_retry = True
+                out.append(self._alert("ENTRY_REJECTED", f"entry {o.cid} rejected ({code} {message})"))
+            if s.phase in (Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING) and not self.live_orders(
+                OrderRole.ENTRY
+            ):
+                if s.entry_filled > 0:
+                    s.phase = Phase.OPEN
+                elif (
+                    not s.no_retry
+                    and s.attempts.get(OrderRole.ENTRY.value, 0) < 1 + self._cfg.limit_retry_count
+                ):
+                    out += self._place_entry(self._retry_price(), now_ms)
+        elif o.role is OrderRole.STOP:
+            if status is OrderStatus.REJECTED:
+                out += self._stop_rejected(o, code, message)
+            elif not was_requested and s.phase is not Phase.CLOSED:
+                out.append(self._alert("STOP_GONE", f"stop {o.cid} ended as {status} without our cancel"))
+        elif o.role is OrderRole.TARGET:
+            if status is OrderStatus.REJECTED:
+                s.target_disabled = True
+                out.append(self._alert("TARGET_REJECTED", f"target {o.cid} rejected ({code} {message})"))
+        else:  # EXIT / KILL closing order
+            if status is OrderStatus.REJECTED:
+                s.close_use_band = code == ERR_PERCENT_PRICE
+                out.append(
+                    self._alert("CLOSE_REJECTED", f"closing order {o.cid} rejected ({code} {message})")
+                )
+            else:
+                s.close_use_band = False
+        return out
+
+    def _retry_price(self) -> Decimal:
+        """The retry's passive price from the latest mid; the plan's price when no usable mid is known."""
+        s = self._s
+        if s.last_mid is None:
+            return s.plan.entry_price
+        try:
+            return passive_entry_price(
+                mid=s.last_mid, side=s.plan.side, rules=s.rules, offset_ticks=self._cfg.entry_offset_ticks
+            )
+        except RoundingInputError:
+            return s.plan.entry_price
+
+    def _stop_rejected(self, o: TrackedOrder, code: int, message: str) -> list[Command]:
+        s = self._s
+        pos = self.position_qty
+        covering = [
+            w
+            for w in self.live_orders(OrderRole.STOP)
+            if w.status is OrderStatus.WORKING and not w.cancel_requested and w.qty == pos
+        ]
+        if covering and o.price != covering[0].price and covering[0].price is not None:
+            # A trailing move failed (e.g. -2021, price already through it); the old stop still covers.
+            s.stop_price = covering[0].price
+            return [self._alert("STOP_AMEND_REJECTED", f"stop move {o.cid} rejected ({code} {message})")]
+        s.protection_failures += 1
+        return [
+            self._alert(
+                "STOP_REJECTED",
+                f"stop {o.cid} rejected ({code} {message}); failure {s.protection_failures}"
+                f" of {self._cfg.protection_max_attempts}",
+            )
+        ]
+
+    def _ttl(self, cid: str) -> list[Command]:
+        s = self._s
+        o = self._order(cid)
+        if (
+            o is None
+            or o.role is not OrderRole.ENTRY
+            or not o.status.live
+            or s.phase is not Phase.ENTRY_WORKING
+        ):
+            return []
+        if o.status is OrderStatus.UNKNOWN:
+            o.ttl_due = True
+            return []
+        s.phase = Phase.ENTRY_CANCELING
+        return self._cancel(o)
+
+    def _amend(self, new_price: Decimal) -> list[Command]:
+        s = self._s
+        if s.phase in (Phase.EXITING, Phase.KILLING) or self.position_qty <= 0:
+            return []
+        if new_price <= 0:
+            raise LifecycleError(f"AmendStop.new_price: got {new_price}, expected > 0")
+        price = round_stop_away(new_price, side=self.side, tick=s.rules.tick_size)
+        if (price - s.stop_price) * self.side.sign <= 0:
+            return [self._alert("STOP_LOOSEN_REFUSED", f"stop move to {price} from {s.stop_price} refused")]
+        s.stop_price = price
+        return []
+
+    def _kill(self) -> list[Command]:
+        s = self._s
+        out: list[Command] = []
+        s.no_retry = True
+        s.phase = Phase.KILLING
+        s.reason = "KILL_SWITCH"
+        s.close_attempts = 0
+        for o in self.live_orders(OrderRole.ENTRY) + self.live_orders(OrderRole.TARGET):
+            out += self._cancel(o)
+        return out
+
+    def _flat(self, price: Decimal | None) -> list[Command]:
+        s = self._s
+        pos = self.position_qty
+        if pos <= 0:
+            return []  # nothing held: a flat report is just the truth, not a close
+        out: list[Command] = []
+        for o in self.live_orders(OrderRole.ENTRY):
+            out += self._cancel(o)
+        exit_px = price or s.last_mark or s.last_mid or self._entry_avg()
+        s.exit_filled += pos
+        s.exit_cost += pos * exit_px
+        if s.phase is not Phase.KILLING:
+            s.reason = "MANUAL"
+        out.append(self._alert("POSITION_FLAT", f"exchange reports flat; {pos} booked at {exit_px}"))
+        s.no_retry = True
+        if s.phase in (Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING, Phase.PENDING_ENTRY):
+            s.phase = Phase.OPEN if s.entry_filled > 0 else Phase.ENTRY_CANCELING
+        return out
+
+    def _found(self, o: TrackedOrder, ev: OrderFound, now_ms: int) -> list[Command]:
+        out: list[Command] = []
+        if ev.executed_qty > o.filled_qty:
+            out += self._fill(o, min(ev.executed_qty, o.qty), ev.avg_price, 0.0, now_ms)
+        if not o.status.live:
+            return out
+        if ev.status in ("NEW", "PARTIALLY_FILLED"):
+            o.status = OrderStatus.WORKING
+            if o.ttl_due:
+                o.ttl_due = False
+                if self._s.phase is Phase.ENTRY_WORKING:
+                    self._s.phase = Phase.ENTRY_CANCELING
+                out += self._cancel(o)
+        elif ev.status == "FILLED":
+            o.status = OrderStatus.FILLED
+        elif ev.status in ("CANCELED", "EXPIRED"):
+            out += self._terminal(o, OrderStatus.CANCELED, 0, "", now_ms)
+        else:
+            out += self._terminal(o, OrderStatus.REJECTED, 0, "found REJECTED", now_ms)
+        return out
+
+    def _entry_avg(self) -> Decimal:
+        s = self._s
+        return s.entry_cost / s.entry_filled if s.entry_filled > 0 else s.plan.entry_price
+
+    # ---- the protection / closing invariant, re-established after every event
+
+    def _ensure(self, now_ms: int) -> list[Command]:
+        s = self._s
+        if s.phase is Phase.CLOSED:
+            return []
+        pos = self.position_qty
+        live_entries = self.live_orders(OrderRole.ENTRY)
+        if s.phase in (Phase.EXITING, Phase.KILLING):
+            return self._ensure_closing(pos, live_entries, now_ms)
+        if pos > 0:
+            out = self._ensure_stop(pos, now_ms)
+            if self._s.phase == Phase.EXITING:  # protection just failed
+                return out + self._ensure_closing(pos, live_entries, now_ms)
+            return out + self._ensure_target(pos, now_ms)
+        entry_done = s.phase is Phase.OPEN or (s.phase is Phase.ENTRY_CANCELING and not live_entries)
+        if entry_done and not live_entries and not self._live_closers():
+            return self._finish(now_ms)
+        return []
+
+    def _live_closers(self) -> list[TrackedOrder]:
+        return self.live_orders(OrderRole.EXIT) + self.live_orders(OrderRole.KILL)
+
+    def _ensure_stop(self, pos: Decimal, now_ms: int) -> list[Command]:
+        s = self._s
+        stops = [o for o in self.live_orders(OrderRole.STOP) if not o.cancel_requested]
+        if any(o.status is not OrderStatus.WORKING for o in stops):
+            return []  # a placement is in flight or unresolved: wait
+        good = [o for o in stops if o.qty - o.filled_qty == pos and o.price == s.stop_price]
+        out: list[Command] = []
+        if good:
+            for o in stops:
+                if o is not good[0]:
+                    out += self._cancel(o)  # retire the old version only after the new one is accepted
+            return out
+        if s.protection_failures >= self._cfg.protection_max_attempts:
+            s.phase = Phase.EXITING
+            s.reason = "SL"
+            s.close_attempts = 0
+            out.append(
+                self._alert("PROTECTION_FAILED", "stop could not be placed; closing with a MARKET order")
+            )
+            return out
+        o = self._track(
+            role=OrderRole.STOP,
+            order_type="STOP_MARKET",
+            side=self.side.closing_order_side,
+            price=s.stop_price,
+            qty=pos,
+            now_ms=now_ms,
+        )
+        out.append(
+            PlaceAlgoOrder(
+                trade_id=self.trade_id,
+                symbol=self.symbol,
+                cid=o.cid,
+                role=OrderRole.STOP,
+                side=o.side,
+                trigger_price=s.stop_price,
+                qty=pos,
+            )
+        )
+        return out
+
+    def _ensure_target(self, pos: Decimal, now_ms: int) -> list[Command]:
+        s = self._s
+        target = s.plan.target_price
+        if target is None or s.target_disabled:
+            return []
+        targets = [o for o in self.live_orders(OrderRole.TARGET) if not o.cancel_requested]
+        if any(o.status is not OrderStatus.WORKING for o in targets):
+            return []
+        good = [o for o in targets if o.qty - o.filled_qty == pos]
+        out: list[Command] = []
+        if good:
+            for o in targets:
+                if o is not good[0]:
+                    out += self._cancel(o)
+            return out
+        o = self._track(
+            role=OrderRole.TARGET,
+            order_type="LIMIT",
+            side=self.side.closing_order_side,
+            price=target,
+            qty=pos,
+            now_ms=now_ms,
+        )
+        out.append(self._place_cmd(o, reduce_only=True, tif="GTC"))
+        return out
+
+    def _ensure_closing(self, pos: Decimal, live_entries: list[TrackedOrder], now_ms: int) -> list[Command]:
+        s = self._s
+        out: list[Command] = []
+        for o in live_entries:
+            out += self._cancel(o)
+        for o in self.live_orders(OrderRole.TARGET):
+            out += self._cancel(o)
+        if pos <= 0:
+            if not live_entries:
+                out += self._finish(now_ms)
+            return out
+        if self._live_closers():
+            return out
+        if s.close_attempts >= self._cfg.kill_switch_max_attempts:
+            if not s.close_alerted:
+                s.close_alerted = True
+                out.append(
+                    self._alert("NOT_FLAT", f"still {pos} open after {s.close_attempts} closing attempts")
+                )
+            return out
+        role = OrderRole.KILL if s.phase is Phase.KILLING else OrderRole.EXIT
+        band = self._band_price() if s.close_use_band else None
+        o = self._track(
+            role=role,
+            order_type="MARKET" if band is None else "LIMIT",
+            side=self.side.closing_order_side,
+            price=band,
+            qty=pos,
+            now_ms=now_ms,
+        )
+        s.close_attempts += 1
+        out.append(self._place_cmd(o, reduce_only=True, tif=None if band is None else "IOC"))
+        return out
+
+    def _band_price(self) -> Decimal | None:
+        """The most aggressive closing price PERCENT_PRICE allows around the mark, or None if unknown."""
+        s = self._s
+        mark = s.last_mark
+        rules = s.rules
+        if mark is None:
+            return None
+        if self.side is Side.LONG:  # closing sell: price >= mark * down
+            if rules.multiplier_down is None:
+                return None
+            return round_price_up(mark * rules.multiplier_down, rules.tick_size)
+        if rules.multiplier_up is None:
+            return None
+        return round_price_down(mark * rules.multiplier_up, rules.tick_size)
+
+    def _finish(self, now_ms: int) -> list[Command]:
+        s = self._s
+        out: list[Command] = []
+        for o in self.live_orders():
+            out += self._cancel(o)
+        s.phase = Phase.CLOSED
+        s.closed_ms = now_ms
+        if s.entry_filled == 0 and s.reason != "KILL_SWITCH":
+            s.reason = "TIMEOUT"
+        out.append(EmitTradeClosed(trade_id=self.trade_id, record=self.trade_record()))
+        return out
+
+    def trade_record(self) -> dict[str, Any]:
+        """The trade log record (LOG_SCHEMA.json) for the trade as it stands."""
+        s = self._s
+        p = s.plan
+        entry_avg = s.entry_cost / s.entry_filled if s.entry_filled > 0 else _ZERO
+        exit_avg = s.exit_cost / s.exit_filled if s.exit_filled > 0 else _ZERO
+        gross = float((exit_avg - entry_avg) * s.exit_filled) * p.side.sign if s.exit_filled > 0 else 0.0
+        pnl = gross - s.fees_usd + s.funding_usd
+        requested = s.entry_requested_price
+        slippage = (
+            float((entry_avg - requested) / requested) * p.side.sign
+            if s.entry_filled > 0 and requested > 0
+            else 0.0
+        )
+        if s.entry_filled <= 0:
+            status = "CANCELED"
+        elif s.entry_filled >= p.quantity:
+            status = "FILLED"
+        else:
+            status = "PARTIALLY_FILLED"
+        entry_cid = s.first_entry_cid
+        if not entry_cid:
+            attempts = s.attempts.get(OrderRole.ENTRY.value, 0)
+            entry_cid = (
+                client_order_id(prefix=s.prefix, trade_id=p.trade_id, role=OrderRole.ENTRY, attempt=attempts)
+                if attempts
+                else ""
+            )
+            requested = next(
+                (o.price for o in s.orders.values() if o.cid == entry_cid and o.price is not None),
+                p.entry_price,
+            )
+        opened = s.opened_ms or p.created_ms
+        return {
+            "trade_id": p.trade_id,
+            "timestamp_open": iso_utc(opened),
+            "timestamp_close": iso_utc(max(s.closed_ms, opened)),
+            "mode": s.mode,
+            "symbol": p.symbol,
+            "strategy": p.strategy,
+            "regime": p.regime.value,
+            "direction": p.side.value,
+            "confidence_score": float(p.confidence_score),
+            "entry_order": {
+                "client_order_id": entry_cid,
+                "type": "LIMIT",
+                "requested_price": _d(requested),
+                "filled_avg_price": _d(entry_avg),
+                "filled_qty": _d(s.entry_filled),
+                "status": status,
+            },
+            "risk": {
+                "equity_usd": float(p.equity_usd),
+                "risk_pct": float(p.risk_pct),
+                "risk_usd": float(p.risk_usd),
+                "stop_pct": float(p.stop_pct),
+                "stop_price": _d(p.stop_price),
+                "take_profit_price": _d(p.target_price),
+                "leverage": float(p.leverage),
+                "notional_usd": float(p.notional_usd),
+                "margin_used_usd": float(p.margin_used_usd),
+            },
+            "costs": {
+                "fees_usd": float(s.fees_usd),
+                "funding_usd": float(s.funding_usd),
+                "slippage_pct": slippage,
+            },
+            "result": {
+                "exit_price": _d(exit_avg),
+                "pnl_usd": pnl,
+                "pnl_r_multiple": pnl / p.risk_usd if p.risk_usd > 0 else 0.0,
+                "reason": s.reason or "MANUAL",
+            },
+            "portfolio": {
+                "open_positions_count": float(p.open_positions_count),
+                "open_risk_pct": float(p.open_risk_pct),
+                "correlation_bucket": p.correlation_bucket,
+                "bucket_corr_max": float(p.bucket_corr_max),
+            },
+        }
+
+
+# -------------------------------------------------------------------------------------- reconcile
+
+
+class ExchangeOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """An open order on the exchange (regular or algo)."""
+
+    symbol: str
+    cid: str
+    is_algo: bool
+    side: str
+    order_type: str
+    qty: Decimal
+    price: Decimal | None
+    status: str = "NEW"
+    executed_qty: Decimal = _ZERO
+
+
+class ExchangePosition(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    side: Side
+    qty: Decimal
+    entry_price: Decimal
+
+
+class ReconcileResult(msgspec.Struct, kw_only=True):
+    """What start-up reconciliation decided. `lifecycles` includes the adopted ones (persist them all)."""
+
+    commands: list[Command]
+    lifecycles: list[LifecycleState]
+    adopted: list[str]  # trade ids of adopted positions
+    foreign_orders: list[ExchangeOrder]
+    foreign_positions: list[ExchangePosition]
+
+
+def reconcile(
+    *,
+    lifecycles: list[LifecycleState],
+    open_orders: list[ExchangeOrder],
+    positions: list[ExchangePosition],
+    prefix: str,
+    stop_pct: dict[Side, float],
+    rules: dict[str, SymbolRules],
+    config: ExecutionConfig,
+    mode: str,
+    now_ms: int,
+) -> ReconcileResult:
+    """Bring the persisted lifecycles in line with the exchange, the source of truth (BOT_SPEC §10).
+
+    - Orders are matched to trades by client id; ours that no open trade owns are cancelled.
+    - Our entry orders still open are stale after a restart (their TTL timers are gone): cancelled, no retry.
+    - A tracked order missing from the open orders: cancelled if we had asked for it, else queried by id.
+    - A position held by a trade is protected (`Protect`); a trade the exchange shows flat is closed
+      (`MANUAL`); a trade whose entry was never sent (PENDING_ENTRY) is closed as `TIMEOUT`.
+    - Quantity differences are alerted (`POSITION_MISMATCH`), not corrected: the stop follows our fills.
+    - A position no trade owns is adopted (strategy `ADOPTED`) unless a foreign order sits on its symbol,
+      in which case it is foreign: left untouched and reported (counts toward limits and open risk).
+    Applying the commands and feeding their results back, a second run yields no commands.
+    """
+    commands: list[Command] = []
+    by_key: dict[str, TradeLifecycle] = {}
+    live: list[TradeLifecycle] = []
+    for state in lifecycles:
+        lc = TradeLifecycle.from_state(state, config=config)
+        live.append(lc)
+        if not lc.closed:
+            by_key[trade_key(lc.trade_id)] = lc
+    foreign_orders: list[ExchangeOrder] = []
+    on_exchange: dict[str, ExchangeOrder] = {}
+    for eo in open_orders:
+        parsed = parse_client_order_id(eo.cid, prefix=prefix)
+        if parsed is None:
+            foreign_orders.append(eo)
+            continue
+        owner = by_key.get(parsed.trade_key)
+        if owner is None or owner.symbol != eo.symbol or eo.cid not in owner._s.orders:
+            commands.append(CancelOrder(symbol=eo.symbol, cid=eo.cid, is_algo=eo.is_algo))
+            continue
+        on_exchange[eo.cid] = eo
+    pos_by_symbol = {p.symbol: p for p in positions if p.qty > 0}
+    owned_symbols: set[str] = set()
+    for lc in by_key.values():
+        for o in list(lc._s.orders.values()):
+            if not o.status.live:
+                continue
+            seen = on_exchange.get(o.cid)
+            if seen is not None:
+                eo = seen
+                if eo.executed_qty > o.filled_qty:
+                    found = OrderFound(
+                        cid=o.cid,
+                        status="PARTIALLY_FILLED",
+                        executed_qty=eo.executed_qty,
+                        avg_price=eo.price if eo.price is not None else lc._entry_avg(),
+                    )
+                    commands += lc.handle(found, now_ms=now_ms)
+                if o.status is not OrderStatus.WORKING and o.status.live:
+                    commands += lc.handle(OrderAccepted(cid=o.cid), now_ms=now_ms)
+                if o.role is OrderRole.ENTRY and o.status.live:
+                    lc._s.no_retry = True
+                    if lc._s.phase is Phase.ENTRY_WORKING:
+                        lc._s.phase = Phase.ENTRY_CANCELING
+                    commands += lc._cancel(o)
+            elif o.cancel_requested:
+                commands += lc.handle(OrderCanceled(cid=o.cid), now_ms=now_ms)
+            elif o.status is not OrderStatus.UNKNOWN:
+                commands += lc.handle(OrderStatusUnknown(cid=o.cid), now_ms=now_ms)
+        if lc.closed:
+            continue
+        if lc.phase is Phase.PENDING_ENTRY:
+            commands += lc._finish(now_ms)  # its entry was never sent; the signal is stale now
+            continue
+        pos = pos_by_symbol.get(lc.symbol)
+        if pos is None or pos.side is not lc.side:
+            has_unknown = any(o.status is OrderStatus.UNKNOWN for o in lc.live_orders())
+            if lc.position_qty > 0 and not has_unknown:
+                commands += lc.handle(PositionFlat(price=lc._s.last_mark), now_ms=now_ms)
+            if pos is not None:  # the opposite side is not this trade's: it is adopted below
+                commands.append(lc._alert("POSITION_SIDE_MISMATCH", f"exchange holds {pos.side} {pos.qty}"))
+            continue
+        owned_symbols.add(lc.symbol)
+        if pos.qty != lc.position_qty:
+            commands.append(
+                lc._alert(
+                    "POSITION_MISMATCH", f"exchange holds {pos.qty}, the trade expects {lc.position_qty}"
+                )
+            )
+        if lc.position_qty > 0 and lc.phase not in (Phase.KILLING, Phase.EXITING):
+            # A position found without a (correctly sized) stop gets one now; a no-op when protected.
+            commands += lc.handle(Protect(), now_ms=now_ms)
+    foreign_positions: list[ExchangePosition] = []
+    adopted: list[str] = []
+    foreign_symbols = {o.symbol for o in foreign_orders}
+    for p in positions:
+        if p.qty <= 0 or p.symbol in owned_symbols:
+            continue
+        if p.symbol in foreign_symbols or p.symbol not in rules:
+            foreign_positions.append(p)
+            continue
+        lc = TradeLifecycle.adopt(
+            symbol=p.symbol,
+            side=p.side,
+            qty=p.qty,
+            entry_price=p.entry_price,
+            stop_pct=stop_pct[p.side],
+            rules=rules[p.symbol],
+            config=config,
+            prefix=prefix,
+            mode=mode,
+            now_ms=now_ms,
+        )
+        commands.append(lc._alert("ADOPTED", f"adopted {p.side} {p.qty} @ {p.entry_price}"))
+        commands += lc.handle(Protect(), now_ms=now_ms)
+        live.append(lc)
+        adopted.append(lc.trade_id)
+    return ReconcileResult(
+        commands=commands,
+        lifecycles=[lc.to_state() for lc in live],
+        adopted=adopted,
+        foreign_orders=foreign_orders,
+        foreign_positions=foreign_positions,
+    )
