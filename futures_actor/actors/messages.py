@@ -20,6 +20,7 @@ from typing import Any, Literal
 import msgspec
 
 from futures_actor.core.models import RegimeResult, RiskRejection, Signal, TradePlan
+from futures_actor.core.risk import Exposure
 from futures_actor.core.types import Candle, Side
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "EntryFilled",
     "KillSwitch",
     "MarkUpdated",
+    "PortfolioSynced",
     "PositionUpdated",
     "Resume",
     "SafeModeChanged",
@@ -178,6 +180,13 @@ class AccountUpdated(_Msg, frozen=True):
     available_balance_usd: float
     unrealized_pnl_usd: float
     ts_ms: int
+
+
+class PortfolioSynced(_Msg, frozen=True):
+    """Execution's reconciled picture (start-up, reconciliation): every open position and working
+    entry on the exchange, ours, adopted and foreign alike; PortfolioRisk replaces its view with it."""
+
+    exposures: tuple[Exposure, ...]
 
 
 # --- control ------------------------------------------------------------------------------------------

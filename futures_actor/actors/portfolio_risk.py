@@ -1,0 +1,943 @@
+"""The PortfolioRisk actor: the single writer of risk state (BOT_SPEC §7, §8, §10, §12).
+
+It owns the equity view (`AccountUpdated`), the portfolio (open positions and pending entries: its own
+approvals as reservations, execution's `EntryFilled` / `EntryAbandoned` / `TradeClosed`, and the
+reconciled picture of `PortfolioSynced` with adopted and foreign positions), the 1h closes per symbol
+for the correlation filter, the `RiskState` calendar (daily / weekly stop, pause, reduced risk), the
+performance tracker, the strategy-selection state, the safe-mode and kill flags and the trading state
+(ACTIVE, or REDUCING after `StopIntake`). Every sizing and limit decision goes through `run`, one at
+a time: that is what makes "max 2 positions" hold under concurrency.
+
+Policy:
+- Decision batching: `SymbolReport`s of one 5m candle open time are collected until every monitored
+  symbol has reported, `risk.decision_batch_ms` of trio time has passed since the first one, or a
+  report for a newer candle arrives. The batch is then decided in descending confidence order
+  (the selector's confidence score; ties by symbol name), so arrival order does not matter. Per
+  symbol: safety gates (shutdown, kill, safe mode), the selector picks among its signals, then
+  `core.risk.evaluate`. An approval reserves its exposure (a pending entry) before the next symbol
+  is evaluated, is sent to execution as `SubmitPlan`, and adopts the selector's new state.
+- Verdicts: a report with a `reply` channel gets one `Verdict` by `send_nowait`. `BrokenResourceError`
+  (the asker gave up) releases nothing: the plan was already submitted and execution owns it now.
+  `WouldBlock` drops the verdict with a log. A report for an already decided candle gets `LATE`; a
+  second report of a symbol in the same batch gets `DUPLICATE_CANDLE`. Nothing is retried.
+- Every rejection is logged as `risk_rejected` (code and numbers), every approval as `risk_approved`.
+- Weekly-stop pause: PAPER_LIVE rejects `WEEKLY_STOP` (logged with `state=PAUSED`). LIVE evaluates
+  again for the shadow book and logs `shadow_entry`; the plan is neither sent nor reserved (a full
+  shadow paper execution is not implemented yet).
+- The calendar rolls on the wall clock (UTC days, Monday weeks) at every decision and account update,
+  with the last known equity as the start equity of the new period. Risk state and selection state
+  are persisted to the `StateStore` after every change (and loaded from it at start when not given).
+- Bad data (a malformed signal, an undecodable trade record) is logged and rejected or skipped,
+  never a crash. Any other exception propagates: risk is a critical actor (orderly shutdown).
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import deque
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal, Protocol
+
+import msgspec
+import trio
+
+from futures_actor.actors.http_health import (
+    DECISIONS,
+    EQUITY,
+    OPEN_POSITIONS,
+    OPEN_RISK_PCT,
+    OPEN_RISK_USD,
+    REJECTIONS,
+)
+from futures_actor.actors.messages import (
+    AccountUpdated,
+    CandleClosed,
+    EntryAbandoned,
+    EntryFilled,
+    KillSwitch,
+    PortfolioSynced,
+    Resume,
+    SafeModeChanged,
+    StopIntake,
+    SubmitPlan,
+    SymbolReport,
+    TradeClosed,
+    Verdict,
+)
+from futures_actor.core.clock import WallClock
+from futures_actor.core.config import BotConfig
+from futures_actor.core.correlation import CorrelationMatrix, HourlyCloses, build_correlation_matrix
+from futures_actor.core.models import RiskRejection, Signal, TradePlan
+from futures_actor.core.performance import PerformanceTracker, TradeRecordError, closed_trade_from_record
+from futures_actor.core.risk import (
+    CandleDecisionGuard,
+    Exposure,
+    PortfolioSnapshot,
+    RiskCode,
+    RiskContext,
+    RiskInputError,
+    evaluate,
+    open_risk_usd,
+)
+from futures_actor.core.risk_state import (
+    RiskState,
+    RiskStateError,
+    apply_weekly_stop,
+    new_risk_state,
+    record_realized_pnl,
+    roll,
+)
+from futures_actor.core.rounding import RoundingInputError
+from futures_actor.core.selector import (
+    SelectionDecision,
+    SelectionInputError,
+    SelectionState,
+    StrategySelector,
+)
+from futures_actor.core.strategies import build_strategies
+from futures_actor.core.trailing import TrailingRule
+from futures_actor.core.types import INTERVAL_MS, SymbolRules, TradingState
+from futures_actor.logs import get_logger
+from futures_actor.state.store import BlobKind, StateStore, StateStoreError
+
+__all__ = [
+    "DUPLICATE_CANDLE",
+    "INPUT_ERROR",
+    "LATE",
+    "NO_ACCOUNT",
+    "NO_SYMBOL_RULES",
+    "NO_TRADE",
+    "RISK_INBOX_SIZE",
+    "RISK_STATE_NAME",
+    "SELECTION_STATE_NAME",
+    "SHUTTING_DOWN",
+    "PortfolioRisk",
+    "RiskInbox",
+    "RiskSnapshot",
+    "open_risk_inbox",
+]
+
+Mode = Literal["PAPER_LIVE", "LIVE"]
+
+RISK_INBOX_SIZE: Final = 64
+"""Reports from every symbol of one 5m close plus fills and account updates fit without blocking."""
+
+# Reason codes of the actor's own rejections (the engine's are `core.risk.RiskCode`).
+LATE: Final = "LATE"  # the report's candle was already decided
+SHUTTING_DOWN: Final = "SHUTTING_DOWN"  # trading state REDUCING: no new entries
+NO_ACCOUNT: Final = "NO_ACCOUNT"  # no equity known yet (no AccountUpdated received)
+NO_SYMBOL_RULES: Final = "NO_SYMBOL_RULES"  # no exchange filters for the symbol
+NO_TRADE: Final = "NO_TRADE"  # the selector chose nothing (values carry its code)
+INPUT_ERROR: Final = "INPUT_ERROR"  # malformed signal or report (a bug upstream)
+DUPLICATE_CANDLE: Final = RiskCode.DUPLICATE_CANDLE.value
+
+RISK_STATE_NAME: Final = "risk_state"
+SELECTION_STATE_NAME: Final = "strategy_selection"
+
+_MS_5M: Final = INTERVAL_MS["5m"]
+_MS_PER_S: Final = 1000.0
+# 1h closes kept beyond the lookback, so that symbols whose latest hour arrives a little later than
+# another's still align on `corr_lookback_hours` common returns.
+_HOURLY_SLACK: Final = 24
+_SHADOW_ONLY: Final = "shadow_only"
+_FOREIGN_KEY_PREFIX: Final = "foreign:"
+
+RiskInbox = (
+    SymbolReport
+    | CandleClosed
+    | EntryFilled
+    | EntryAbandoned
+    | TradeClosed
+    | AccountUpdated
+    | PortfolioSynced
+    | SafeModeChanged
+    | KillSwitch
+    | Resume
+    | StopIntake
+)
+"""Everything the PortfolioRisk actor accepts."""
+
+
+def open_risk_inbox() -> tuple[trio.MemorySendChannel[RiskInbox], trio.MemoryReceiveChannel[RiskInbox]]:
+    """The bounded inbox of the PortfolioRisk actor (size `RISK_INBOX_SIZE`)."""
+    return trio.open_memory_channel[RiskInbox](RISK_INBOX_SIZE)
+
+
+class MetricsSink(Protocol):
+    """What the actor needs of `actors.http_health.Metrics` (duck-typed)."""
+
+    def set(self, name: str, value: float, **labels: str) -> None: ...
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None: ...
+
+
+class RiskSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The actor's state for the health / metrics endpoint."""
+
+    equity_usd: float | None
+    available_balance_usd: float | None
+    open_risk_usd: float
+    open_risk_pct: float | None
+    positions: int
+    pending: int
+    foreign: int
+    safe_mode: bool
+    kill_switch: bool
+    trading_state: TradingState
+    paused: bool
+    reduced_risk: bool
+    day_pnl_pct: float | None
+    week_pnl_pct: float | None
+    approvals: int
+    rejections: dict[str, int]
+    shadow_entries: int
+    late_reports: int
+
+
+class _Batch:
+    """Reports of one 5m candle open time, waiting to be decided."""
+
+    __slots__ = ("deadline", "open_time_ms", "reports")
+
+    def __init__(self, open_time_ms: int, deadline: float) -> None:
+        self.open_time_ms = open_time_ms
+        self.deadline = deadline
+        self.reports: dict[str, SymbolReport] = {}
+
+
+class _Hourly:
+    """Consecutive 1h closes of one symbol (a gap restarts the series: unknown beats wrong)."""
+
+    __slots__ = ("closes", "last_open_ms")
+
+    def __init__(self, maxlen: int) -> None:
+        self.closes: deque[float] = deque(maxlen=maxlen)
+        self.last_open_ms = -1
+
+
+class PortfolioRisk:
+    """Decides every candidate entry against the portfolio; the only writer of risk state."""
+
+    def __init__(
+        self,
+        *,
+        cfg: BotConfig,
+        mode: Mode,
+        execution_send: trio.abc.SendChannel[Any],
+        symbols: Iterable[str],
+        rules_by_symbol: Mapping[str, SymbolRules],
+        wall_clock: WallClock,
+        store: StateStore | None = None,
+        tracker: PerformanceTracker | None = None,
+        selection_state: SelectionState | None = None,
+        risk_state: RiskState | None = None,
+        metrics: MetricsSink | None = None,
+    ) -> None:
+        if mode not in ("PAPER_LIVE", "LIVE"):
+            raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
+        self._cfg = cfg
+        self._mode: Mode = mode
+        self._execution_send = execution_send
+        self._symbols: tuple[str, ...] = tuple(symbols)
+        self._monitored = frozenset(self._symbols)
+        self._rules: dict[str, SymbolRules] = dict(rules_by_symbol)
+        self._clock = wall_clock
+        self._store = store
+        self._tracker = tracker if tracker is not None else PerformanceTracker(cfg=cfg.performance)
+        self._selector = StrategySelector(cfg=cfg, mode=mode)
+        self._selection = selection_state
+        self._risk_state = risk_state
+        self._metrics = metrics
+        self._log = get_logger("portfolio_risk")
+        self._reference_symbol = cfg.risk.beta_reference_symbol or (self._symbols[0] if self._symbols else "")
+        self._trailing: dict[str, TrailingRule | None] = {s.name: s.trailing for s in build_strategies(cfg)}
+
+        self._equity: float | None = None
+        self._available: float | None = None
+        self._exposures: dict[str, Exposure] = {}  # trade id (or foreign:<symbol>) -> exposure
+        self._hourly: dict[str, _Hourly] = {}
+        self._matrix: CorrelationMatrix | None = None
+        self._matrix_dirty = True
+        self._batches: dict[int, _Batch] = {}
+        self._decided_upto: int | None = None
+        self._guard = CandleDecisionGuard()
+        self._safe_mode = False
+        self._kill_switch = False
+        self._trading_state = TradingState.ACTIVE
+        self._saved_risk: RiskState | None = None
+        self._saved_selection: SelectionState | None = None
+        self._approvals = 0
+        self._rejections: dict[str, int] = {}
+        self._shadow_entries = 0
+        self._late = 0
+
+    # -- public views -----------------------------------------------------------------------------
+
+    @property
+    def risk_state(self) -> RiskState | None:
+        return self._risk_state
+
+    @property
+    def selection_state(self) -> SelectionState | None:
+        return self._selection
+
+    @property
+    def exposures(self) -> tuple[Exposure, ...]:
+        return tuple(self._exposures.values())
+
+    def snapshot(self) -> RiskSnapshot:
+        """Equity, open risk, positions, flags and decision counts (for /health and /metrics)."""
+        exposures = tuple(self._exposures.values())
+        risk_usd = open_risk_usd(exposures, self._cfg)
+        now = self._clock.now_ms()
+        state = self._risk_state
+        return RiskSnapshot(
+            equity_usd=self._equity,
+            available_balance_usd=self._available,
+            open_risk_usd=risk_usd,
+            open_risk_pct=risk_usd / self._equity if self._equity else None,
+            positions=len({e.symbol for e in exposures if not e.pending}),
+            pending=len({e.symbol for e in exposures if e.pending}),
+            foreign=sum(1 for e in exposures if e.foreign),
+            safe_mode=self._safe_mode,
+            kill_switch=self._kill_switch,
+            trading_state=self._trading_state,
+            paused=state.paused(now) if state is not None else False,
+            reduced_risk=state.reduced_risk(now) if state is not None else False,
+            day_pnl_pct=state.day_pnl_pct() if state is not None else None,
+            week_pnl_pct=state.week_pnl_pct() if state is not None else None,
+            approvals=self._approvals,
+            rejections=dict(self._rejections),
+            shadow_entries=self._shadow_entries,
+            late_reports=self._late,
+        )
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        inbox: trio.MemoryReceiveChannel[RiskInbox],
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the inbox until it is closed. Ready (started) once persisted state is loaded."""
+        self._load_persisted()
+        task_status.started()
+        self._log.info(
+            "risk_started",
+            mode=self._mode,
+            symbols=list(self._symbols),
+            beta_reference=self._reference_symbol,
+            paused=self._risk_state is not None and self._risk_state.paused(self._clock.now_ms()),
+        )
+        while True:
+            msg: RiskInbox | None = None
+            with trio.move_on_at(self._next_deadline()):
+                try:
+                    msg = await inbox.receive()
+                except trio.EndOfChannel:
+                    break
+            if msg is not None:
+                await self._handle(msg)
+            await self._decide_ready()
+        # Inbox closed: decide what is still waiting, then persist.
+        await self._decide_ready(flush=True)
+        self._persist()
+
+    def _next_deadline(self) -> float:
+        if not self._batches:
+            return math.inf
+        return min(b.deadline for b in self._batches.values())
+
+    async def _handle(self, msg: RiskInbox) -> None:
+        match msg:
+            case SymbolReport():
+                self._on_report(msg)
+            case CandleClosed():
+                self._on_candle(msg)
+            case EntryFilled():
+                self._on_entry_filled(msg)
+            case EntryAbandoned():
+                self._on_entry_abandoned(msg)
+            case TradeClosed():
+                self._on_trade_closed(msg)
+            case AccountUpdated():
+                self._on_account(msg)
+            case PortfolioSynced():
+                self._on_synced(msg)
+            case SafeModeChanged():
+                self._safe_mode = msg.on
+                self._log.warning("risk_safe_mode", on=msg.on, reasons=list(msg.reasons))
+            case KillSwitch():
+                self._kill_switch = True
+                self._log.warning("risk_kill_switch", on=True, reason=msg.reason)
+            case Resume():
+                self._kill_switch = False
+                self._log.warning("risk_kill_switch", on=False, reason=msg.reason)
+            case StopIntake():
+                self._trading_state = TradingState.REDUCING
+                self._log.warning("risk_trading_state", state=self._trading_state.value)
+            case _:
+                self._log.error("risk_unknown_message", type=type(msg).__name__)
+        self._publish_metrics()
+
+    # -- reports and batching -------------------------------------------------------------------------
+
+    def _on_report(self, report: SymbolReport) -> None:
+        t = report.candle_open_time_ms
+        if self._decided_upto is not None and t <= self._decided_upto:
+            self._late += 1
+            late = RiskRejection(
+                code=LATE,
+                message="the candle of this report was already decided",
+                values={"candle_open_time_ms": float(t), "decided_upto_ms": float(self._decided_upto)},
+            )
+            self._reply(report, None, late, explanation=late.message)
+            self._log_rejection(report, None, late)
+            return
+        batch = self._batches.get(t)
+        if batch is None:
+            deadline = trio.current_time() + self._cfg.risk.decision_batch_ms / _MS_PER_S
+            batch = self._batches[t] = _Batch(t, deadline)
+        if report.symbol in batch.reports:
+            rejection = RiskRejection(
+                code=DUPLICATE_CANDLE,
+                message="a second report of this symbol for the same candle",
+                values={"candle_open_time_ms": float(t)},
+            )
+            self._reply(report, None, rejection, explanation=rejection.message)
+            self._log_rejection(report, None, rejection)
+            return
+        batch.reports[report.symbol] = report
+
+    async def _decide_ready(self, *, flush: bool = False) -> None:
+        """Decide, oldest first, every batch that is complete, timed out or superseded by a newer one."""
+        now = trio.current_time()
+        while self._batches:
+            oldest = min(self._batches)
+            batch = self._batches[oldest]
+            complete = self._monitored <= batch.reports.keys()
+            superseded = len(self._batches) > 1
+            if not (flush or complete or superseded or batch.deadline <= now):
+                return
+            del self._batches[oldest]
+            if not complete:
+                self._log.warning(
+                    "risk_batch_incomplete",
+                    candle_open_time_ms=oldest,
+                    missing=sorted(self._monitored - batch.reports.keys()),
+                )
+            await self._decide_batch(batch)
+
+    async def _decide_batch(self, batch: _Batch) -> None:
+        t = batch.open_time_ms
+        self._decided_upto = t if self._decided_upto is None else max(self._decided_upto, t)
+        now_ms = self._clock.now_ms()
+        self._roll(now_ms)
+        decide_ms = t + _MS_5M  # the candle's close: the selector's UTC day
+        ranked: list[tuple[float, str, SymbolReport]] = []
+        for symbol, report in batch.reports.items():
+            if not report.signals:
+                if report.reply is not None:
+                    self._reply(report, None, self._no_trade_rejection(None, "no candidate signal"))
+                continue
+            ranked.append((-self._preliminary_confidence(report, decide_ms), symbol, report))
+        ranked.sort(key=lambda item: (item[0], item[1]))
+        for _, _, report in ranked:
+            await self._decide_one(report, now_ms=now_ms, decide_ms=decide_ms)
+        self._persist()
+
+    def _preliminary_confidence(self, report: SymbolReport, decide_ms: int) -> float:
+        """The selector's confidence for `report` against the batch-start state (the ranking key)."""
+        try:
+            decision = self._selector.select(
+                list(report.signals), tracker=self._tracker, state=self._selection_now(), now_ms=decide_ms
+            )
+        except SelectionInputError:
+            return 0.0
+        return decision.confidence_score if decision.confidence_score is not None else 0.0
+
+    def _selection_now(self) -> SelectionState:
+        return self._selection if self._selection is not None else SelectionState()
+
+    async def _decide_one(self, report: SymbolReport, *, now_ms: int, decide_ms: int) -> None:
+        symbol = report.symbol
+        gate = self._gate(report)
+        if gate is not None:
+            self._finish_rejection(report, None, gate)
+            return
+        try:
+            decision = self._selector.select(
+                list(report.signals), tracker=self._tracker, state=self._selection_now(), now_ms=decide_ms
+            )
+        except SelectionInputError as exc:
+            self._finish_rejection(report, None, _input_error(exc))
+            return
+        signal = decision.signal
+        if decision.outcome == "NO_TRADE" or signal is None:
+            self._log.info(
+                "selection_no_trade",
+                symbol=symbol,
+                candle_open_time_ms=report.candle_open_time_ms,
+                code=decision.code,
+                explanation=decision.message,
+            )
+            self._finish_rejection(report, None, self._no_trade_rejection(decision, decision.message))
+            return
+        if signal.candle_open_time_ms != report.candle_open_time_ms or signal.symbol != symbol:
+            rejection = RiskRejection(
+                code=INPUT_ERROR,
+                message="the signal does not belong to the report's symbol and candle",
+                values={
+                    "signal_symbol": signal.symbol,
+                    "signal_candle_ms": float(signal.candle_open_time_ms),
+                },
+            )
+            self._finish_rejection(report, decision, rejection)
+            return
+        result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=False)
+        if isinstance(result, RiskRejection) and result.values.get(_SHADOW_ONLY) == 1.0:
+            shadow = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True)
+            if isinstance(shadow, TradePlan):
+                self._shadow_entries += 1
+                self._log.info(
+                    "shadow_entry",
+                    symbol=symbol,
+                    trade_id=shadow.trade_id,
+                    strategy=shadow.strategy,
+                    side=shadow.side.value,
+                    entry_price=str(shadow.entry_price),
+                    quantity=str(shadow.quantity),
+                    stop_price=str(shadow.stop_price),
+                    risk_usd=shadow.risk_usd,
+                )
+            else:
+                self._log.info("shadow_rejected", symbol=symbol, code=shadow.code, reason=shadow.message)
+        if isinstance(result, RiskRejection):
+            self._finish_rejection(report, decision, result)
+            return
+        await self._approve(report, decision, result)
+
+    def _gate(self, report: SymbolReport) -> RiskRejection | None:
+        """Rejections that precede strategy selection: shutdown, kill, safe mode, missing inputs."""
+        if self._trading_state is not TradingState.ACTIVE:
+            return RiskRejection(
+                code=SHUTTING_DOWN,
+                message="shutting down: no new entries",
+                values={"trading_state": self._trading_state.value},
+            )
+        if self._kill_switch:
+            return RiskRejection(
+                code=RiskCode.KILL_SWITCH.value, message="kill switch engaged: no new entries"
+            )
+        if self._safe_mode:
+            return RiskRejection(code=RiskCode.SAFE_MODE.value, message="safe mode: no new entries")
+        if self._equity is None or self._available is None or self._risk_state is None:
+            return RiskRejection(code=NO_ACCOUNT, message="no account update received yet: equity unknown")
+        if report.symbol not in self._rules:
+            return RiskRejection(
+                code=NO_SYMBOL_RULES,
+                message="no exchange rules for the symbol",
+                values={"symbol": report.symbol},
+            )
+        return None
+
+    def _evaluate(
+        self,
+        report: SymbolReport,
+        signal: Signal,
+        decision: SelectionDecision,
+        *,
+        now_ms: int,
+        shadow: bool,
+    ) -> TradePlan | RiskRejection:
+        equity, available, state = self._equity, self._available, self._risk_state
+        if equity is None or available is None or state is None:  # `_gate` ran first; kept for typing
+            return RiskRejection(code=NO_ACCOUNT, message="no account update received yet: equity unknown")
+        trailing = self._trailing.get(signal.strategy)
+        portfolio = PortfolioSnapshot(
+            equity_usd=equity,
+            available_balance_usd=available,
+            exposures=tuple(self._exposures.values()),
+            risk_state=state,
+        )
+        ctx = RiskContext(
+            rules=self._rules[report.symbol],
+            now_ms=now_ms,
+            mode=self._mode,
+            mid_price=report.mid_price,
+            funding_rate=report.funding_rate,
+            correlations=self._correlations(now_ms),
+            safe_mode=self._safe_mode,
+            kill_switch=self._kill_switch,
+            last_decided_candle_ms=self._guard.last(report.symbol),
+            shadow=shadow,
+            exploration=decision.exploration,
+            trail_atr_mult=trailing.atr_mult if trailing is not None else None,
+            trail_after_r=trailing.after_r if trailing is not None else None,
+        )
+        try:
+            result = evaluate(signal, portfolio, ctx, self._cfg)
+        except (RiskInputError, RiskStateError, RoundingInputError) as exc:
+            return _input_error(exc)
+        if isinstance(result, TradePlan) and decision.confidence_score is not None:
+            result = msgspec.structs.replace(result, confidence_score=decision.confidence_score)
+        return result
+
+    async def _approve(self, report: SymbolReport, decision: SelectionDecision, plan: TradePlan) -> None:
+        try:
+            mid = Decimal(repr(float(report.mid_price)))
+        except (InvalidOperation, ValueError, TypeError):
+            mid = plan.entry_price
+        # Reserve before anything else: the next candidate sees this exposure.
+        self._exposures[plan.trade_id] = Exposure(
+            symbol=plan.symbol,
+            side=plan.side,
+            quantity=float(plan.quantity),
+            entry_price=float(plan.entry_price),
+            stop_price=float(plan.stop_price),
+            pending=True,
+            trade_id=plan.trade_id,
+        )
+        self._guard.mark(report.symbol, report.candle_open_time_ms)
+        if not decision.exploration:
+            self._selection = decision.state
+        self._approvals += 1
+        self._count("approved", None)
+        self._log.info(
+            "risk_approved",
+            symbol=plan.symbol,
+            trade_id=plan.trade_id,
+            candle_open_time_ms=plan.candle_open_time_ms,
+            strategy=plan.strategy,
+            selection=decision.code,
+            exploration=plan.exploration,
+            side=plan.side.value,
+            entry_price=str(plan.entry_price),
+            quantity=str(plan.quantity),
+            stop_price=str(plan.stop_price),
+            target_price=None if plan.target_price is None else str(plan.target_price),
+            leverage=plan.leverage,
+            risk_pct=plan.risk_pct,
+            risk_usd=plan.risk_usd,
+            notional_usd=plan.notional_usd,
+            open_positions=plan.open_positions_count,
+            open_risk_pct=plan.open_risk_pct,
+            correlation_bucket=plan.correlation_bucket,
+            bucket_corr_max=plan.bucket_corr_max,
+            confidence_score=plan.confidence_score,
+        )
+        self._persist()
+        await self._execution_send.send(SubmitPlan(plan=plan, mid_price=mid))
+        self._reply(report, plan, None)
+
+    def _finish_rejection(
+        self, report: SymbolReport, decision: SelectionDecision | None, rejection: RiskRejection
+    ) -> None:
+        self._guard.mark(report.symbol, report.candle_open_time_ms)
+        self._reply(report, None, rejection, explanation=rejection.message)
+        self._log_rejection(report, decision, rejection)
+
+    def _log_rejection(
+        self, report: SymbolReport, decision: SelectionDecision | None, rejection: RiskRejection
+    ) -> None:
+        self._count("rejected", rejection.code)
+        extra: dict[str, object] = {}
+        if rejection.code == RiskCode.WEEKLY_STOP.value and self._mode == "PAPER_LIVE":
+            extra["state"] = "PAUSED"
+        self._log.info(
+            "risk_rejected",
+            symbol=report.symbol,
+            candle_open_time_ms=report.candle_open_time_ms,
+            code=rejection.code,
+            reason=rejection.message,
+            values=dict(rejection.values),
+            strategy=decision.strategy if decision is not None else None,
+            **extra,
+        )
+
+    def _no_trade_rejection(self, decision: SelectionDecision | None, message: str) -> RiskRejection:
+        values: dict[str, float | str] = {}
+        if decision is not None:
+            values["selection_code"] = decision.code
+            values["threshold"] = decision.threshold
+            values["regime_confidence"] = decision.regime_confidence
+        return RiskRejection(code=NO_TRADE, message=message, values=values)
+
+    def _reply(
+        self,
+        report: SymbolReport,
+        plan: TradePlan | None,
+        rejection: RiskRejection | None,
+        *,
+        explanation: str = "",
+    ) -> None:
+        reply = report.reply
+        if reply is None:
+            return
+        verdict = Verdict(
+            symbol=report.symbol,
+            candle_open_time_ms=report.candle_open_time_ms,
+            plan=plan,
+            rejection=rejection,
+            explanation=explanation,
+        )
+        try:
+            reply.send_nowait(verdict)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # The asker gave up; an approved plan is already with execution, which owns it now.
+            self._log.warning(
+                "verdict_undeliverable",
+                symbol=report.symbol,
+                candle_open_time_ms=report.candle_open_time_ms,
+                approved=plan is not None,
+            )
+        except trio.WouldBlock:
+            self._log.warning(
+                "verdict_dropped",
+                symbol=report.symbol,
+                candle_open_time_ms=report.candle_open_time_ms,
+                approved=plan is not None,
+            )
+
+    def _count(self, outcome: str, code: str | None) -> None:
+        if code is not None:
+            self._rejections[code] = self._rejections.get(code, 0) + 1
+        if self._metrics is not None:
+            self._metrics.inc(DECISIONS, outcome=outcome)
+            if code is not None:
+                self._metrics.inc(REJECTIONS, reason=code)
+
+    # -- correlation ----------------------------------------------------------------------------------
+
+    def _on_candle(self, msg: CandleClosed) -> None:
+        corr_tf = self._cfg.timeframes.corr_tf
+        if msg.interval != corr_tf:
+            return
+        step = INTERVAL_MS[corr_tf]
+        c = msg.candle
+        if not (math.isfinite(c.close) and c.close > 0) or c.open_time_ms % step != 0:
+            self._log.error(
+                "risk_candle_rejected", symbol=msg.symbol, open_time_ms=c.open_time_ms, close=c.close
+            )
+            return
+        series = self._hourly.get(msg.symbol)
+        if series is None:
+            series = self._hourly[msg.symbol] = _Hourly(
+                self._cfg.timeframes.corr_lookback_hours + 1 + _HOURLY_SLACK
+            )
+        if c.open_time_ms <= series.last_open_ms:
+            return  # duplicate or older: already counted
+        if series.last_open_ms >= 0 and c.open_time_ms != series.last_open_ms + step:
+            self._log.warning(
+                "risk_hourly_gap",
+                symbol=msg.symbol,
+                last_open_ms=series.last_open_ms,
+                open_time_ms=c.open_time_ms,
+            )
+            series.closes.clear()
+        series.closes.append(c.close)
+        series.last_open_ms = c.open_time_ms
+        self._matrix_dirty = True
+
+    def _correlations(self, now_ms: int) -> CorrelationMatrix | None:
+        if self._matrix_dirty:
+            series = {
+                s: HourlyCloses(symbol=s, last_open_time_ms=h.last_open_ms, closes=tuple(h.closes))
+                for s, h in self._hourly.items()
+                if h.closes
+            }
+            self._matrix = build_correlation_matrix(
+                series,
+                lookback=self._cfg.timeframes.corr_lookback_hours,
+                reference_symbol=self._reference_symbol,
+                as_of_ms=now_ms,
+            )
+            self._matrix_dirty = False
+        return self._matrix
+
+    # -- portfolio ------------------------------------------------------------------------------------------
+
+    def _on_entry_filled(self, msg: EntryFilled) -> None:
+        try:
+            qty, price, stop = float(msg.filled_qty), float(msg.avg_price), float(msg.stop_price)
+        except (ValueError, ArithmeticError) as exc:
+            self._log.error("risk_fill_rejected", trade_id=msg.trade_id, error=str(exc))
+            return
+        if not all(math.isfinite(v) and v > 0 for v in (qty, price)) or not math.isfinite(stop):
+            self._log.error(
+                "risk_fill_rejected",
+                trade_id=msg.trade_id,
+                filled_qty=str(msg.filled_qty),
+                avg_price=str(msg.avg_price),
+                stop_price=str(msg.stop_price),
+            )
+            return
+        previous = self._exposures.get(msg.trade_id)
+        if previous is None:
+            self._log.warning("risk_fill_unknown_trade", trade_id=msg.trade_id, symbol=msg.symbol)
+        # Until the entry is final, the still-working quantity stays reserved.
+        working = previous.quantity if previous is not None and not msg.final else qty
+        self._exposures[msg.trade_id] = Exposure(
+            symbol=msg.symbol,
+            side=msg.side,
+            quantity=max(qty, working),
+            entry_price=price,
+            stop_price=stop if stop > 0 else None,
+            pending=not msg.final,
+            trade_id=msg.trade_id,
+        )
+        self._log.info(
+            "risk_entry_filled", trade_id=msg.trade_id, symbol=msg.symbol, filled_qty=qty, final=msg.final
+        )
+
+    def _on_entry_abandoned(self, msg: EntryAbandoned) -> None:
+        released = self._exposures.pop(msg.trade_id, None)
+        self._log.info(
+            "risk_reservation_released",
+            trade_id=msg.trade_id,
+            symbol=msg.symbol,
+            reason=msg.reason,
+            known=released is not None,
+        )
+
+    def _on_trade_closed(self, msg: TradeClosed) -> None:
+        removed = self._exposures.pop(msg.trade_id, None)
+        if removed is None:
+            self._log.warning("risk_close_unknown_trade", trade_id=msg.trade_id, symbol=msg.symbol)
+        now_ms = self._clock.now_ms()
+        pnl = msg.realized_pnl_usd
+        if self._risk_state is None:
+            self._log.error("risk_pnl_without_state", trade_id=msg.trade_id, realized_pnl_usd=pnl)
+        elif not math.isfinite(pnl):
+            self._log.error("risk_pnl_rejected", trade_id=msg.trade_id, realized_pnl_usd=pnl)
+        else:
+            equity = self._equity if self._equity is not None else self._risk_state.day_start_equity
+            before = self._risk_state
+            self._risk_state = record_realized_pnl(
+                before, pnl_usd=pnl, now_ms=now_ms, equity_usd=equity, cfg=self._cfg.risk
+            )
+            if self._risk_state.pause_until_ms != before.pause_until_ms:
+                self._log.warning(
+                    "weekly_stop_hit",
+                    week_pnl_pct=self._risk_state.week_pnl_pct(),
+                    pause_until_ms=self._risk_state.pause_until_ms,
+                    reduced_risk_until_ms=self._risk_state.reduced_risk_until_ms,
+                )
+            self._log.info(
+                "risk_pnl_recorded",
+                trade_id=msg.trade_id,
+                realized_pnl_usd=pnl,
+                day_pnl_pct=self._risk_state.day_pnl_pct(),
+                week_pnl_pct=self._risk_state.week_pnl_pct(),
+            )
+        try:
+            trade = closed_trade_from_record(msg.record)
+        except TradeRecordError as exc:
+            self._log.error("risk_trade_record_rejected", trade_id=msg.trade_id, error=str(exc))
+            trade = None
+        if trade is not None:
+            self._tracker.record(trade)
+        self._persist()
+
+    def _on_account(self, msg: AccountUpdated) -> None:
+        values = (msg.equity_usd, msg.available_balance_usd)
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            self._log.error(
+                "risk_account_rejected",
+                equity_usd=msg.equity_usd,
+                available_balance_usd=msg.available_balance_usd,
+            )
+            return
+        now_ms = self._clock.now_ms()
+        if self._risk_state is None:
+            self._risk_state = new_risk_state(now_ms=now_ms, equity_usd=msg.equity_usd)
+        else:
+            # The previous equity is the last one seen before the boundary: the period's start equity.
+            self._roll(now_ms, equity=self._equity if self._equity is not None else msg.equity_usd)
+        self._equity = float(msg.equity_usd)
+        self._available = float(msg.available_balance_usd)
+        self._persist()
+
+    def _on_synced(self, msg: PortfolioSynced) -> None:
+        synced: dict[str, Exposure] = {}
+        for e in msg.exposures:
+            key = e.trade_id if e.trade_id else f"{_FOREIGN_KEY_PREFIX}{e.symbol}"
+            synced[key] = e
+        # Our reservations that execution has not seen yet stay reserved.
+        for key, e in self._exposures.items():
+            if e.pending and not e.foreign and e.trade_id and key not in synced:
+                synced[key] = e
+        self._exposures = synced
+        self._log.info(
+            "risk_portfolio_synced",
+            exposures=len(synced),
+            foreign=sum(1 for e in synced.values() if e.foreign),
+            symbols=sorted({e.symbol for e in synced.values()}),
+        )
+
+    # -- risk state and persistence -----------------------------------------------------------------
+
+    def _roll(self, now_ms: int, *, equity: float | None = None) -> None:
+        if self._risk_state is None:
+            return
+        eq = equity if equity is not None else self._equity
+        if eq is None:
+            return
+        state = roll(self._risk_state, now_ms=now_ms, equity_usd=eq)
+        self._risk_state = apply_weekly_stop(state, now_ms=now_ms, cfg=self._cfg.risk)
+
+    def _load_persisted(self) -> None:
+        store = self._store
+        if store is None:
+            return
+        if self._risk_state is None:
+            self._risk_state = store.load_struct(BlobKind.RISK, RISK_STATE_NAME, RiskState)
+        if self._selection is None:
+            self._selection = store.load_struct(BlobKind.SELECTION, SELECTION_STATE_NAME, SelectionState)
+        self._saved_risk, self._saved_selection = self._risk_state, self._selection
+
+    def _persist(self) -> None:
+        """Write the risk and selection state if they changed (one transaction)."""
+        store = self._store
+        if store is None:
+            return
+        risk_changed = self._risk_state is not None and self._risk_state != self._saved_risk
+        sel_changed = self._selection is not None and self._selection != self._saved_selection
+        if not (risk_changed or sel_changed):
+            return
+        now_ms = self._clock.now_ms()
+        try:
+            with store.transaction():
+                if risk_changed and self._risk_state is not None:
+                    store.save_struct(BlobKind.RISK, RISK_STATE_NAME, self._risk_state, now_ms=now_ms)
+                if sel_changed and self._selection is not None:
+                    store.save_struct(
+                        BlobKind.SELECTION, SELECTION_STATE_NAME, self._selection, now_ms=now_ms
+                    )
+        except (StateStoreError, sqlite3.Error) as exc:
+            self._log.error("risk_state_persist_failed", error=str(exc))
+            return
+        self._saved_risk, self._saved_selection = self._risk_state, self._selection
+
+    def _publish_metrics(self) -> None:
+        m = self._metrics
+        if m is None:
+            return
+        exposures = tuple(self._exposures.values())
+        risk_usd = open_risk_usd(exposures, self._cfg)
+        m.set(OPEN_RISK_USD, risk_usd)
+        m.set(OPEN_POSITIONS, float(len({e.symbol for e in exposures})))
+        if self._equity is not None:
+            m.set(EQUITY, self._equity)
+            if self._equity > 0:
+                m.set(OPEN_RISK_PCT, risk_usd / self._equity)
+
+
+def _input_error(exc: Exception) -> RiskRejection:
+    values: dict[str, float | str] = {"error": str(exc)}
+    field = getattr(exc, "field", None)
+    if isinstance(field, str):
+        values["field"] = field
+    return RiskRejection(code=INPUT_ERROR, message=f"malformed input: {exc}", values=values)

@@ -1,0 +1,733 @@
+"""PortfolioRisk actor scenarios under trio's autojump mock clock (AC3, AC4, AC7, AC8, batching, state)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+import trio
+import trio.testing
+from structlog.testing import capture_logs
+
+from futures_actor.actors.http_health import DECISIONS, REJECTIONS, Metrics
+from futures_actor.actors.messages import (
+    AccountUpdated,
+    CandleClosed,
+    EntryAbandoned,
+    EntryFilled,
+    KillSwitch,
+    PortfolioSynced,
+    Resume,
+    SafeModeChanged,
+    StopIntake,
+    SubmitPlan,
+    SymbolReport,
+    TradeClosed,
+    Verdict,
+)
+from futures_actor.actors.portfolio_risk import (
+    LATE,
+    NO_ACCOUNT,
+    SHUTTING_DOWN,
+    PortfolioRisk,
+    RiskInbox,
+    open_risk_inbox,
+)
+from futures_actor.core.clock import ManualWallClock
+from futures_actor.core.config import BotConfig
+from futures_actor.core.correlation import HourlyCloses, aligned_log_returns, pearson
+from futures_actor.core.models import RegimeResult, Signal
+from futures_actor.core.performance import ClosedTrade, PerformanceTracker
+from futures_actor.core.risk import Exposure
+from futures_actor.core.risk_state import DAY_MS, RiskState
+from futures_actor.core.types import Candle, Regime, Side, SymbolRules
+from futures_actor.state.store import StateStore
+
+CFG = BotConfig()
+START = int(datetime(2025, 1, 8, 12, tzinfo=UTC).timestamp() * 1000)  # a Wednesday
+MIN5 = 300_000
+HOUR = 3_600_000
+AAA, BBB, CCC = "AAAUSDT", "BBBUSDT", "CCCUSDT"
+SYMBOLS = (AAA, BBB, CCC)
+STRATEGY = "trend_pullback"
+
+
+def _rules(symbol: str) -> SymbolRules:
+    return SymbolRules(
+        symbol=symbol,
+        tick_size=Decimal("0.01"),
+        step_size=Decimal("0.001"),
+        min_qty=Decimal("0.001"),
+        max_qty=Decimal("100000"),
+        min_notional=Decimal("5"),
+        min_price=Decimal("0.01"),
+    )
+
+
+RULES = {s: _rules(s) for s in SYMBOLS}
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+def cfg_with(**risk: Any) -> BotConfig:
+    return msgspec.structs.replace(CFG, risk=msgspec.structs.replace(CFG.risk, **risk))
+
+
+def report(
+    symbol: str,
+    candle: int,
+    *,
+    side: Side = Side.LONG,
+    conf: float = 0.7,
+    price: float = 100.0,
+    stop_pct: float = 0.01,
+    signals: bool = True,
+) -> tuple[SymbolReport, trio.MemoryReceiveChannel[Verdict] | None]:
+    stop = price * (1 - stop_pct) if side is Side.LONG else price * (1 + stop_pct)
+    sig = Signal(
+        symbol=symbol,
+        strategy=STRATEGY,
+        side=side,
+        regime=Regime.TREND,
+        regime_confidence=conf,
+        candle_open_time_ms=candle,
+        entry_price=price,
+        stop_price=stop,
+        stop_pct=stop_pct,
+        target_price=price + (price - stop) * 1.5,
+        leverage=2.0,
+        atr=1.0,
+    )
+    send, recv = trio.open_memory_channel[Verdict](1) if signals else (None, None)
+    rep = SymbolReport(
+        symbol=symbol,
+        candle_open_time_ms=candle,
+        regime=RegimeResult(regime=Regime.TREND, direction=side, confidence=conf, reason="TREND"),
+        signals=(sig,) if signals else (),
+        mid_price=price,
+        reply=send,
+    )
+    return rep, recv
+
+
+def account(equity: float, ts: int = START) -> AccountUpdated:
+    return AccountUpdated(
+        equity_usd=equity,
+        wallet_balance_usd=equity,
+        available_balance_usd=equity,
+        unrealized_pnl_usd=0.0,
+        ts_ms=ts,
+    )
+
+
+def closed(trade_id: str, symbol: str, pnl: float, now_ms: int) -> TradeClosed:
+    record = {
+        "trade_id": trade_id,
+        "strategy": STRATEGY,
+        "regime": "TREND",
+        "entry_order": {"filled_qty": 1.0},
+        "risk": {"equity_usd": 10_000.0},
+        "result": {"reason": "SL" if pnl < 0 else "TP", "pnl_usd": pnl, "pnl_r_multiple": pnl / 100.0},
+        "costs": {"fees_usd": 0.0, "funding_usd": 0.0},
+    }
+    return TradeClosed(trade_id=trade_id, symbol=symbol, record=record, realized_pnl_usd=pnl, close_ms=now_ms)
+
+
+def winning_tracker(n: int = 20) -> PerformanceTracker:
+    """A tracker whose trend_pullback record qualifies (enough trades, positive expectancy)."""
+    tracker = PerformanceTracker(cfg=CFG.performance)
+    for i in range(n):
+        tracker.record(
+            ClosedTrade(
+                trade_id=f"hist-{i}",
+                strategy=STRATEGY,
+                regime=Regime.TREND,
+                r_multiple=1.0,
+                pnl_usd=100.0,
+                equity_usd=10_000.0,
+                fees_usd=1.0,
+                funding_usd=0.0,
+                reason="TP",
+            )
+        )
+    return tracker
+
+
+def hourly_series(*, correlated_pair: bool, seed: int = 7, n: int = 80) -> dict[str, list[float]]:
+    """1h closes: AAA and BBB highly correlated when asked (else independent), CCC independent."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0.0, 0.01, n)
+    b_ret = base + rng.normal(0.0, 0.002, n) if correlated_pair else rng.normal(0.0, 0.01, n)
+    c_ret = rng.normal(0.0, 0.01, n)
+    return {s: list(100.0 * np.exp(np.cumsum(r))) for s, r in ((AAA, base), (BBB, b_ret), (CCC, c_ret))}
+
+
+def hourly_messages(series: Mapping[str, list[float]]) -> list[CandleClosed]:
+    first = START - START % HOUR - len(next(iter(series.values()))) * HOUR
+    out: list[CandleClosed] = []
+    for i in range(len(next(iter(series.values())))):
+        for symbol, closes in series.items():
+            c = closes[i]
+            candle = Candle(open_time_ms=first + i * HOUR, open=c, high=c, low=c, close=c, volume=1.0)
+            out.append(CandleClosed(symbol=symbol, interval="1h", candle=candle))
+    return out
+
+
+def corr(series: Mapping[str, list[float]], a: str, b: str) -> float:
+    last = START - START % HOUR - HOUR
+    ha = HourlyCloses(symbol=a, last_open_time_ms=last, closes=tuple(series[a]))
+    hb = HourlyCloses(symbol=b, last_open_time_ms=last, closes=tuple(series[b]))
+    pair = aligned_log_returns(ha, hb, CFG.timeframes.corr_lookback_hours)
+    assert pair is not None
+    r = pearson(*pair)
+    assert r is not None
+    return r
+
+
+class Harness:
+    """A running actor: its inbox, execution's side, the wall clock."""
+
+    def __init__(
+        self,
+        actor: PortfolioRisk,
+        inbox: trio.MemorySendChannel[RiskInbox],
+        execution: trio.MemoryReceiveChannel[Any],
+        clock: ManualWallClock,
+    ) -> None:
+        self.actor = actor
+        self.inbox = inbox
+        self.execution = execution
+        self.clock = clock
+
+    async def send(self, *msgs: RiskInbox) -> None:
+        for m in msgs:
+            await self.inbox.send(m)
+        await trio.testing.wait_all_tasks_blocked()
+
+    def next_candle(self, advance_ms: int = MIN5) -> int:
+        """Advance the wall clock; the open time of the 5m candle that just closed."""
+        self.clock.advance(advance_ms)
+        now = self.clock.now_ms()
+        return now - now % MIN5 - MIN5
+
+    async def decide(
+        self, *reports: tuple[SymbolReport, trio.MemoryReceiveChannel[Verdict] | None]
+    ) -> dict[str, Verdict]:
+        await self.send(*(r for r, _ in reports))
+        out: dict[str, Verdict] = {}
+        for rep, recv in reports:
+            if recv is None:
+                continue
+            with trio.fail_after(CFG.risk.decision_batch_ms / 1000 + 1):
+                out[rep.symbol] = await recv.receive()
+        return out
+
+    async def decide_one(self, symbol: str, *, advance_ms: int = MIN5, **kw: Any) -> Verdict:
+        return (await self.decide(report(symbol, self.next_candle(advance_ms), **kw)))[symbol]
+
+    def submitted(self) -> list[SubmitPlan]:
+        out: list[SubmitPlan] = []
+        while True:
+            try:
+                out.append(self.execution.receive_nowait())
+            except trio.WouldBlock:
+                return out
+
+    async def fill(self, plan: SubmitPlan) -> None:
+        p = plan.plan
+        await self.send(
+            EntryFilled(
+                trade_id=p.trade_id,
+                symbol=p.symbol,
+                side=p.side,
+                filled_qty=p.quantity,
+                avg_price=p.entry_price,
+                stop_price=p.stop_price,
+                final=True,
+            )
+        )
+
+
+@asynccontextmanager
+async def running(
+    *,
+    cfg: BotConfig = CFG,
+    symbols: Iterable[str] = (AAA,),
+    mode: str = "PAPER_LIVE",
+    equity: float | None = 10_000.0,
+    clock: ManualWallClock | None = None,
+    store: StateStore | None = None,
+    tracker: PerformanceTracker | None = None,
+    risk_state: RiskState | None = None,
+    metrics: Metrics | None = None,
+    hourly: Mapping[str, list[float]] | None = None,
+) -> AsyncIterator[Harness]:
+    wall = clock if clock is not None else ManualWallClock(START)
+    inbox_send, inbox_recv = open_risk_inbox()
+    exec_send, exec_recv = trio.open_memory_channel[Any](32)
+    actor = PortfolioRisk(
+        cfg=cfg,
+        mode=mode,  # type: ignore[arg-type]
+        execution_send=exec_send,
+        symbols=symbols,
+        rules_by_symbol=RULES,
+        wall_clock=wall,
+        store=store,
+        tracker=tracker,
+        risk_state=risk_state,
+        metrics=metrics,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(actor.run, inbox_recv)
+        h = Harness(actor, inbox_send, exec_recv, wall)
+        if hourly is not None:
+            await h.send(*hourly_messages(hourly))
+        if equity is not None:
+            await h.send(account(equity, wall.now_ms()))
+        yield h
+        await inbox_send.aclose()
+
+
+def code(v: Verdict) -> str | None:
+    return v.rejection.code if v.rejection is not None else None
+
+
+class TestApproval:
+    """An approval is sized, reserved, sent to execution and answered."""
+
+    async def test_approved_plan_goes_to_execution_and_reserves(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            assert v.rejection is None
+            (sub,) = h.submitted()
+            assert sub.plan == v.plan
+            assert sub.mid_price == Decimal("100.0")
+            assert v.plan.risk_pct == CFG.risk.risk_per_trade_pct
+            assert v.plan.exploration  # fresh tracker in PAPER_LIVE: exploration
+            assert v.plan.trail_atr_mult == CFG.strategies.trend_pullback.atr_trail_mult
+            assert float(v.plan.quantity) * 1.0 <= 100.0  # loss to stop ≤ 1 % of 10 000
+            snap = h.actor.snapshot()
+            assert (snap.pending, snap.positions, snap.approvals) == (1, 0, 1)
+            assert snap.open_risk_usd > 0
+
+    async def test_no_account_yet_rejects(self, autojump_clock: Any) -> None:
+        async with running(equity=None) as h:
+            assert code(await h.decide_one(AAA)) == NO_ACCOUNT
+            assert h.submitted() == []
+
+    async def test_report_without_signals_gets_no_verdict_and_completes_the_batch(
+        self, autojump_clock: Any
+    ) -> None:
+        async with running(symbols=(AAA, BBB), hourly=hourly_series(correlated_pair=False)) as h:
+            t0 = trio.current_time()
+            c = h.next_candle()
+            verdicts = await h.decide(report(AAA, c), report(BBB, c, signals=False))
+            assert set(verdicts) == {AAA}
+            assert trio.current_time() == t0  # complete batch: decided at once, no timeout wait
+
+    async def test_unreachable_asker_keeps_the_submitted_plan_reserved(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            rep, recv = report(AAA, h.next_candle())
+            assert recv is not None
+            await recv.aclose()
+            with capture_logs() as logs:
+                await h.send(rep)
+            assert len(h.submitted()) == 1
+            assert h.actor.snapshot().pending == 1
+            assert any(e["event"] == "verdict_undeliverable" for e in logs)
+
+
+class TestDailyStop:
+    """AC3: losses reach the daily stop ⇒ DAILY_STOP for the rest of the UTC day, entries resume the next."""
+
+    async def test_daily_stop_and_next_day(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            await h.fill(h.submitted()[0])
+            await h.send(closed(v.plan.trade_id, AAA, -400.0, h.clock.now_ms()))  # −4 % of 10 000
+            with capture_logs() as logs:
+                rejected = await h.decide_one(AAA)
+            assert code(rejected) == "DAILY_STOP"
+            assert rejected.rejection is not None
+            assert rejected.rejection.values["day_pnl_pct"] == pytest.approx(-0.04)
+            assert h.submitted() == []
+            event = next(e for e in logs if e["event"] == "risk_rejected")
+            assert event["code"] == "DAILY_STOP"
+            assert event["values"]["daily_stop_pct"] == -0.04
+            # Still the same UTC day at 23:50: rejected again.
+            assert code(await h.decide_one(AAA, advance_ms=11 * HOUR + 40 * 60_000)) == "DAILY_STOP"
+            # Next UTC day: entries resume.
+            resumed = await h.decide_one(AAA, advance_ms=20 * 60_000)
+            assert resumed.plan is not None
+            assert h.actor.risk_state is not None
+            assert h.actor.risk_state.realized_pnl_day == 0.0
+
+    async def test_losses_short_of_the_stop_keep_trading(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            await h.send(closed("x-1", AAA, -399.0, h.clock.now_ms()))
+            assert (await h.decide_one(AAA)).plan is not None
+
+
+class TestWeeklyStop:
+    """AC4: weekly stop ⇒ paused 7 days, then reduced risk (0.5 %) 3 days, then 1 %."""
+
+    async def test_pause_reduced_then_normal(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            hit = h.clock.now_ms()
+            await h.send(closed("loss-1", AAA, -1000.0, hit))  # −10 % of the week
+            state = h.actor.risk_state
+            assert state is not None
+            assert state.pause_until_ms == hit + 7 * DAY_MS
+            with capture_logs() as logs:
+                paused = await h.decide_one(AAA, advance_ms=DAY_MS)
+            assert code(paused) == "WEEKLY_STOP"
+            assert any(e["event"] == "risk_rejected" and e.get("state") == "PAUSED" for e in logs)
+            assert code(await h.decide_one(AAA, advance_ms=5 * DAY_MS + 23 * HOUR)) == "WEEKLY_STOP"
+            assert h.submitted() == []
+            # 7 days after the hit: reduced risk.
+            h.clock.set(hit + 7 * DAY_MS)
+            reduced = await h.decide_one(AAA)
+            assert reduced.plan is not None
+            assert reduced.plan.risk_pct == CFG.risk.reduced_risk_after_pause_pct
+            assert reduced.plan.risk_usd == pytest.approx(50.0)
+            await h.send(EntryAbandoned(trade_id=reduced.plan.trade_id, symbol=AAA, reason="TIMEOUT"))
+            still = await h.decide_one(AAA, advance_ms=2 * DAY_MS)
+            assert still.plan is not None
+            assert still.plan.risk_pct == CFG.risk.reduced_risk_after_pause_pct
+            await h.send(EntryAbandoned(trade_id=still.plan.trade_id, symbol=AAA, reason="TIMEOUT"))
+            # 10 days after the hit: normal risk.
+            h.clock.set(hit + 10 * DAY_MS)
+            normal = await h.decide_one(AAA)
+            assert normal.plan is not None
+            assert normal.plan.risk_pct == CFG.risk.risk_per_trade_pct
+
+    async def test_live_pause_logs_shadow_entries_and_sends_nothing(self, autojump_clock: Any) -> None:
+        async with running(mode="LIVE", tracker=winning_tracker()) as h:
+            await h.send(closed("loss-1", AAA, -1000.0, h.clock.now_ms()))
+            # The next day (the shadow book skips the pause, not the daily stop of the loss day).
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA, advance_ms=DAY_MS)
+            assert code(v) == "WEEKLY_STOP"
+            assert v.rejection is not None
+            assert v.rejection.values["shadow_only"] == 1.0
+            assert h.submitted() == []
+            assert h.actor.snapshot().pending == 0
+            shadow = [e for e in logs if e["event"] == "shadow_entry"]
+            assert len(shadow) == 1
+            assert shadow[0]["symbol"] == AAA
+            assert h.actor.snapshot().shadow_entries == 1
+
+
+class TestCorrelation:
+    """AC7: correlated pair, a long open on one ⇒ long on the other rejected; short only as a hedge."""
+
+    async def test_same_direction_rejected_hedge_rule_applies(self, autojump_clock: Any) -> None:
+        series = hourly_series(correlated_pair=True)
+        assert corr(series, AAA, BBB) > CFG.risk.correlation_threshold
+        async with running(symbols=(AAA, BBB), hourly=series) as h:
+            c = h.next_candle()
+            v = (await h.decide(report(AAA, c), report(BBB, c, signals=False)))[AAA]
+            assert v.plan is not None
+            await h.fill(h.submitted()[0])
+
+            c = h.next_candle()
+            long_b = (await h.decide(report(BBB, c), report(AAA, c, signals=False)))[BBB]
+            assert code(long_b) == "CORRELATION"
+            assert long_b.rejection is not None
+            assert long_b.rejection.values["held_symbol"] == AAA
+            assert float(long_b.rejection.values["corr"]) > 0.85
+
+            # A short whose notional (tight stop ⇒ 2.5× notional) overshoots: net beta exposure grows.
+            c = h.next_candle()
+            big = (
+                await h.decide(report(BBB, c, side=Side.SHORT, stop_pct=0.004), report(AAA, c, signals=False))
+            )[BBB]
+            assert code(big) == "CORRELATION"
+            assert big.rejection is not None
+            assert "net_beta_notional_after" in big.rejection.values
+
+            # A short of about the same beta-weighted notional reduces it: allowed as a hedge.
+            c = h.next_candle()
+            hedge = (await h.decide(report(BBB, c, side=Side.SHORT), report(AAA, c, signals=False)))[BBB]
+            assert hedge.plan is not None
+            assert hedge.plan.side is Side.SHORT
+            assert hedge.plan.bucket_corr_max > 0.85
+            assert [s.plan.symbol for s in h.submitted()] == [BBB]
+
+    async def test_missing_history_counts_as_correlated(self, autojump_clock: Any) -> None:
+        async with running(symbols=(AAA, CCC)) as h:  # no 1h closes at all
+            c = h.next_candle()
+            assert (await h.decide(report(AAA, c), report(CCC, c, signals=False)))[AAA].plan is not None
+            c = h.next_candle()
+            v = (await h.decide(report(CCC, c), report(AAA, c, signals=False)))[CCC]
+            assert code(v) == "CORRELATION"
+
+
+class TestLimits:
+    """AC8: max positions, same direction and total open risk reject with their codes."""
+
+    async def test_max_positions_within_one_batch(self, autojump_clock: Any) -> None:
+        series = hourly_series(correlated_pair=False)
+        assert max(abs(corr(series, a, b)) for a, b in ((AAA, BBB), (AAA, CCC), (BBB, CCC))) < 0.6
+        async with running(symbols=SYMBOLS, hourly=series) as h:
+            c = h.next_candle()
+            v = await h.decide(
+                report(AAA, c, conf=0.9), report(BBB, c, side=Side.SHORT, conf=0.8), report(CCC, c, conf=0.7)
+            )
+            assert v[AAA].plan is not None
+            assert v[BBB].plan is not None
+            assert code(v[CCC]) == "MAX_POSITIONS"
+            rejection = v[CCC].rejection
+            assert rejection is not None
+            assert rejection.values["open_positions"] == 2.0
+            assert [s.plan.symbol for s in h.submitted()] == [AAA, BBB]
+
+    async def test_same_direction(self, autojump_clock: Any) -> None:
+        async with running(
+            cfg=cfg_with(max_same_direction_positions=1),
+            symbols=SYMBOLS,
+            hourly=hourly_series(correlated_pair=False),
+        ) as h:
+            c = h.next_candle()
+            v = await h.decide(
+                report(AAA, c, conf=0.9), report(BBB, c, conf=0.8), report(CCC, c, signals=False)
+            )
+            assert v[AAA].plan is not None
+            assert code(v[BBB]) == "SAME_DIRECTION"
+
+    async def test_total_open_risk_counts_foreign_positions(self, autojump_clock: Any) -> None:
+        async with running(symbols=SYMBOLS, hourly=hourly_series(correlated_pair=False)) as h:
+            # A foreign CCC short without a stop: its whole notional (200) is at risk.
+            foreign = Exposure(
+                symbol=CCC, side=Side.SHORT, quantity=2.0, entry_price=100.0, stop_price=None, foreign=True
+            )
+            await h.send(PortfolioSynced(exposures=(foreign,)))
+            assert h.actor.snapshot().foreign == 1
+            c = h.next_candle()
+            v = await h.decide(report(AAA, c), report(BBB, c, signals=False), report(CCC, c, signals=False))
+            assert code(v[AAA]) == "TOTAL_OPEN_RISK"
+            rejection = v[AAA].rejection
+            assert rejection is not None
+            assert float(rejection.values["open_risk_usd"]) == pytest.approx(200.08)
+            # The foreign position is closed on the exchange: the next candle passes.
+            await h.send(PortfolioSynced(exposures=()))
+            c = h.next_candle()
+            v = await h.decide(report(AAA, c), report(BBB, c, signals=False), report(CCC, c, signals=False))
+            assert v[AAA].plan is not None
+
+    async def test_sync_keeps_reservations_execution_has_not_seen(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            await h.send(PortfolioSynced(exposures=()))
+            assert h.actor.snapshot().pending == 1
+            assert code(await h.decide_one(AAA)) == "SYMBOL_BUSY"
+
+
+class TestBatching:
+    """Batches are decided by confidence, not arrival order; a silent symbol costs only the timeout."""
+
+    async def _approvals(self, order: tuple[str, ...]) -> tuple[dict[str, str | None], list[str]]:
+        confs = {AAA: 0.7, BBB: 0.9, CCC: 0.9}
+        async with running(symbols=SYMBOLS, hourly=hourly_series(correlated_pair=False)) as h:
+            c = h.next_candle()
+            v = await h.decide(*(report(s, c, conf=confs[s]) for s in order))
+            return (
+                {s: (x.plan.trade_id if x.plan else code(x)) for s, x in v.items()},
+                [s.plan.symbol for s in h.submitted()],
+            )
+
+    async def test_arrival_order_does_not_matter(self, autojump_clock: Any) -> None:
+        first = await self._approvals((AAA, BBB, CCC))
+        second = await self._approvals((CCC, AAA, BBB))
+        assert first == second
+        verdicts, sent = first
+        assert sent == [BBB, CCC]  # confidence first, ties by symbol name
+        assert verdicts[AAA] == "MAX_POSITIONS"
+
+    async def test_timeout_when_a_symbol_never_reports_then_late(self, autojump_clock: Any) -> None:
+        async with running(symbols=(AAA, BBB)) as h:
+            c = h.next_candle()
+            rep, recv = report(AAA, c)
+            assert recv is not None
+            t0 = trio.current_time()
+            await h.send(rep)
+            with trio.move_on_after(CFG.risk.decision_batch_ms / 1000 * 0.95):
+                await recv.receive()
+                pytest.fail("decided before the batch timeout")
+            v = await recv.receive()
+            assert v.plan is not None
+            assert trio.current_time() - t0 == pytest.approx(CFG.risk.decision_batch_ms / 1000)
+            late = (await h.decide(report(BBB, c)))[BBB]
+            assert code(late) == LATE
+            assert h.actor.snapshot().late_reports == 1
+
+    async def test_second_report_of_a_symbol_in_a_batch_is_rejected(self, autojump_clock: Any) -> None:
+        async with running(symbols=(AAA, BBB)) as h:
+            c = h.next_candle()
+            (first, first_recv), (second, second_recv) = report(AAA, c), report(AAA, c)
+            assert first_recv is not None
+            assert second_recv is not None
+            t0 = trio.current_time()
+            await h.send(first, second)
+            dup = await second_recv.receive()
+            assert code(dup) == "DUPLICATE_CANDLE"
+            assert trio.current_time() == t0  # answered at once
+            assert (await first_recv.receive()).plan is not None
+            assert len(h.submitted()) == 1
+
+    async def test_newer_candle_flushes_the_older_batch(self, autojump_clock: Any) -> None:
+        async with running(symbols=(AAA, BBB)) as h:
+            c1 = h.next_candle()
+            rep1, recv1 = report(AAA, c1)
+            t0 = trio.current_time()
+            await h.send(rep1)
+            c2 = h.next_candle()
+            await h.send(report(AAA, c2, signals=False)[0])
+            assert recv1 is not None
+            assert (await recv1.receive()).plan is not None
+            assert trio.current_time() == t0
+
+
+class TestReservations:
+    """Approvals reserve; EntryAbandoned releases; fills and closes move the position."""
+
+    async def test_abandoned_entry_releases_the_symbol(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            assert code(await h.decide_one(AAA)) == "SYMBOL_BUSY"
+            await h.send(EntryAbandoned(trade_id=v.plan.trade_id, symbol=AAA, reason="TIMEOUT"))
+            assert h.actor.snapshot().pending == 0
+            assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_fill_then_close(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            await h.fill(h.submitted()[0])
+            snap = h.actor.snapshot()
+            assert (snap.positions, snap.pending) == (1, 0)
+            await h.send(closed(v.plan.trade_id, AAA, 150.0, h.clock.now_ms()))
+            snap = h.actor.snapshot()
+            assert (snap.positions, snap.pending, snap.open_risk_usd) == (0, 0, 0.0)
+            assert h.actor.risk_state is not None
+            assert h.actor.risk_state.realized_pnl_day == 150.0
+            assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_bad_trade_record_is_logged_pnl_still_counted(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            with capture_logs() as logs:
+                await h.send(
+                    TradeClosed(trade_id="t", symbol=AAA, record={}, realized_pnl_usd=-50.0, close_ms=0)
+                )
+            assert any(e["event"] == "risk_trade_record_rejected" for e in logs)
+            assert h.actor.risk_state is not None
+            assert h.actor.risk_state.realized_pnl_day == -50.0
+
+
+class TestFlags:
+    """Safe mode, kill switch and shutdown reject new entries; clearing them resumes."""
+
+    async def test_safe_mode(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            await h.send(SafeModeChanged(on=True, reasons=("STALE_DATA",)))
+            assert code(await h.decide_one(AAA)) == "SAFE_MODE"
+            assert h.actor.snapshot().safe_mode
+            await h.send(SafeModeChanged(on=False))
+            assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_kill_switch_and_resume(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            await h.send(KillSwitch())
+            assert code(await h.decide_one(AAA)) == "KILL_SWITCH"
+            await h.send(Resume())
+            assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_stop_intake(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            await h.send(StopIntake())
+            assert code(await h.decide_one(AAA)) == SHUTTING_DOWN
+            assert h.submitted() == []
+
+    async def test_metrics_are_updated(self, autojump_clock: Any) -> None:
+        metrics = Metrics()
+        async with running(metrics=metrics) as h:
+            await h.send(SafeModeChanged(on=True))
+            await h.decide_one(AAA)
+            await h.send(SafeModeChanged(on=False))
+            await h.decide_one(AAA)
+            assert metrics.get(REJECTIONS, reason="SAFE_MODE") == 1.0
+            assert metrics.get(DECISIONS, outcome="approved") == 1.0
+            assert metrics.get("futures_actor_equity_usd") == 10_000.0
+
+
+class TestPersistence:
+    """Risk and selection state survive a restart; the restarted actor decides the same."""
+
+    async def test_restart_from_the_store(self, autojump_clock: Any, tmp_path: Path) -> None:
+        store = StateStore.open(tmp_path / "state.sqlite")
+        clock = ManualWallClock(START)
+        async with running(store=store, clock=clock, tracker=winning_tracker()) as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            assert not v.plan.exploration
+            await h.send(closed(v.plan.trade_id, AAA, -1000.0, clock.now_ms()))
+            c = h.next_candle()
+            before = (await h.decide(report(AAA, c)))[AAA]
+            saved_risk, saved_sel = h.actor.risk_state, h.actor.selection_state
+        assert code(before) == "WEEKLY_STOP"
+        assert saved_sel is not None
+        assert saved_sel.preferred == {"TREND": STRATEGY}
+        store.close()
+
+        store = StateStore.open(tmp_path / "state.sqlite")
+        async with running(store=store, clock=clock, tracker=winning_tracker()) as h2:
+            assert h2.actor.risk_state == saved_risk
+            assert h2.actor.selection_state == saved_sel
+            after = (await h2.decide(report(AAA, c)))[AAA]
+            assert after == before
+        store.close()
+
+        # Control: without the saved state the same report would be approved.
+        async with running(clock=clock, tracker=winning_tracker()) as h3:
+            assert (await h3.decide(report(AAA, c)))[AAA].plan is not None
+
+
+class TestBadInput:
+    """Bad data is rejected with a precise code; the actor stays alive."""
+
+    async def test_nan_mid_price_is_an_input_error(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA, price=float("nan"))
+            assert code(v) == "INPUT_ERROR"
+            assert h.submitted() == []
+            assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_gap_in_hourly_closes_restarts_the_history(self, autojump_clock: Any) -> None:
+        series = hourly_series(correlated_pair=False)
+        msgs = hourly_messages(series)
+        gapped = [
+            m
+            for m in msgs
+            if not (m.symbol == CCC and m.candle.open_time_ms == msgs[-1].candle.open_time_ms - HOUR)
+        ]
+        async with running(symbols=(AAA, CCC)) as h:
+            await h.send(*gapped)
+            c = h.next_candle()
+            assert (await h.decide(report(AAA, c), report(CCC, c, signals=False)))[AAA].plan is not None
+            c = h.next_candle()
+            v = (await h.decide(report(CCC, c), report(AAA, c, signals=False)))[CCC]
+            assert code(v) == "CORRELATION"  # CCC's history restarted after the gap: unknown
