@@ -629,7 +629,7 @@ class SimExchange:
     def _ticker24(self, sym: str) -> dict[str, Any]:
         last = self._last(sym)
         base = self._closed_and_forming(sym)
-        day = [c for c in base if c.open_time_ms > self.now_ms - 86_400_000]
+        day = [c for c in base if c.open_time_ms >= self.now_ms - 86_400_000]  # [openTime, now]
         open_p = Decimal(repr(day[0].open)) if day else last
         vol = sum(c.volume for c in day)
         qvol = sum(c.quote_volume or c.volume * c.close for c in day)

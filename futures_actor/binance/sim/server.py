@@ -32,6 +32,7 @@ from futures_actor.binance.sim.exchange import ResponseLost, SimExchange, SimReq
 __all__ = ["memory_connector", "mock_transport", "serve_http", "serve_ws", "serve_ws_connection"]
 
 WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+WS_CLOSE_TIMEOUT_S = 5.0  # how long a closing client waits for the server's close frame
 _MAX_HTTP_BYTES = 1024 * 1024
 _ROUTES = ("public", "market", "private")
 _PUBLIC_MARKERS = ("@bookTicker", "!bookTicker", "@depth", "@rpiDepth")
@@ -185,7 +186,8 @@ def memory_connector(
             try:
                 yield ws
             finally:
-                with trio.CancelScope(shield=True):
+                # Bounded: when the serving task is cancelled too, no close reply ever comes.
+                with trio.CancelScope(shield=True), trio.move_on_after(WS_CLOSE_TIMEOUT_S):
                     await ws.aclose()
 
     return connect
