@@ -492,7 +492,7 @@ class PaperExchange:
         last = m.last_path_point()
         kept = [(t, p) for t, p in knots if (last is None or t > last[0])]
         if len(kept) < len(knots):
-            log.warning("paper_path_overlap_skipped", symbol=symbol, skipped=len(knots) - len(kept))
+            log.debug("paper_path_overlap_skipped", symbol=symbol, skipped=len(knots) - len(kept))
         past = [(t, p) for t, p in kept if t < self._t]
         if past:
             # The part of the path already in the past cannot be traded; start from the price now.

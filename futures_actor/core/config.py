@@ -114,6 +114,8 @@ class MarketDataConfig(_Section, frozen=True):
     history_5m_bars: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 600
     history_1h_bars: Annotated[int, msgspec.Meta(ge=50, le=100_000)] = 300
     kline_page_limit: Annotated[int, msgspec.Meta(ge=1, le=1500)] = 1500
+    # A live 5m close on an hour boundary waits this long for the 1h close (sent first), then REST.
+    trend_close_wait_seconds: PositiveFloat = 5.0
 
 
 class RiskConfig(_Section, frozen=True):
@@ -507,6 +509,13 @@ def validate_relations(cfg: BotConfig) -> None:
                 key=f"strategies.{sname}.regimes",
                 value=list(regimes),
             )
+    if risk.verdict_timeout_seconds * 1000 <= risk.decision_batch_ms:
+        raise _order_error(
+            "risk.verdict_timeout_seconds",
+            risk.verdict_timeout_seconds,
+            f"must be longer than risk.decision_batch_ms ({risk.decision_batch_ms} ms), "
+            "or symbols give up before their batch is decided",
+        )
     tp = cfg.strategies.trend_pullback
     if tp.pullback_rsi_long_min > tp.pullback_rsi_long_max:
         raise _order_error(

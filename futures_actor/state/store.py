@@ -107,10 +107,11 @@ class SentClientId(msgspec.Struct, frozen=True, kw_only=True):
 class StateStore:
     """The SQLite state file. Open with `StateStore.open(path)` or `from_config`; close when done."""
 
-    def __init__(self, *, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, *, path: Path, conn: sqlite3.Connection, durable: bool = True) -> None:
         self._path = path
         self._conn = conn
         self._depth = 0
+        self._durable = durable
 
     # ---- opening
 
@@ -119,15 +120,19 @@ class StateStore:
         return cls.open(Path(cfg.state_dir) / cfg.db_file)
 
     @classmethod
-    def open(cls, path: Path) -> StateStore:
-        """Open (creating or migrating) the state file; `StateStoreError` if it cannot be used."""
+    def open(cls, path: Path, *, durable: bool = True) -> StateStore:
+        """Open (creating or migrating) the state file; `StateStoreError` if it cannot be used.
+
+        `durable=False` (replay only: a simulated account that is thrown away) skips the fsync per
+        transaction; live and paper trading always run durable.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = sqlite3.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StateStoreError(path, f"cannot open: {exc}") from None
-        store = cls(path=path, conn=conn)
+        store = cls(path=path, conn=conn, durable=durable)
         try:
             store._init()
         except StateStoreError:
@@ -143,7 +148,7 @@ class StateStore:
         mode = c.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StateStoreError(self._path, f"journal mode is {mode!r}, expected 'wal'")
-        c.execute("PRAGMA synchronous=FULL")
+        c.execute("PRAGMA synchronous=FULL" if self._durable else "PRAGMA synchronous=OFF")
         check = c.execute("PRAGMA quick_check").fetchone()[0]
         if check != "ok":
             raise StateStoreError(self._path, f"integrity check failed: {check}")

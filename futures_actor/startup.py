@@ -1,0 +1,234 @@
+"""Start-up inputs gathered at the edges: the universe (over REST or from recorded data) and symbol rules.
+
+BOT_SPEC §2 selection itself is pure (`core.universe.select_universe`); this module only collects its
+inputs. Live and paper: exchangeInfo, 24h tickers, premium index (funding), book-ticker samples over
+`universe.spread_sample_seconds` (a fresh window at start-up) and 1h klines for the ATR ratio.
+Replay: the symbols found in the klines directory, filtered by the rules the data supports (ATR ratio,
+24h quote volume estimated from the last day of candles, whitelist, blacklist, funding when a funding
+file exists); the exchange rules come from a recorded exchangeInfo beside the data when present,
+otherwise they are derived from the price magnitude (documented in `derive_rules`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import trio
+
+from futures_actor.binance.models import ExchangeInfo, symbol_rules_from
+from futures_actor.binance.rest import BinanceRestClient
+from futures_actor.core.config import BotConfig
+from futures_actor.core.types import INTERVAL_MS, SymbolRules
+from futures_actor.core.universe import (
+    SymbolListing,
+    UniverseInputs,
+    UniverseSelection,
+    atr_ratio,
+    average_spread_pct,
+    select_universe,
+)
+from futures_actor.data.klines_csv import read_klines
+from futures_actor.logs import get_logger
+
+__all__ = [
+    "derive_rules",
+    "replay_rules",
+    "replay_universe",
+    "select_live_universe",
+]
+
+log = get_logger("startup")
+
+# How many book-ticker snapshots make the start-up spread window (spread over the window's samples).
+SPREAD_SAMPLES = 6
+# Only the most liquid candidates get their 1h klines fetched for the ATR ratio (API weight).
+ATR_CANDIDATES_FACTOR = 3
+ATR_BARS = 15
+_DAY_MS = 86_400_000
+
+
+def _listing(rules: SymbolRules, *, contract_type: str, status: str, quote_asset: str) -> SymbolListing:
+    return SymbolListing(
+        symbol=rules.symbol,
+        contract_type=contract_type,
+        status=status,
+        quote_asset=quote_asset,
+        tick_size=rules.tick_size,
+    )
+
+
+async def select_live_universe(
+    rest: BinanceRestClient, cfg: BotConfig, *, managed: Sequence[str] = ()
+) -> tuple[UniverseSelection, dict[str, SymbolRules]]:
+    """Gather BOT_SPEC §2 inputs over REST and select the monitored symbols."""
+    info = await rest.exchange_info()
+    rules: dict[str, SymbolRules] = {}
+    listings: list[SymbolListing] = []
+    for s in info.symbols:
+        r = symbol_rules_from(s)
+        rules[s.symbol] = r
+        listings.append(
+            _listing(r, contract_type=s.contract_type, status=s.status, quote_asset=s.quote_asset)
+        )
+    tickers = await rest.ticker_24h()
+    volume = {t.symbol: float(t.quote_volume) for t in tickers}
+    price = {t.symbol: float(t.last_price) for t in tickers}
+    funding = {
+        p.symbol: float(p.funding_rate) for p in await rest.premium_index() if p.funding_rate is not None
+    }
+    samples: dict[str, list[tuple[float, float]]] = {}
+    pause = cfg.universe.spread_sample_seconds / max(1, SPREAD_SAMPLES - 1)
+    for i in range(SPREAD_SAMPLES):
+        for b in await rest.book_ticker():
+            samples.setdefault(b.symbol, []).append((float(b.bid_price), float(b.ask_price)))
+        if i < SPREAD_SAMPLES - 1:
+            await trio.sleep(pause)
+    spreads = {s: v for s, v in ((s, average_spread_pct(x)) for s, x in samples.items()) if v is not None}
+    eligible = [
+        ls.symbol
+        for ls in listings
+        if ls.contract_type == "PERPETUAL" and ls.status == "TRADING" and ls.quote_asset == "USDT"
+    ]
+    if cfg.universe.whitelist:
+        eligible = [s for s in eligible if s in cfg.universe.whitelist]
+    top = sorted(eligible, key=lambda s: -volume.get(s, 0.0))[
+        : cfg.universe.max_monitored_symbols * ATR_CANDIDATES_FACTOR
+    ]
+    atr: dict[str, float] = {}
+    tf = cfg.universe.atr_ratio_tf
+    now = rest.server_now_ms()
+    for symbol in top:
+        rows = await rest.klines_range(
+            symbol, tf, start_ms=now - (ATR_BARS + 2) * INTERVAL_MS[tf], end_ms=now, page_limit=ATR_BARS + 2
+        )
+        closed = [r for r in rows if r.close_time_ms < now]
+        if len(closed) > ATR_BARS:
+            value = atr_ratio(
+                np.array([float(r.high) for r in closed]),
+                np.array([float(r.low) for r in closed]),
+                np.array([float(r.close) for r in closed]),
+            )
+            if value is not None:
+                atr[symbol] = value
+    inputs = UniverseInputs(
+        listings=tuple(listings),
+        quote_volume_24h=volume,
+        last_price=price,
+        avg_spread_pct=spreads,
+        funding_rate=funding,
+        atr_ratio=atr,
+        managed_symbols=tuple(managed),
+    )
+    selection = select_universe(inputs, cfg)
+    log.info(
+        "universe_selected",
+        selected=list(selection.selected),
+        excluded=len(selection.excluded),
+        reference=selection.reference_symbol,
+    )
+    return selection, {s: rules[s] for s in rules}
+
+
+def _find_exchange_info(directory: Path) -> Path | None:
+    """An exchangeInfo JSON inside the klines directory or in the shared payloads beside it."""
+    for candidate_dir in (directory, directory.parent / "binance-payloads" / "rest"):
+        if candidate_dir.is_dir():
+            found = sorted(candidate_dir.glob("exchangeInfo*mainnet*.json")) or sorted(
+                candidate_dir.glob("exchangeInfo*.json")
+            )
+            if found:
+                return found[0]
+    return None
+
+
+def derive_rules(symbol: str, price: float) -> SymbolRules:
+    """Rules for a symbol without recorded filters, from its price magnitude.
+
+    Tick: five significant digits of price (BTC at 90 000 → 0.1, ETH at 3 000 → 0.01, like Binance).
+    Step: the power of ten nearest to 1 USDT of notional. Minimum notional 5 USDT (Binance's floor
+    for most perpetuals). Used only for replay when no exchangeInfo is available.
+    """
+    if not (math.isfinite(price) and price > 0):
+        raise ValueError(f"derive_rules({symbol}): price {price!r} must be a positive finite number")
+    tick = Decimal(10) ** (math.floor(math.log10(price)) - 5)
+    step = Decimal(10) ** min(3, max(-8, math.floor(math.log10(1.0 / price))))
+    return SymbolRules(symbol=symbol, tick_size=tick, step_size=step, min_qty=step, min_notional=Decimal(5))
+
+
+def replay_rules(
+    directory: Path, symbols: Sequence[str], last_price: Mapping[str, float]
+) -> dict[str, SymbolRules]:
+    """Exchange rules for the replayed symbols: recorded exchangeInfo where it has them, else derived."""
+    rules: dict[str, SymbolRules] = {}
+    path = _find_exchange_info(directory)
+    if path is not None:
+        import msgspec
+
+        info = msgspec.json.decode(path.read_bytes(), type=ExchangeInfo)
+        for s in info.symbols:
+            if s.symbol in symbols:
+                rules[s.symbol] = symbol_rules_from(s)
+        log.info("replay_rules_loaded", file=str(path), symbols=sorted(rules))
+    for symbol in symbols:
+        if symbol not in rules:
+            rules[symbol] = derive_rules(symbol, last_price[symbol])
+            log.warning("replay_rules_derived", symbol=symbol, tick=str(rules[symbol].tick_size))
+    return rules
+
+
+def replay_universe(
+    directory: Path, symbols: Sequence[str], cfg: BotConfig, *, at_ms: int | None = None
+) -> tuple[list[str], dict[str, float]]:
+    """The replay universe: BOT_SPEC §2 rules that recorded klines support, evaluated at the start.
+
+    Quote volume is estimated as Σ close × volume over the first day of 5m candles; spread and funding
+    count as passing (no book or funding snapshot in the klines). Returns (selected, first close by symbol).
+    """
+    volume: dict[str, float] = {}
+    price: dict[str, float] = {}
+    atr: dict[str, float] = {}
+    listings: list[SymbolListing] = []
+    bars_per_day = _DAY_MS // INTERVAL_MS["5m"]
+    for symbol in symbols:
+        five = read_klines(directory / f"{symbol}-5m.csv.gz", interval="5m", limit=int(bars_per_day))
+        hour = read_klines(directory / f"{symbol}-1h.csv.gz", interval="1h", limit=ATR_BARS * 4)
+        close = float(five.close[-1]) if len(five.close) else float("nan")
+        price[symbol] = close
+        volume[symbol] = float(np.sum(five.close * five.volume))
+        value = atr_ratio(hour.high, hour.low, hour.close) if len(hour.close) > ATR_BARS else None
+        if value is not None:
+            atr[symbol] = value
+        listings.append(
+            SymbolListing(
+                symbol=symbol,
+                contract_type="PERPETUAL",
+                status="TRADING",
+                quote_asset="USDT",
+                tick_size=derive_rules(symbol, close).tick_size,
+            )
+        )
+    # Replay runs on whatever history the user recorded: the volume floor of live selection (meant for
+    # a live 24h ticker) is not applied to a day estimated from candles, the other rules are.
+    inputs = UniverseInputs(
+        listings=tuple(listings),
+        quote_volume_24h={s: max(v, cfg.universe.min_24h_volume_usdt) for s, v in volume.items()},
+        last_price=price,
+        avg_spread_pct={},
+        funding_rate={},
+        atr_ratio=atr,
+        has_book_data=False,
+        has_funding_data=False,
+    )
+    selection = select_universe(inputs, cfg)
+    for ex in selection.excluded:
+        log.info("replay_symbol_excluded", symbol=ex.symbol, code=ex.code, message=ex.message)
+    return list(selection.selected), price
+
+
+def read_json(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
