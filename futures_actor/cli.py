@@ -321,7 +321,14 @@ def _run_bot(options: RunOptions) -> int:
 
     from futures_actor import app
 
-    result = trio.run(app.run_bot, options)
+    if options.replay_dir is not None:
+        # Replay runs the same actors under trio's mock clock: simulated time jumps whenever every
+        # actor is idle, so recorded days pass as fast as the CPU allows, deterministically.
+        from trio.testing import MockClock
+
+        result = trio.run(app.run_bot, options, clock=MockClock(autojump_threshold=0))
+    else:
+        result = trio.run(app.run_bot, options)
     return EXIT_OK if result is None else int(result)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 
 SHARED_DIR = Path(__file__).resolve().parents[1] / ".." / "shared"
 
@@ -19,3 +21,9 @@ def shared_dir() -> Path:
             "(expected ../shared beside the repository root, with data/klines/)"
         )
     return SHARED_DIR
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    """trio's mock clock that jumps whenever every task is idle (pass it to a trio test by name)."""
+    return trio.testing.MockClock(autojump_threshold=0)
