@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+import httpx
 import msgspec
 import trio
 
@@ -40,7 +41,6 @@ from futures_actor.actors.health import (
 from futures_actor.actors.http_health import HealthHttpApp, Metrics, serve_http
 from futures_actor.actors.market_data import MarketData, MarketRouter
 from futures_actor.actors.messages import (
-    AccountUpdated,
     BookUpdated,
     CandleClosed,
     KillSwitch,
@@ -70,7 +70,7 @@ from futures_actor.core.report import AccountSnapshot
 from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
-from futures_actor.logs import LogSink, configure_logging, get_logger
+from futures_actor.logs import LogSink, configure_logging, get_logger, reset_logging
 from futures_actor.startup import replay_rules, replay_universe, select_live_universe
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
@@ -359,14 +359,18 @@ class System:
             except Exception as exc:
                 log.error("paper_market_input_rejected", error=str(exc))
 
-    async def _risk_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
-        """PortfolioRisk keeps 1h closes for correlation: forward the trend-timeframe candles."""
+    async def _actor_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        """Market facts the central actors need: 1h closes to PortfolioRisk (correlation), book and
+        mark prices to Execution (re-pricing a retried entry from the mid, the price band of a kill)."""
         trend_tf = self.parts.cfg.timeframes.trend_tf
         async for msg in recv:
-            if (isinstance(msg, CandleClosed) and msg.interval == trend_tf) or isinstance(
-                msg, AccountUpdated
-            ):
-                await self._risk_send.send(msg)
+            match msg:
+                case CandleClosed(interval=interval) if interval == trend_tf:
+                    await self._risk_send.send(msg)
+                case BookUpdated() | MarkUpdated():
+                    await self._exec_send.send(msg)
+                case _:
+                    pass
 
     # ------------------------------------------------------------------ run and stop
 
@@ -385,7 +389,7 @@ class System:
                 await root.start(self.reporter.run, self._report_recv)
                 tap_send, tap_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
                 self.router.add_tap(tap_send)
-                root.start_soon(self._risk_tap, tap_recv)
+                root.start_soon(self._actor_tap, tap_recv)
                 if parts.paper is not None and not parts.replay:
                     paper_send, paper_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
                     self.router.add_tap(paper_send)
@@ -659,6 +663,7 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
         if journal is not None:
             journal.close()
         sink.close()
+        reset_logging()
 
 
 async def run_live(options: RunOptions) -> int:
@@ -681,6 +686,7 @@ async def run_live(options: RunOptions) -> int:
             file=sys.stderr,
         )
         sink.close()
+        reset_logging()
         return EXIT_CONFIG
     journal: TradeJournal | None = None
     try:
@@ -758,14 +764,31 @@ async def run_live(options: RunOptions) -> int:
         log.error("state_store_error", error=str(exc))
         print(f"futures-actor: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
-    except BinanceError as exc:
-        log.error("exchange_error_at_startup", error=str(exc), code=exc.code)
-        print(f"futures-actor: exchange error at start-up: {exc}", file=sys.stderr)
+    except Exception as exc:
+        cause = _first_exchange_error(exc)
+        if cause is None:
+            raise
+        log.error("exchange_error_at_startup", error=str(cause), error_type=type(cause).__name__)
+        print(f"futures-actor: exchange error at start-up: {cause}", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
         if journal is not None:
             journal.close()
         sink.close()
+        reset_logging()
+
+
+def _first_exchange_error(exc: BaseException) -> BaseException | None:
+    """The venue error inside `exc` (possibly an exception group), or None if it is something else."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_exchange_error(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, BinanceError | httpx.TransportError | OSError):
+        return exc
+    return None
 
 
 def _closed_state(state: Any) -> bool:

@@ -375,7 +375,9 @@ def reset_logging() -> None:
 
 def get_logger(actor: str | None = None, **context: Any) -> Any:
     """A bound logger with `actor` (and any other context, e.g. `symbol`) on every line."""
-    log = structlog.get_logger()
     if actor is not None:
         context["actor"] = actor
-    return log.bind(**context) if context else log
+    # A lazy proxy: it resolves the configuration at each call, so a module-level logger created at
+    # import time still writes where `configure_logging` later points it (binding now would freeze
+    # structlog's defaults into it).
+    return structlog.get_logger(**context)

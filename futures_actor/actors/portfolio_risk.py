@@ -808,6 +808,10 @@ class PortfolioRisk:
             self._log.warning("risk_close_unknown_trade", trade_id=msg.trade_id, symbol=msg.symbol)
         now_ms = self._clock.now_ms()
         pnl = msg.realized_pnl_usd
+        if self._risk_state is not None and self._risk_state.already_booked(msg.trade_id):
+            # Execution re-reports a closed trade after a crash; its pnl is booked once only.
+            self._log.info("risk_close_already_booked", trade_id=msg.trade_id, symbol=msg.symbol)
+            return
         if self._risk_state is None:
             self._log.error("risk_pnl_without_state", trade_id=msg.trade_id, realized_pnl_usd=pnl)
         elif not math.isfinite(pnl):
@@ -817,7 +821,7 @@ class PortfolioRisk:
             before = self._risk_state
             self._risk_state = record_realized_pnl(
                 before, pnl_usd=pnl, now_ms=now_ms, equity_usd=equity, cfg=self._cfg.risk
-            )
+            ).with_booked(msg.trade_id)
             if self._risk_state.pause_until_ms != before.pause_until_ms:
                 self._log.warning(
                     "weekly_stop_hit",

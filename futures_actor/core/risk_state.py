@@ -59,6 +59,10 @@ DAILY_STOP = "DAILY_STOP"
 WEEKLY_STOP = "WEEKLY_STOP"
 
 
+# How many recently booked trade ids the state remembers (far more than can be re-reported).
+BOOKED_TRADE_IDS_KEPT = 512
+
+
 class RiskStateError(ValueError):
     """Bad input to a risk-state function, or a persisted state that cannot be decoded."""
 
@@ -92,6 +96,16 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     pause_until_ms: int = 0
     reduced_risk_until_ms: int = 0
     weekly_stop_hit_ms: int = 0  # when the running (or last) pause started
+    # Trades whose pnl is already booked (most recent last): execution may report a closed trade
+    # again after a crash, and a loss must never be counted twice toward the daily/weekly stops.
+    booked_trade_ids: tuple[str, ...] = ()
+
+    def already_booked(self, trade_id: str) -> bool:
+        return trade_id in self.booked_trade_ids
+
+    def with_booked(self, trade_id: str) -> RiskState:
+        kept = self.booked_trade_ids[-(BOOKED_TRADE_IDS_KEPT - 1) :]
+        return msgspec.structs.replace(self, booked_trade_ids=(*kept, trade_id))
 
     def paused(self, now_ms: int) -> bool:
         return now_ms < self.pause_until_ms

@@ -188,6 +188,7 @@ class Harness:
         for closer in self._closers:
             closer()
         self._closers.clear()
+        reset_logging()
 
     # ---- observations
 

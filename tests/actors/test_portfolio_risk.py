@@ -379,6 +379,15 @@ class TestDailyStop:
             await h.send(closed("x-1", AAA, -399.0, h.clock.now_ms()))
             assert (await h.decide_one(AAA)).plan is not None
 
+    async def test_a_trade_reported_closed_twice_is_booked_once(self, autojump_clock: Any) -> None:
+        """After a crash execution may re-report a closed trade: its loss counts once, not twice."""
+        async with running() as h:
+            await h.send(closed("x-1", AAA, -300.0, h.clock.now_ms()))
+            await h.send(closed("x-1", AAA, -300.0, h.clock.now_ms()))
+            assert h.actor.risk_state is not None
+            assert h.actor.risk_state.realized_pnl_day == pytest.approx(-300.0)
+            assert (await h.decide_one(AAA)).plan is not None
+
 
 class TestWeeklyStop:
     """AC4: weekly stop ⇒ paused 7 days, then reduced risk (0.5 %) 3 days, then 1 %."""

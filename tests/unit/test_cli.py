@@ -306,31 +306,41 @@ class TestKillResume:
         assert not (tmp_path / "state").exists()
 
 
-class TestPlaceholderApp:
-    """The placeholder bot starts, logs, refuses to trade, exits 0; secrets never leak anywhere."""
+class TestMainCommand:
+    """The bot starts, logs, and fails cleanly when the exchange is unreachable; secrets never leak."""
 
-    def test_starts_and_refuses_to_trade(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        code = main(["--paper", "--config", str(EXAMPLE), "--log-dir", "logs", "--state-dir", "st"])
-        assert code == EXIT_OK
+    def test_unreachable_exchange_is_a_clean_runtime_failure(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        raw = json.loads(EXAMPLE.read_text())
+        # Port 9 on loopback refuses connections at once: no network, nothing listening.
+        raw["exchange"]["rest_base_url"] = "http://127.0.0.1:9"
+        raw["exchange"]["ws_base_url"] = "ws://127.0.0.1:9"
+        raw["exchange"]["max_retry_attempts"] = 1
+        cfg_path = tmp_path / "cfg.json"
+        cfg_path.write_text(json.dumps(raw))
+        code = main(["--paper", "--config", str(cfg_path), "--log-dir", "logs", "--state-dir", "st"])
+        assert code == EXIT_RUNTIME
         events = [json.loads(x) for x in (tmp_path / "logs" / "events.jsonl").read_text().splitlines()]
-        assert [e["event"] for e in events] == ["starting", "trading_refused", "stopped"]
+        names = [e["event"] for e in events]
+        assert names[0] == "starting"
         assert events[0]["mode"] == "PAPER_LIVE"
-        assert events[1]["level"] == "error"
-        assert "not available" in events[1]["reason"]
+        assert "exchange_error_at_startup" in names
+        assert "order_placed" not in names
+        assert "exchange error at start-up" in capsys.readouterr().err
 
     def test_secret_absent_from_all_output(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
         monkeypatch.setenv("BINANCE_API_KEY", SECRET_KEY)
         (tmp_path / ".env").write_text(f"BINANCE_API_SECRET={SECRET}\n", encoding="utf-8")
-        real_run_bot = app_module.run_bot
 
         async def leaky_run_bot(options: RunOptions) -> int:
-            from futures_actor.logs import get_logger
+            from futures_actor.core.clock import SystemWallClock
+            from futures_actor.logs import configure_logging, get_logger
 
-            await real_run_bot(options)  # configures logging, then closes its sink
-            from futures_actor.logs import configure_logging
-
+            # What the real bot does first: logging with the environment's secrets registered.
+            app_module._open_logging(options, SystemWallClock(), options.log_dir).close()
             configure_logging(cfg=options.config.logging, log_dir=options.log_dir, console="json")
             log = get_logger("binance")
             log.info("signed_request", headers={"X-MBX-APIKEY": SECRET_KEY}, query=f"signature={SECRET}")
