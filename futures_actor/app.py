@@ -45,6 +45,7 @@ from futures_actor.actors.messages import (
     CandleClosed,
     KillSwitch,
     MarkUpdated,
+    RepublishPositions,
     Resume,
     StopIntake,
 )
@@ -274,7 +275,17 @@ class System:
                 return [], []
             return await parts.history(sym)
 
+        incarnations = [0]
+
         def factory() -> Awaitable[None]:
+            incarnations[0] += 1
+            if incarnations[0] > 1:
+                # A restarted actor has fresh state: execution re-sends its open positions so that
+                # trailing resumes (queued in the inbox, handled once the new incarnation runs).
+                try:
+                    self._exec_send.send_nowait(RepublishPositions(symbol=symbol))
+                except trio.WouldBlock:
+                    log.error("republish_positions_dropped", symbol=symbol, reason="execution inbox full")
             actor = SymbolActor(
                 symbol=symbol,
                 cfg=parts.cfg,

@@ -72,6 +72,7 @@ from futures_actor.actors.messages import (
     KillSwitch,
     MarkUpdated,
     PositionUpdated,
+    RepublishPositions,
     Resume,
     StopIntake,
     SubmitPlan,
@@ -108,7 +109,9 @@ __all__ = [
     "journal_key",
 ]
 
-ExecutionInbox = SubmitPlan | AmendStop | KillSwitch | Resume | StopIntake | BookUpdated | MarkUpdated
+ExecutionInbox = (
+    SubmitPlan | AmendStop | KillSwitch | Resume | StopIntake | BookUpdated | MarkUpdated | RepublishPositions
+)
 FaultCallback = Callable[[str, str, str], None]
 """`(fault_kind, symbol, detail)`, synchronous (use `send_nowait` inside if it forwards)."""
 
@@ -323,6 +326,10 @@ class Execution:
                 if mark > 0 and math.isfinite(mark):
                     self._mark[symbol] = Decimal(repr(mark))
                     self._feed_prices(symbol)
+            case RepublishPositions(symbol=symbol):
+                for lc in list(self._trades.values()):
+                    if lc.symbol == symbol and not lc.closed and lc.position_qty > 0:
+                        await self._position_update(lc.to_state(), lc.position_qty)
             case OrderUpdate():
                 await self._on_order_update(item)
             case GatewayFundingPaid():

@@ -34,6 +34,7 @@ __all__ = [
     "MarkUpdated",
     "PortfolioSynced",
     "PositionUpdated",
+    "RepublishPositions",
     "Resume",
     "SafeModeChanged",
     "StopIntake",
@@ -203,6 +204,13 @@ class KillSwitch(_Msg, frozen=True):
 
 class Resume(_Msg, frozen=True):
     reason: str = "OPERATOR"
+
+
+class RepublishPositions(_Msg, frozen=True):
+    """A symbol actor was restarted with fresh state: send it `PositionUpdated` for its open trades
+    again, so that trailing resumes where the crashed incarnation left it."""
+
+    symbol: str
 
 
 class StopIntake(_Msg, frozen=True):

@@ -21,6 +21,7 @@ from futures_actor.actors.messages import (
     EntryFilled,
     KillSwitch,
     PositionUpdated,
+    RepublishPositions,
     StopIntake,
     SubmitPlan,
     TradeClosed,
@@ -509,6 +510,23 @@ class TestTrailingAndIntake:
         updates = [m for m in h.symbol_msgs if isinstance(m, PositionUpdated)]
         assert updates[-1].stop_price == D("99.0")
         assert updates[-1].qty == plan.quantity
+
+    async def test_republish_positions_for_a_restarted_symbol_actor(
+        self, harness: Harness, autojump_clock: Any
+    ) -> None:
+        """A restarted symbol actor has no trailing state: execution re-sends its open position."""
+        h = harness
+        plan = make_plan()
+        await fill_entry(h, plan)
+        before = len([m for m in h.symbol_msgs if isinstance(m, PositionUpdated)])
+        await h.send(RepublishPositions(symbol="ETHUSDT"))
+        assert len([m for m in h.symbol_msgs if isinstance(m, PositionUpdated)]) == before
+        await h.send(RepublishPositions(symbol="BTCUSDT"))
+        updates = [m for m in h.symbol_msgs if isinstance(m, PositionUpdated)]
+        assert len(updates) == before + 1
+        assert updates[-1].trade_id == plan.trade_id
+        assert updates[-1].qty == plan.quantity
+        assert updates[-1].stop_price == plan.stop_price
 
     async def test_stop_intake_cancels_entry_keeps_stop_and_target(
         self, harness: Harness, autojump_clock: Any
