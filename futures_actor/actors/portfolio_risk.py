@@ -58,6 +58,7 @@ from futures_actor.actors.messages import (
     EntryFilled,
     KillSwitch,
     PortfolioSynced,
+    PositionUpdated,
     Resume,
     SafeModeChanged,
     StopIntake,
@@ -149,6 +150,7 @@ RiskInbox = (
     | CandleClosed
     | EntryFilled
     | EntryAbandoned
+    | PositionUpdated
     | TradeClosed
     | AccountUpdated
     | PortfolioSynced
@@ -360,6 +362,8 @@ class PortfolioRisk:
                 self._on_entry_filled(msg)
             case EntryAbandoned():
                 self._on_entry_abandoned(msg)
+            case PositionUpdated():
+                self._on_position_updated(msg)
             case TradeClosed():
                 self._on_trade_closed(msg)
             case AccountUpdated():
@@ -791,6 +795,17 @@ class PortfolioRisk:
         self._log.info(
             "risk_entry_filled", trade_id=msg.trade_id, symbol=msg.symbol, filled_qty=qty, final=msg.final
         )
+
+    def _on_position_updated(self, msg: PositionUpdated) -> None:
+        """A stop moved (trailing) or the size changed: open risk is measured to the current stop."""
+        current = self._exposures.get(msg.trade_id)
+        if current is None or current.pending:
+            return  # unknown here, or still filling: EntryFilled carries the numbers until final
+        stop = float(msg.stop_price)
+        qty = float(msg.qty)
+        if not (math.isfinite(stop) and stop > 0 and math.isfinite(qty)) or qty <= 0:
+            return  # flat (TradeClosed follows) or unusable numbers: keep the last good view
+        self._exposures[msg.trade_id] = msgspec.structs.replace(current, stop_price=stop, quantity=qty)
 
     def _on_entry_abandoned(self, msg: EntryAbandoned) -> None:
         released = self._exposures.pop(msg.trade_id, None)

@@ -24,6 +24,7 @@ from futures_actor.actors.messages import (
     EntryFilled,
     KillSwitch,
     PortfolioSynced,
+    PositionUpdated,
     Resume,
     SafeModeChanged,
     StopIntake,
@@ -635,6 +636,31 @@ class TestReservations:
             assert h.actor.risk_state is not None
             assert h.actor.risk_state.realized_pnl_day == 150.0
             assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_trailing_stop_move_shrinks_open_risk(self, autojump_clock: Any) -> None:
+        """Open risk is the loss to the current stop: a stop trailed to break-even frees the budget."""
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            plan = v.plan
+            await h.fill(h.submitted()[0])
+            before = h.actor.snapshot().open_risk_usd
+            assert before > 0
+            await h.send(
+                PositionUpdated(
+                    trade_id=plan.trade_id,
+                    symbol=AAA,
+                    side=plan.side,
+                    qty=plan.quantity,
+                    entry_price=plan.entry_price,
+                    stop_price=plan.entry_price,
+                    initial_stop_price=plan.stop_price,
+                    trail_atr_mult=None,
+                    trail_after_r=None,
+                )
+            )
+            after = h.actor.snapshot().open_risk_usd
+            assert after < before * 0.2  # only the exit fee and stop slippage remain at risk
 
     async def test_bad_trade_record_is_logged_pnl_still_counted(self, autojump_clock: Any) -> None:
         async with running() as h:
