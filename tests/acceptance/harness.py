@@ -587,3 +587,61 @@ async def stop_out(rig: ScriptedRig, trade_id: str, *, timeout: float = 120.0) -
     found = record()
     assert found is not None
     return found
+
+
+def seed_track_record(log_dir: Path, cfg: BotConfig, *, symbol: str, before_ms: int, trades: int) -> None:
+    """`trades` earlier winning LIVE trend_pullback trades of `symbol` in the trade log of `log_dir`
+    (a month before `before_ms`), so that LIVE's strategy selector (which never explores) has the
+    sample it needs: the system rebuilds its performance windows from this log at start."""
+    import uuid
+
+    from futures_actor.core.clock import ManualWallClock, iso_utc
+    from futures_actor.state.journal import TradeJournal
+
+    base = before_ms - 30 * 86_400_000
+    journal = TradeJournal(directory=log_dir, cfg=cfg.logging, clock=ManualWallClock(base))
+    try:
+        for i in range(trades):
+            t = base + i * 3_600_000
+            journal.write(
+                {
+                    "trade_id": str(uuid.UUID(int=i + 1)),
+                    "timestamp_open": iso_utc(t),
+                    "timestamp_close": iso_utc(t + 1_800_000),
+                    "mode": "LIVE",
+                    "symbol": symbol,
+                    "strategy": "trend_pullback",
+                    "regime": "TREND",
+                    "direction": "LONG",
+                    "confidence_score": 0.8,
+                    "entry_order": {
+                        "client_order_id": f"seed-{i}",
+                        "type": "LIMIT",
+                        "requested_price": 60000.0,
+                        "filled_avg_price": 60000.0,
+                        "filled_qty": 0.016,
+                        "status": "FILLED",
+                    },
+                    "risk": {
+                        "equity_usd": 10000.0,
+                        "risk_pct": 0.01,
+                        "risk_usd": 100.0,
+                        "stop_pct": 0.01,
+                        "stop_price": 59400.0,
+                        "take_profit_price": 61200.0,
+                        "leverage": 2.0,
+                        "notional_usd": 960.0,
+                        "margin_used_usd": 480.0,
+                    },
+                    "costs": {"fees_usd": 0.6, "funding_usd": 0.0, "slippage_pct": 0.0},
+                    "result": {"exit_price": 61200.0, "pnl_usd": 18.6, "pnl_r_multiple": 1.9, "reason": "TP"},
+                    "portfolio": {
+                        "open_positions_count": 1,
+                        "open_risk_pct": 0.01,
+                        "correlation_bucket": symbol,
+                        "bucket_corr_max": 0.0,
+                    },
+                }
+            )
+    finally:
+        journal.close()
