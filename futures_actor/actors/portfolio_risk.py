@@ -127,6 +127,7 @@ RISK_INBOX_SIZE: Final = 64
 
 # Reason codes of the actor's own rejections (the engine's are `core.risk.RiskCode`).
 LATE: Final = "LATE"  # the report's candle was already decided
+STALE_CANDLE: Final = "STALE_CANDLE"  # the report's candle is older than health.stale_data_seconds
 SHUTTING_DOWN: Final = "SHUTTING_DOWN"  # trading state REDUCING: no new entries
 NO_ACCOUNT: Final = "NO_ACCOUNT"  # no equity known yet (no AccountUpdated received)
 NO_SYMBOL_RULES: Final = "NO_SYMBOL_RULES"  # no exchange filters for the symbol
@@ -246,6 +247,7 @@ class PortfolioRisk:
         self._monitored = frozenset(self._symbols)
         self._rules: dict[str, SymbolRules] = dict(rules_by_symbol)
         self._clock = wall_clock
+        self._signal_interval_ms = INTERVAL_MS[cfg.timeframes.signal_tf]
         self._store = store
         self._tracker = tracker if tracker is not None else PerformanceTracker(cfg=cfg.performance)
         self._selector = StrategySelector(cfg=cfg, mode=mode)
@@ -390,6 +392,23 @@ class PortfolioRisk:
 
     def _on_report(self, report: SymbolReport) -> None:
         t = report.candle_open_time_ms
+        age_ms = self._clock.now_ms() - (t + self._signal_interval_ms)
+        if age_ms > self._cfg.health.stale_data_seconds * _MS_PER_S:
+            # A report on an old candle (start-up backfill, a late catch-up) is never traded on.
+            self._late += 1
+            if report.signals:
+                stale = RiskRejection(
+                    code=STALE_CANDLE,
+                    message="the report's candle closed longer ago than health.stale_data_seconds",
+                    values={
+                        "candle_open_time_ms": float(t),
+                        "age_seconds": age_ms / _MS_PER_S,
+                        "stale_data_seconds": self._cfg.health.stale_data_seconds,
+                    },
+                )
+                self._reply(report, None, stale, explanation=stale.message)
+                self._log_rejection(report, None, stale)
+            return
         if self._decided_upto is not None and t <= self._decided_upto:
             self._late += 1
             late = RiskRejection(

@@ -572,7 +572,8 @@ class SymbolActor:
             except Exception as exc:
                 self._log.error("history_failed", why="gap", error=repr(exc))
             else:
-                self._replace_history(five, hour, why="gap")
+                if five:  # an empty answer (no history source, e.g. replay) must not wipe the 1h history
+                    self._replace_history(five, hour, why="gap")
         try:
             if interval == SIGNAL_INTERVAL:
                 if self._engine.on_5m(candle).append.status is AppendStatus.GAP:

@@ -361,7 +361,7 @@ class BinanceGateway:
             time_in_force=tif,
             reduce_only=True if req.reduce_only else None,
         )
-        return order_state(order)
+        return order_state(await self._priced(order))
 
     async def place_stop(self, req: StopRequest) -> OrderState:
         algo = await self._rest.place_algo_order_resolved(
@@ -378,7 +378,14 @@ class BinanceGateway:
 
     async def cancel_order(self, symbol: str, client_id: str) -> OrderState | None:
         order = await self._rest.cancel_order(symbol, orig_client_order_id=client_id)
-        return None if order is None else order_state(order)
+        return None if order is None else order_state(await self._priced(order))
+
+    async def _priced(self, order: Order) -> Order:
+        """Place and cancel responses carry no `avgPrice` (since 2026-07): an order that already
+        executed something is re-read by client id, so its fills are never priced at 0."""
+        if order.executed_qty > 0 and not order.avg_price:
+            return await self._rest.query_order(order.symbol, orig_client_order_id=order.client_order_id)
+        return order
 
     async def cancel_stop(self, symbol: str, client_id: str) -> OrderState | None:
         """Cancel a stop. Gone or already finished: `None`. Triggered (child live in the matching

@@ -94,6 +94,8 @@ ADOPTED_STRATEGY = "ADOPTED"
 # Binance error codes the lifecycle reacts to (protocol facts, not tunables).
 ERR_DUPLICATE_CID = -4116
 ERR_PERCENT_PRICE = -4131
+# Not a Binance code: the order was not found by its client id (it never reached the venue).
+NOT_FOUND_CODE = 0
 _ZERO = Decimal(0)
 
 
@@ -585,7 +587,9 @@ class TradeLifecycle:
             case OrderNotFound(cid=cid):
                 o = self._order(cid)
                 if o is not None and o.status.live:
-                    out += self._terminal(o, OrderStatus.REJECTED, 0, "not found by client id", now_ms)
+                    out += self._terminal(
+                        o, OrderStatus.REJECTED, NOT_FOUND_CODE, "not found by client id", now_ms
+                    )
             case MidPrice() | FundingPaid():
                 pass
             case _:
@@ -787,7 +791,9 @@ class TradeLifecycle:
             elif not was_requested and s.phase is not Phase.CLOSED:
                 out.append(self._alert("STOP_GONE", f"stop {o.cid} ended as {status} without our cancel"))
         elif o.role is OrderRole.TARGET:
-            if status is OrderStatus.REJECTED:
+            # A target that never reached the venue (not found after a crash or a lost request) is
+            # simply placed again as the next version; only a real venue rejection disables it.
+            if status is OrderStatus.REJECTED and code != NOT_FOUND_CODE:
                 s.target_disabled = True
                 out.append(self._alert("TARGET_REJECTED", f"target {o.cid} rejected ({code} {message})"))
         else:  # EXIT / KILL closing order
