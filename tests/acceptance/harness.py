@@ -100,6 +100,14 @@ class Harness:
         prices: dict[str, float] | None = None,
     ) -> Harness:
         cfg = cfg or default_config()
+        # As in `--replay`: nobody watches the heartbeat file here, and writing it every few simulated
+        # seconds would dominate a multi-day run.
+        cfg = msgspec.structs.replace(
+            cfg,
+            health=msgspec.structs.replace(
+                cfg.health, heartbeat_interval_seconds=max(cfg.health.heartbeat_interval_seconds, 3600.0)
+            ),
+        )
         klines_dir = root / "klines"
         rules = dict(rules or {})
         for s in symbols:
