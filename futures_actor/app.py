@@ -89,6 +89,11 @@ PAPER_TAP_SIZE = 1024
 REPLAY_DB_FILE = "replay.sqlite"
 SHUTDOWN_POLL_SECONDS = 0.05
 REPLAY_HEARTBEAT_SECONDS = 3600.0
+# Replay (performance): the paper exchange is in-process and never diverges from Execution's view,
+# so the periodic reconcile (a safety net for a real exchange) runs at most once a simulated hour,
+# and the Scheduler re-reads the (simulated, never jumping) wall clock only when a slot is due.
+REPLAY_RECONCILE_SECONDS = 3600.0
+REPLAY_SCHEDULER_MAX_SLEEP_SECONDS = 86400.0
 # Streams whose silence is a health fault (kline streams only deliver on a close; their silence is
 # reported by the stream watchdog as STALE_DATA instead).
 WATCHED_STREAMS = ("bookTicker", "markPrice")
@@ -421,6 +426,7 @@ class System:
                     cfg=cfg,
                     wall_clock=parts.wall_clock,
                     subscribers={Job.DAILY_REPORT: [self._report_send]},
+                    max_sleep_s=REPLAY_SCHEDULER_MAX_SLEEP_SECONDS if parts.replay else None,
                 )
                 await root.start(scheduler.run)
                 del tick_send, tick_recv
@@ -554,13 +560,17 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
     _seed_trio_scheduler(cfg.replay.seed)
     cfg = msgspec.structs.replace(
         cfg,
-        execution=msgspec.structs.replace(
-            cfg.execution, paper_initial_balance_usdt=cfg.replay.initial_balance_usdt
-        ),
         # Nobody watches a replay's heartbeat file; one a simulated hour keeps it cheap.
         health=msgspec.structs.replace(
             cfg.health,
             heartbeat_interval_seconds=max(cfg.health.heartbeat_interval_seconds, REPLAY_HEARTBEAT_SECONDS),
+        ),
+        execution=msgspec.structs.replace(
+            cfg.execution,
+            paper_initial_balance_usdt=cfg.replay.initial_balance_usdt,
+            reconcile_interval_seconds=max(
+                cfg.execution.reconcile_interval_seconds, REPLAY_RECONCILE_SECONDS
+            ),
         ),
     )
     try:

@@ -108,7 +108,13 @@ class Scheduler:
         wall_clock: WallClock,
         subscribers: Mapping[Job, Sequence[trio.MemorySendChannel[ScheduledTick]]],
         slots: Mapping[Job, Slots] | None = None,
+        max_sleep_s: float | None = None,
     ) -> None:
+        """`max_sleep_s` caps one sleep between wall-clock reads (default `_MAX_SLEEP_S`); a replay,
+        whose wall clock follows trio's and never jumps, passes a long one to wake less often."""
+        if max_sleep_s is not None and not max_sleep_s > 0:
+            raise ValueError(f"Scheduler max_sleep_s={max_sleep_s!r}: expected a positive number of seconds")
+        self._max_sleep_s = _MAX_SLEEP_S if max_sleep_s is None else max_sleep_s
         self._wall = wall_clock
         self._slots = dict(slots) if slots is not None else slots_from_config(cfg)
         self._subscribers = {job: list(chans) for job, chans in subscribers.items() if chans}
@@ -131,7 +137,7 @@ class Scheduler:
             due_ms = min(self._slots[job].next_after(self._last_fired[job]) for job in jobs)
             now_ms = self._wall.now_ms()
             if now_ms < due_ms:
-                await trio.sleep(min(_MAX_SLEEP_S, max(_MIN_SLEEP_S, (due_ms - now_ms) / _MS_PER_S)))
+                await trio.sleep(min(self._max_sleep_s, max(_MIN_SLEEP_S, (due_ms - now_ms) / _MS_PER_S)))
                 continue
             for job in jobs:
                 await self._fire_if_due(job, now_ms)

@@ -643,6 +643,8 @@ class PaperExchange:
                             o.volume_seen += traded
                             self._dirty = True
                 m.vols = [seg for seg in m.vols if seg[1] > t]
+            elif t == t0 and m.anchor is not None and m.anchor[0] == t and (not m.knots or m.knots[0][0] > t):
+                continue  # performance: already anchored at `t` with nothing due (no state would change)
             price = m.price_at(t)
             popped = False
             while m.knots and m.knots[0][0] <= t:
