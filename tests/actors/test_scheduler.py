@@ -117,3 +117,31 @@ async def test_manual_clock_never_fires_early(autojump_clock: trio.testing.MockC
         await trio.sleep(1.5)  # the scheduler re-reads the wall clock within its 1 s re-check
         assert iso_utc(recv.receive_nowait().slot_ms) == "2025-03-03T10:05:00.000Z"
         nursery.cancel_scope.cancel()
+
+
+async def test_replay_sleep_cap_fires_the_same_daily_slots(autojump_clock: trio.testing.MockClock) -> None:
+    """A long sleep cap (replay) changes how often the scheduler wakes, never which slots fire."""
+    send, recv = trio.open_memory_channel[ScheduledTick](100)
+    sched = Scheduler(
+        cfg=BotConfig(),
+        wall_clock=TrioWallClock(ms("2025-03-02T23:57:30")),
+        subscribers={Job.DAILY_REPORT: [send]},
+        max_sleep_s=86_400.0,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sched.run)
+        await trio.sleep(3 * 86_400)
+        nursery.cancel_scope.cancel()
+    fired = []
+    while True:
+        try:
+            fired.append(recv.receive_nowait())
+        except trio.WouldBlock:
+            break
+    assert [t.slot_iso[:16] for t in fired] == [f"2025-03-{d:02d}T00:05" for d in range(3, 6)]
+    assert all(t.fired_ms == t.slot_ms for t in fired)
+
+
+def test_sleep_cap_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_sleep_s=0"):
+        Scheduler(cfg=BotConfig(), wall_clock=ManualWallClock(0), subscribers={}, max_sleep_s=0)
