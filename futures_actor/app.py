@@ -62,7 +62,7 @@ from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.urls import resolve_urls
 from futures_actor.cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, kill_file_path
-from futures_actor.core.clock import WallClock, iso_utc
+from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
 from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind
 from futures_actor.core.lifecycle import Phase
@@ -526,7 +526,7 @@ async def run_bot(options: RunOptions) -> int:
     return await run_live(options)
 
 
-def _open_logging(options: RunOptions, clock: WallClock, log_dir: Path) -> LogSink:
+def _open_logging(options: RunOptions, clock: WallClock, log_dir: Path | None) -> LogSink:
     secrets = Secrets.from_env(options.config)
     return configure_logging(
         cfg=options.config.logging,
@@ -573,6 +573,9 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
             ),
         ),
     )
+    # Console-only logging until the data is loaded and the simulated clock exists (respects --quiet);
+    # replaced below by the full set-up with events.jsonl on simulated time.
+    _open_logging(options, SystemWallClock(), None)
     try:
         found = discover_symbols(replay_dir)
     except (OSError, ValueError) as exc:

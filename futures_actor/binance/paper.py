@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterator
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from fractions import Fraction
 from typing import Literal
 
@@ -134,10 +134,17 @@ class PaperOrder(msgspec.Struct, kw_only=True):
     last_event_ms: int = 0
     volume_seen: Decimal = _ZERO
     reserved_margin: Decimal = _ZERO
+    # After a fill capped by traded volume: when enough further volume will have traded for the rest.
+    refill_ms: int = 0
 
     @property
     def remaining(self) -> Decimal:
         return self.quantity - self.executed_qty
+
+
+# A volume-capped limit is offered the volume traded since its last fill at most this often (ms of
+# simulated time) while the market stays through its price: the resolution of paper partial fills.
+REFILL_STEP_MS = 1_000
 
 
 class PaperSnapshot(msgspec.Struct, kw_only=True):
@@ -549,9 +556,15 @@ class PaperExchange:
         def through(p: Fraction) -> bool:
             return p < price if o.side == "BUY" else p > price
 
+        refill: int | None = None
+        if o.refill_ms > o.last_event_ms:
+            # A volume-capped partial fill goes on filling while the market stays through the price.
+            p = m.price_at(o.refill_ms)
+            if p is not None and through(p):
+                refill = o.refill_ms
         for a, pa, b, pb in m.points():
             if horizon is not None and a > horizon:
-                return None
+                return refill
             if b <= o.last_event_ms or not through(pb):
                 continue
             t = b if through(pa) else _first_ms(a, pa, b, pb, price, strict=True)
@@ -559,8 +572,18 @@ class PaperExchange:
                 t = b
                 if t <= o.last_event_ms:
                     continue
-            return t
-        return None
+            return t if refill is None else min(t, refill)
+        return refill
+
+    def _refill_time(self, o: PaperOrder, m: _Market, t: int) -> int:
+        """When the volume traded since `t` lets the cap reach the rest of `o` (0: never known)."""
+        rate = sum((v / (e - s) for s, e, v in m.vols if s <= t < e and e > s), _ZERO)
+        if rate <= 0:
+            return 0
+        step = self._rules[o.symbol].step_size
+        needed = (o.quantity + step) / self._participation - o.volume_seen
+        full = max(1, int((needed / rate).to_integral_value(rounding=ROUND_CEILING)))
+        return t + min(full, REFILL_STEP_MS)
 
     def _stop_event(self, o: PaperOrder, m: _Market, horizon: int | None) -> int | None:
         trig = Fraction(o.trigger_price)
@@ -667,10 +690,11 @@ class PaperExchange:
             qty = min(o.remaining, cap - o.executed_qty)
         else:
             qty = o.remaining
-        if qty <= 0:
-            return
-        slip = self._slip_limit if o.side == "BUY" else -self._slip_limit
-        self._fill(o, qty, o.price * (1 + slip), maker=True, t=t)
+        if qty > 0:
+            slip = self._slip_limit if o.side == "BUY" else -self._slip_limit
+            self._fill(o, qty, o.price * (1 + slip), maker=True, t=t)
+        if m.has_volume and o.client_id in self._open and o.remaining > 0:
+            o.refill_ms = self._refill_time(o, m, t)
 
     def _trigger_stop(self, o: PaperOrder, t: int) -> None:
         m = self._market(o.symbol)

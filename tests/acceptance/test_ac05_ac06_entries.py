@@ -34,7 +34,7 @@ ROWS_5M = 632  # rows 0..631 of the recorded file: up to and including the signa
 SETTLE_S = 600.0
 # Base volume of the candle after the signal: 0.2 BTC per millisecond, so that the volume cap fills
 # 0.1 x 0.2 = 0.02 of the ~0.13 BTC entry at the first crossing.
-PARTIAL_VOLUME = 60_000.0
+PARTIAL_VOLUME = 12.0
 
 
 def _real_prefix() -> tuple[list[Candle], list[Candle]]:
@@ -162,9 +162,9 @@ async def test_ac06_partial_entry_at_ttl_protects_the_filled_quantity_and_exits(
     h = Harness.create(tmp_path, cfg=cfg, symbols=[SYMBOL], prices={SYMBOL: PRICE})
     t1 = SIGNAL_OPEN_MS + FIVE_MS
     c = SIGNAL_CLOSE
-    # Opens at the limit and trades through it from the first millisecond: the paper fill there is
-    # capped at participation x the volume traded since placement (one millisecond's worth, a small
-    # part of the order); the path reaches the next knot only after the TTL. Then the next candles
+    # Opens at the limit and trades through it from the first millisecond on so little volume that
+    # participation x the volume traded before the TTL is only part of the order (paper fills are
+    # capped by it); the path reaches the next knot only after the TTL. Then the next candles
     # fall steadily (open = high: no bounce) on ample volume, through the target.
     tail = [_candle(t1, c, c + 100.0, c - 400.0, c - 300.0, PARTIAL_VOLUME)]
     price = c - 300.0
@@ -202,12 +202,17 @@ async def test_ac06_partial_entry_at_ttl_protects_the_filled_quantity_and_exits(
     assert _ms(expired[0]["timestamp"]) - _ms(entries[0]["timestamp"]) == int(
         cfg.execution.limit_ttl_seconds * 1000
     )
-    # every protective order is sized to the filled quantity
+    # the protective orders follow the filled quantity as the partial fill grows, never beyond it,
+    # and the last ones cover exactly the final filled quantity
     targets = [e for e in placed if e["role"] == "TARGET"]
     assert stops
     assert targets
-    assert {Decimal(s["qty"]) for s in stops} == {filled}
-    assert {Decimal(t["qty"]) for t in targets} == {filled}
+    stop_sizes = [Decimal(s["qty"]) for s in stops]
+    target_sizes = [Decimal(t["qty"]) for t in targets]
+    assert stop_sizes == sorted(stop_sizes)
+    assert stop_sizes[-1] == filled
+    assert target_sizes[-1] == filled
+    assert max(stop_sizes + target_sizes) == filled
     assert all(t["reduce_only"] is True and t["side"] == "BUY" for t in targets)
     # the position is managed to its exit: one record, flat, nothing left working for this trade
     assert len(records) == 1

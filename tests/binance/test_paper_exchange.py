@@ -3,6 +3,7 @@ stops on the mark, funding, reduce-only and margin errors, persistence and deter
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from pathlib import Path
 
@@ -170,15 +171,23 @@ class TestLimitThroughThePrice:
         await rig.until(T0 + FIVE_M)
         fills = rig.fills()
         # High first (nearer the open) at +100 s, low 95 at +200 s: 99.5 is crossed at +125 001 ms
-        # (volume 10×125 001/300 000 → cap 0.416), then the low knot (cap 0.666 → 0.250 more).
-        assert [f.last_fill_qty for f in fills] == [D("0.416"), D("0.250")]
-        assert [f.ts_ms for f in fills] == [T0 + 125_001, T0 + 200_000]
+        # (volume 10×125 001/300 000 → cap 0.416). While the path stays below 99.5 (until it climbs
+        # back through it at +290 s) the order is offered the new volume at least every second (and at
+        # the low knot); the last offer at +289 000 ms brings the cap to 0.963 (10×289 000/300 000 × 0.1,
+        # floored to the step).
+        assert fills[0].last_fill_qty == D("0.416")
+        assert fills[0].ts_ms == T0 + 125_001
+        times = [f.ts_ms for f in fills]
+        assert times == sorted(set(times))
+        assert all(b - a <= 1_000 for a, b in itertools.pairwise(times))
+        assert times[-1] == T0 + 289_000
+        assert sum((f.last_fill_qty for f in fills), D(0)) == D("0.963")
         (working,) = await rig.paper.open_orders()
         assert working.status == "PARTIALLY_FILLED"
-        assert working.executed_qty == D("0.666")
+        assert working.executed_qty == D("0.963")
         (pos,) = await rig.paper.positions()
         assert pos.side == "LONG"
-        assert pos.quantity == D("0.666")
+        assert pos.quantity == D("0.963")
 
 
 class TestMarketAndStops:
