@@ -38,7 +38,7 @@ from futures_actor.actors.health import (
     TradingStateChanged,
     WatchStream,
 )
-from futures_actor.actors.http_health import HealthHttpApp, Metrics, serve_http
+from futures_actor.actors.http_health import API_WEIGHT_USED, HealthHttpApp, Metrics, serve_http
 from futures_actor.actors.market_data import MarketData, MarketRouter
 from futures_actor.actors.messages import (
     BookUpdated,
@@ -130,6 +130,8 @@ class SystemParts:
     signals: bool = False
     kill_file_watch: bool = True
     telegram: Any = None
+    # Request weight used in the current minute (live and paper: the REST client's limiter).
+    api_weight: Callable[[], int] | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
@@ -343,6 +345,12 @@ class System:
                 await self.resume("OPERATOR_RESUME")
             await trio.sleep(self.parts.cfg.health.heartbeat_interval_seconds)
 
+    async def _publish_api_weight(self, used: Callable[[], int]) -> None:
+        """The /metrics gauge of the request weight used this minute."""
+        while True:
+            self.metrics.set(API_WEIGHT_USED, float(used()))
+            await trio.sleep(self.parts.cfg.health.heartbeat_interval_seconds)
+
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
@@ -444,6 +452,8 @@ class System:
                     )
                 if parts.kill_file_watch:
                     root.start_soon(self._watch_kill_file)
+                if parts.api_weight is not None:
+                    root.start_soon(self._publish_api_weight, parts.api_weight)
                 log.info("system_started", mode=parts.mode, symbols=list(parts.symbols))
                 task_status.started()
                 await self.stop_requested.wait()
@@ -779,6 +789,7 @@ async def run_live(options: RunOptions) -> int:
                     paper=paper,
                     http=True,
                     signals=True,
+                    api_weight=lambda: rest.limiter.used_weight,
                 )
                 system = System(parts)
                 await system.run()

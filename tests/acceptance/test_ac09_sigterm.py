@@ -273,6 +273,15 @@ def test_real_sigterm_stops_the_paper_bot_with_exit_0(tmp_path: Path) -> None:
             what="bot up",
             procs=[sim, bot],
         )
+        # The health endpoint of the running bot (port 0: the bound port is in the event log).
+        port = next(e["port"] for e in _events(log_dir) if e.get("event") == "http_listening")
+        _wait_for(
+            lambda: "api_weight_used_1m" in _get(f"http://127.0.0.1:{port}/metrics"),
+            timeout=BOT_UP_S,
+            what="metrics with the API weight gauge",
+            procs=[sim, bot],
+        )
+        assert '"state"' in _get(f"http://127.0.0.1:{port}/health")
         bot.send_signal(signal.SIGTERM)
         t0 = time.monotonic()
         code = bot.wait(timeout=SHUTDOWN_TIMEOUT_S + EXIT_SLACK_S)
@@ -291,6 +300,16 @@ def test_real_sigterm_stops_the_paper_bot_with_exit_0(tmp_path: Path) -> None:
     assert [e["exit_code"] for e in done] == [0]
     assert not [e for e in events if e.get("level") == "critical"]
     assert "shutdown_timeout" not in names
+
+
+def _get(url: str) -> str:
+    """The body of a GET (any status: /health answers 503 while unhealthy), or "" if unreachable."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2.0).text
+    except httpx.HTTPError:
+        return ""
 
 
 def _first_open_ms(path: Path) -> int:
