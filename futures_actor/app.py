@@ -55,6 +55,7 @@ from futures_actor.actors.reporter import Reporter
 from futures_actor.actors.scheduler import Job, Scheduler
 from futures_actor.actors.supervision import ChildDropped, Supervisor
 from futures_actor.actors.symbol_actor import SymbolActor, open_symbol_inbox
+from futures_actor.actors.telegram import TELEGRAM_OUTBOX_SIZE, TelegramNotifier, TelegramSender, TelegramText
 from futures_actor.binance.binance_gateway import BinanceGateway, user_stream_factory
 from futures_actor.binance.errors import BinanceError
 from futures_actor.binance.gateway import ExchangeGateway
@@ -756,6 +757,7 @@ async def run_live(options: RunOptions) -> int:
                         store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms
                     )
                     gateway = paper
+                telegram = await nursery.start(_start_telegram, cfg, secrets)
                 market_holder: dict[str, MarketData] = {}
 
                 def market(system: System) -> Callable[..., Awaitable[Any]]:
@@ -790,6 +792,7 @@ async def run_live(options: RunOptions) -> int:
                     http=True,
                     signals=True,
                     api_weight=lambda: rest.limiter.used_weight,
+                    telegram=telegram,
                 )
                 system = System(parts)
                 await system.run()
@@ -811,6 +814,27 @@ async def run_live(options: RunOptions) -> int:
             journal.close()
         sink.close()
         reset_logging()
+
+
+async def _start_telegram(
+    cfg: BotConfig, secrets: Secrets, *, task_status: trio.TaskStatus[TelegramSender | None]
+) -> None:
+    """The Telegram sender (daily reports and alerts), or None when disabled or not configured."""
+    async with httpx.AsyncClient(timeout=cfg.notifications.telegram_timeout_seconds) as client:
+        notifier = TelegramNotifier(cfg=cfg.notifications, secrets=secrets, client=client)
+        if not notifier.enabled:
+            if cfg.notifications.telegram_enabled:
+                log.warning(
+                    "telegram_disabled",
+                    reason=f"{cfg.notifications.telegram_token_env} or "
+                    f"{cfg.notifications.telegram_chat_id_env} is not set",
+                )
+            task_status.started(None)
+            return
+        send, recv = trio.open_memory_channel[TelegramText](TELEGRAM_OUTBOX_SIZE)
+        sender = TelegramSender(notifier=notifier, outbox=send)
+        task_status.started(sender)
+        await sender.run(recv)
 
 
 def _first_exchange_error(exc: BaseException) -> BaseException | None:
