@@ -62,7 +62,7 @@ from typing import Any, Final, assert_never
 import msgspec
 import trio
 
-from futures_actor.actors.http_health import ERRORS, OPEN_POSITIONS, Metrics
+from futures_actor.actors.http_health import ERRORS, OPEN_POSITIONS, ORDERS, Metrics
 from futures_actor.actors.messages import (
     AccountUpdated,
     AmendStop,
@@ -118,6 +118,7 @@ FaultCallback = Callable[[str, str, str], None]
 MERGED_BUFFER: Final = 64  # inbox + gateway events merged into the loop's channel
 CLOSED_TRADES_KEPT: Final = 1000  # closed lifecycles kept in memory for late events
 FOREIGN_PREFIX: Final = "foreign-"
+_LIVE_ORDER_STATES: Final = tuple(st.value for st in lcm.OrderStatus if st.live)
 _JOURNAL_KEY: Final = "journaled:"
 _ENTRY_PHASES: Final = frozenset(
     {lcm.Phase.PENDING_ENTRY, lcm.Phase.ENTRY_WORKING, lcm.Phase.ENTRY_CANCELING}
@@ -260,6 +261,7 @@ class Execution:
         await self._journal_pending()
         await self._reconcile(startup=True)
         self._schedule(self._xcfg.reconcile_interval_seconds, _Timer(kind="reconcile"))
+        self._publish_order_counts()
         send, recv = trio.open_memory_channel[Any](MERGED_BUFFER)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump_inbox, inbox, send.clone())
@@ -630,9 +632,21 @@ class Execution:
             if ev is not None:
                 queue.append(ev)
         await self._notify(lc, state)
+        self._publish_order_counts()
         if own_queue:
             while queue:
                 await self._drive(lc, queue.popleft())
+
+    def _publish_order_counts(self) -> None:
+        """The /metrics gauge of our live orders by state (SENT, WORKING, UNKNOWN)."""
+        if self._metrics is None:
+            return
+        counts = dict.fromkeys(_LIVE_ORDER_STATES, 0)
+        for trade in self._trades.values():
+            for order in trade.live_orders():
+                counts[order.status.value] = counts.get(order.status.value, 0) + 1
+        for state, n in counts.items():
+            self._metrics.set(ORDERS, float(n), state=state)
 
     def _persist(
         self,

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import trio
 
+from futures_actor.actors.http_health import ORDERS
+
 from .harness import Harness, copy_real_klines
 
 
@@ -23,3 +25,10 @@ async def test_two_days_on_real_klines_run_and_stop_cleanly(tmp_path: Path, auto
     h.close()
     assert code == 0
     assert not [e for e in h.events() if e["level"] in ("error", "critical")]
+    # /metrics carries the order gauges by state, consistent with what execution holds.
+    assert h.system is not None
+    live = [o for lc in h.system.execution.open_trades() for o in lc.live_orders()]
+    for state in ("SENT", "WORKING", "UNKNOWN"):
+        expected = sum(1 for o in live if o.status.value == state)
+        assert h.system.metrics.get(ORDERS, state=state) == expected
+    assert "futures_actor_orders{" in h.system.metrics.render()
