@@ -36,6 +36,7 @@ from futures_actor.actors.health import (
     FaultReported,
     HealthActor,
     TradingStateChanged,
+    UnwatchSymbol,
     WatchStream,
 )
 from futures_actor.actors.http_health import API_WEIGHT_USED, HealthHttpApp, Metrics, serve_http
@@ -48,6 +49,7 @@ from futures_actor.actors.messages import (
     RepublishPositions,
     Resume,
     StopIntake,
+    UniverseChanged,
 )
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
@@ -133,6 +135,12 @@ class SystemParts:
     telegram: Any = None
     # Request weight used in the current minute (live and paper: the REST client's limiter).
     api_weight: Callable[[], int] | None = None
+    # Daily universe refresh (BOT_SPEC §2): given the symbols still managed (a position or working
+    # orders), the newly selected symbols and the exchange rules; and how market data follows it.
+    refresh_universe: (
+        Callable[[Sequence[str]], Awaitable[tuple[list[str], dict[str, SymbolRules]]]] | None
+    ) = None
+    set_market_symbols: Callable[[Sequence[str]], Awaitable[None]] | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
@@ -201,6 +209,7 @@ class System:
         )
         self._peak_equity = 0.0
         self._root: trio.Nursery | None = None
+        self.active_symbols: set[str] = set(parts.symbols)
 
     # ------------------------------------------------------------------ wiring helpers
 
@@ -305,6 +314,58 @@ class System:
             return actor.run(recv)
 
         await self.supervisor.start_child(symbol, factory)
+
+    async def refresh_universe_now(self) -> None:
+        """Re-select the universe: start new symbol actors, retire the ones that left and hold nothing;
+        symbols with a position or working orders stay managed but take no new entries."""
+        refresh = self.parts.refresh_universe
+        if refresh is None:
+            return
+        managed = sorted({lc.symbol for lc in self.execution.open_trades()})
+        try:
+            selected, rules = await refresh(managed)
+        except Exception as exc:
+            log.error("universe_refresh_failed", error_type=type(exc).__name__, error=str(exc))
+            self.report_fault("SERVER_ERROR", None, f"universe refresh failed: {type(exc).__name__}")
+            return
+        monitored = list(dict.fromkeys([*selected, *managed]))
+        changed = UniverseChanged(
+            tradable=tuple(selected),
+            monitored=tuple(monitored),
+            rules={s: rules[s] for s in monitored if s in rules},
+        )
+        # Rules reach execution and risk before a new symbol's first report.
+        await self._exec_send.send(changed)
+        await self._risk_send.send(changed)
+        added = [s for s in monitored if s not in self.active_symbols]
+        removed = sorted(self.active_symbols - set(monitored))
+        for symbol in added:
+            await self.start_symbol(symbol)
+        for symbol in removed:
+            self.supervisor.retire(symbol)
+            self.router.remove_symbol(symbol)
+            self._symbol_inboxes.pop(symbol, None)
+            self.symbol_sends.pop(symbol, None)
+        if self.parts.set_market_symbols is not None:
+            await self.parts.set_market_symbols(monitored)
+        if not self.parts.replay:
+            for symbol in added:
+                for stream in WATCHED_STREAMS:
+                    await self._health_send.send(WatchStream(symbol=symbol, stream=stream))
+            for symbol in removed:
+                await self._health_send.send(UnwatchSymbol(symbol=symbol))
+        self.active_symbols = set(monitored)
+        log.info(
+            "universe_refreshed",
+            tradable=list(selected),
+            managed_only=[s for s in managed if s not in selected],
+            added=added,
+            retired=removed,
+        )
+
+    async def _universe_refresher(self, ticks: trio.MemoryReceiveChannel[Any]) -> None:
+        async for _tick in ticks:
+            await self.refresh_universe_now()
 
     # ------------------------------------------------------------------ control
 
@@ -431,14 +492,17 @@ class System:
                         for stream in WATCHED_STREAMS:
                             await self._health_send.send(WatchStream(symbol=symbol, stream=stream))
                 tick_send, tick_recv = trio.open_memory_channel[Any](SCHEDULER_TICK_INBOX_SIZE)
+                subscribers: dict[Job, list[Any]] = {Job.DAILY_REPORT: [self._report_send]}
+                if parts.refresh_universe is not None:
+                    subscribers[Job.UNIVERSE_REFRESH] = [tick_send]
+                    root.start_soon(self._universe_refresher, tick_recv)
                 scheduler = Scheduler(
                     cfg=cfg,
                     wall_clock=parts.wall_clock,
-                    subscribers={Job.DAILY_REPORT: [self._report_send]},
+                    subscribers=subscribers,
                     max_sleep_s=REPLAY_SCHEDULER_MAX_SLEEP_SECONDS if parts.replay else None,
                 )
                 await root.start(scheduler.run)
-                del tick_send, tick_recv
                 if parts.http and cfg.health.http_enabled:
                     app = HealthHttpApp(
                         snapshot=self.health.snapshot,
@@ -772,6 +836,12 @@ async def run_live(options: RunOptions) -> int:
                     market_holder["md"] = md
                     return md.run
 
+                async def refresh_universe(
+                    managed: Sequence[str],
+                ) -> tuple[list[str], dict[str, SymbolRules]]:
+                    fresh, fresh_rules = await select_live_universe(rest, cfg, managed=managed)
+                    return list(fresh.selected), fresh_rules
+
                 async def history(symbol: str) -> tuple[list[Candle], list[Candle]]:
                     return await market_holder["md"].history(symbol)
 
@@ -793,6 +863,8 @@ async def run_live(options: RunOptions) -> int:
                     signals=True,
                     api_weight=lambda: rest.limiter.used_weight,
                     telegram=telegram,
+                    refresh_universe=refresh_universe,
+                    set_market_symbols=lambda syms: market_holder["md"].set_symbols(syms),
                 )
                 system = System(parts)
                 await system.run()

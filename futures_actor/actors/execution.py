@@ -77,6 +77,7 @@ from futures_actor.actors.messages import (
     StopIntake,
     SubmitPlan,
     TradeClosed,
+    UniverseChanged,
 )
 from futures_actor.binance import errors as bx
 from futures_actor.binance.gateway import (
@@ -110,7 +111,15 @@ __all__ = [
 ]
 
 ExecutionInbox = (
-    SubmitPlan | AmendStop | KillSwitch | Resume | StopIntake | BookUpdated | MarkUpdated | RepublishPositions
+    SubmitPlan
+    | AmendStop
+    | KillSwitch
+    | Resume
+    | StopIntake
+    | BookUpdated
+    | MarkUpdated
+    | RepublishPositions
+    | UniverseChanged
 )
 FaultCallback = Callable[[str, str, str], None]
 """`(fault_kind, symbol, detail)`, synchronous (use `send_nowait` inside if it forwards)."""
@@ -328,6 +337,8 @@ class Execution:
                 if mark > 0 and math.isfinite(mark):
                     self._mark[symbol] = Decimal(repr(mark))
                     self._feed_prices(symbol)
+            case UniverseChanged(rules=rules):
+                self._rules.update(rules)
             case RepublishPositions(symbol=symbol):
                 for lc in list(self._trades.values()):
                     if lc.symbol == symbol and not lc.closed and lc.position_qty > 0:

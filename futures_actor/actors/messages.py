@@ -21,7 +21,7 @@ import msgspec
 
 from futures_actor.core.models import RegimeResult, RiskRejection, Signal, TradePlan
 from futures_actor.core.risk import Exposure
-from futures_actor.core.types import Candle, Side
+from futures_actor.core.types import Candle, Side, SymbolRules
 
 __all__ = [
     "AccountUpdated",
@@ -41,6 +41,7 @@ __all__ = [
     "SubmitPlan",
     "SymbolReport",
     "TradeClosed",
+    "UniverseChanged",
     "Verdict",
 ]
 
@@ -211,6 +212,16 @@ class RepublishPositions(_Msg, frozen=True):
     again, so that trailing resumes where the crashed incarnation left it."""
 
     symbol: str
+
+
+class UniverseChanged(_Msg, frozen=True):
+    """The daily universe refresh (BOT_SPEC §2): `tradable` may open new entries; `monitored` also
+    holds symbols that left the universe but still have a position or working orders (managed, no
+    new entries). `rules` carries the exchange rules of every monitored symbol."""
+
+    tradable: tuple[str, ...]
+    monitored: tuple[str, ...]
+    rules: dict[str, SymbolRules]
 
 
 class StopIntake(_Msg, frozen=True):

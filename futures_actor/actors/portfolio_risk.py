@@ -65,6 +65,7 @@ from futures_actor.actors.messages import (
     SubmitPlan,
     SymbolReport,
     TradeClosed,
+    UniverseChanged,
     Verdict,
 )
 from futures_actor.core.clock import WallClock
@@ -127,6 +128,7 @@ RISK_INBOX_SIZE: Final = 64
 
 # Reason codes of the actor's own rejections (the engine's are `core.risk.RiskCode`).
 LATE: Final = "LATE"  # the report's candle was already decided
+NOT_IN_UNIVERSE: Final = "NOT_IN_UNIVERSE"  # the symbol left the universe (still managed)
 STALE_CANDLE: Final = "STALE_CANDLE"  # the report's candle is older than health.stale_data_seconds
 SHUTTING_DOWN: Final = "SHUTTING_DOWN"  # trading state REDUCING: no new entries
 NO_ACCOUNT: Final = "NO_ACCOUNT"  # no equity known yet (no AccountUpdated received)
@@ -159,6 +161,7 @@ RiskInbox = (
     | KillSwitch
     | Resume
     | StopIntake
+    | UniverseChanged
 )
 """Everything the PortfolioRisk actor accepts."""
 
@@ -245,6 +248,7 @@ class PortfolioRisk:
         self._execution_send = execution_send
         self._symbols: tuple[str, ...] = tuple(symbols)
         self._monitored = frozenset(self._symbols)
+        self._tradable = frozenset(self._symbols)
         self._rules: dict[str, SymbolRules] = dict(rules_by_symbol)
         self._clock = wall_clock
         self._signal_interval_ms = INTERVAL_MS[cfg.timeframes.signal_tf]
@@ -381,6 +385,14 @@ class PortfolioRisk:
             case Resume():
                 self._kill_switch = False
                 self._log.warning("risk_kill_switch", on=False, reason=msg.reason)
+            case UniverseChanged(tradable=tradable, monitored=monitored, rules=rules):
+                self._tradable = frozenset(tradable)
+                self._monitored = frozenset(monitored)
+                self._symbols = tuple(monitored)
+                self._rules.update(rules)
+                self._log.info(
+                    "risk_universe_changed", tradable=sorted(tradable), monitored=sorted(monitored)
+                )
             case StopIntake():
                 self._trading_state = TradingState.REDUCING
                 self._log.warning("risk_trading_state", state=self._trading_state.value)
@@ -558,6 +570,12 @@ class PortfolioRisk:
             return RiskRejection(code=RiskCode.SAFE_MODE.value, message="safe mode: no new entries")
         if self._equity is None or self._available is None or self._risk_state is None:
             return RiskRejection(code=NO_ACCOUNT, message="no account update received yet: equity unknown")
+        if report.symbol not in self._tradable:
+            return RiskRejection(
+                code=NOT_IN_UNIVERSE,
+                message="the symbol left the universe: managed until flat, no new entries",
+                values={"symbol": report.symbol},
+            )
         if report.symbol not in self._rules:
             return RiskRejection(
                 code=NO_SYMBOL_RULES,

@@ -87,6 +87,8 @@ class Harness:
     journal: TradeJournal | None = None
     feed: ReplayFeed | None = None
     clock: TrioWallClock | None = None
+    # Optional daily universe refresh for the system (see `SystemParts.refresh_universe`).
+    refresh_universe: Callable[..., Any] | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     @classmethod
@@ -172,6 +174,7 @@ class Harness:
             paper=self.paper,
             replay=True,
             kill_file_watch=False,
+            refresh_universe=self.refresh_universe,
         )
         self.system = System(parts)
         await nursery.start(self.system.run)

@@ -31,6 +31,7 @@ from futures_actor.actors.messages import (
     SubmitPlan,
     SymbolReport,
     TradeClosed,
+    UniverseChanged,
     Verdict,
 )
 from futures_actor.actors.portfolio_risk import (
@@ -544,6 +545,23 @@ class TestLimits:
             await h.send(PortfolioSynced(exposures=()))
             assert h.actor.snapshot().pending == 1
             assert code(await h.decide_one(AAA)) == "SYMBOL_BUSY"
+
+
+class TestUniverse:
+    """A symbol that left the universe is managed but takes no new entries; a new one may trade."""
+
+    async def test_left_universe_rejects_new_entries(self, autojump_clock: Any) -> None:
+        async with running(symbols=(AAA, BBB)) as h:
+            await h.send(
+                UniverseChanged(
+                    tradable=(BBB,),
+                    monitored=(AAA, BBB),
+                    rules={AAA: _rules(AAA), BBB: _rules(BBB)},
+                )
+            )
+            assert code(await h.decide_one(AAA)) == "NOT_IN_UNIVERSE"
+            assert (await h.decide_one(BBB)).plan is not None
+            assert h.submitted()[-1].plan.symbol == BBB
 
 
 class TestBatching:
