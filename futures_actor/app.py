@@ -71,6 +71,7 @@ from futures_actor.core.health import FaultKind
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot
+from futures_actor.core.risk_state import closed_pnl_from_records
 from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
@@ -175,6 +176,7 @@ class System:
             store=parts.store,
             tracker=self.tracker,
             metrics=self.metrics,
+            closed_pnl=closed_pnl_from_records(parts.journal.records()),
         )
         self.execution = Execution(
             cfg=cfg,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal, Protocol
 
@@ -84,9 +84,11 @@ from futures_actor.core.risk import (
     open_risk_usd,
 )
 from futures_actor.core.risk_state import (
+    ClosedPnl,
     RiskState,
     RiskStateError,
     apply_weekly_stop,
+    derive_risk_state,
     new_risk_state,
     record_realized_pnl,
     roll,
@@ -240,6 +242,7 @@ class PortfolioRisk:
         selection_state: SelectionState | None = None,
         risk_state: RiskState | None = None,
         metrics: MetricsSink | None = None,
+        closed_pnl: Sequence[ClosedPnl] = (),
     ) -> None:
         if mode not in ("PAPER_LIVE", "LIVE"):
             raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
@@ -251,6 +254,7 @@ class PortfolioRisk:
         self._tradable = frozenset(self._symbols)
         self._rules: dict[str, SymbolRules] = dict(rules_by_symbol)
         self._clock = wall_clock
+        self._closed_pnl = tuple(closed_pnl)
         self._signal_interval_ms = INTERVAL_MS[cfg.timeframes.signal_tf]
         self._store = store
         self._tracker = tracker if tracker is not None else PerformanceTracker(cfg=cfg.performance)
@@ -907,7 +911,19 @@ class PortfolioRisk:
             )
             return
         now_ms = self._clock.now_ms()
-        if self._risk_state is None:
+        if self._risk_state is None and self._closed_pnl:
+            # No persisted calendar (a lost state file): re-derive stops and pauses from the trade log.
+            self._risk_state = derive_risk_state(
+                self._closed_pnl, now_ms=now_ms, equity_usd=msg.equity_usd, cfg=self._cfg.risk
+            )
+            self._log.warning(
+                "risk_state_derived",
+                trades=len(self._closed_pnl),
+                day_pnl_pct=self._risk_state.day_pnl_pct(),
+                week_pnl_pct=self._risk_state.week_pnl_pct(),
+                pause_until_ms=self._risk_state.pause_until_ms,
+            )
+        elif self._risk_state is None:
             self._risk_state = new_risk_state(now_ms=now_ms, equity_usd=msg.equity_usd)
         else:
             # The previous equity is the last one seen before the boundary: the period's start equity.

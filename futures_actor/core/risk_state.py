@@ -21,7 +21,9 @@ Policy:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal
 
 import msgspec
 
@@ -31,11 +33,14 @@ from futures_actor.core.types import INTERVAL_MS
 __all__ = [
     "DAY_MS",
     "WEEK_MS",
+    "ClosedPnl",
     "EntryGate",
     "RiskState",
     "RiskStateError",
     "apply_weekly_stop",
+    "closed_pnl_from_records",
     "decode_risk_state",
+    "derive_risk_state",
     "encode_risk_state",
     "entry_gate",
     "new_risk_state",
@@ -287,3 +292,59 @@ def decode_risk_state(data: bytes | str) -> RiskState:
         ) from None
     except msgspec.DecodeError as exc:
         raise RiskStateError(field="risk_state", value=str(exc), expected="valid JSON") from None
+
+
+class ClosedPnl(msgspec.Struct, frozen=True, kw_only=True):
+    """One closed trade's booking: when it closed, its id, its net realized pnl."""
+
+    close_ms: int
+    trade_id: str
+    pnl_usd: float
+
+
+def closed_pnl_from_records(records: Iterable[Mapping[str, Any]]) -> list[ClosedPnl]:
+    """Bookings of the trade log's records whose entry filled; malformed records are skipped."""
+    out: list[ClosedPnl] = []
+    for rec in records:
+        try:
+            if float(rec["entry_order"]["filled_qty"]) <= 0:
+                continue
+            close = datetime.fromisoformat(str(rec["timestamp_close"]).replace("Z", "+00:00"))
+            pnl = float(rec["result"]["pnl_usd"])
+            trade_id = str(rec["trade_id"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if math.isfinite(pnl):
+            out.append(ClosedPnl(close_ms=int(close.timestamp() * 1000), trade_id=trade_id, pnl_usd=pnl))
+    return out
+
+
+def derive_risk_state(
+    closed: Iterable[ClosedPnl], *, now_ms: int, equity_usd: float, cfg: RiskConfig
+) -> RiskState:
+    """Rebuild the calendar from the trade log when no persisted state exists (BOT_SPEC §8, last part).
+
+    Every trade closed since the start of the longest window that can still matter (the week before a
+    pause plus the pause and the reduced-risk days) is booked again through `record_realized_pnl`, so
+    the daily and weekly stops, a pause and the reduced-risk period come out as they were. The equity at
+    the window start is today's equity less the pnl booked since then (unrealized pnl is not known for
+    the past and is left out).
+    """
+    _check_now(now_ms)
+    _check_money(equity_usd, "equity_usd")
+    lookback_ms = (cfg.pause_days_after_weekly_stop + cfg.reduced_risk_days + 7) * DAY_MS
+    start = utc_week_start(max(0, now_ms - lookback_ms))
+    rows = sorted(
+        (c for c in closed if start <= c.close_ms <= now_ms), key=lambda c: (c.close_ms, c.trade_id)
+    )
+    equity = equity_usd - sum(c.pnl_usd for c in rows)
+    state = new_risk_state(now_ms=start, equity_usd=max(equity, 0.0))
+    for c in rows:
+        if state.already_booked(c.trade_id):
+            continue
+        state = record_realized_pnl(
+            state, pnl_usd=c.pnl_usd, now_ms=c.close_ms, equity_usd=max(equity, 0.0), cfg=cfg
+        ).with_booked(c.trade_id)
+        equity += c.pnl_usd
+    state = roll(state, now_ms=now_ms, equity_usd=max(equity_usd, 0.0))
+    return apply_weekly_stop(state, now_ms=now_ms, cfg=cfg)

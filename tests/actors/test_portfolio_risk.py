@@ -48,7 +48,7 @@ from futures_actor.core.correlation import HourlyCloses, aligned_log_returns, pe
 from futures_actor.core.models import RegimeResult, Signal
 from futures_actor.core.performance import ClosedTrade, PerformanceTracker
 from futures_actor.core.risk import Exposure
-from futures_actor.core.risk_state import DAY_MS, RiskState
+from futures_actor.core.risk_state import DAY_MS, ClosedPnl, RiskState
 from futures_actor.core.types import Candle, Regime, Side, SymbolRules
 from futures_actor.state.store import StateStore
 
@@ -273,6 +273,7 @@ async def running(
     risk_state: RiskState | None = None,
     metrics: Metrics | None = None,
     hourly: Mapping[str, list[float]] | None = None,
+    closed_pnl: tuple[ClosedPnl, ...] = (),
 ) -> AsyncIterator[Harness]:
     wall = clock if clock is not None else ManualWallClock(START)
     inbox_send, inbox_recv = open_risk_inbox()
@@ -288,6 +289,7 @@ async def running(
         tracker=tracker,
         risk_state=risk_state,
         metrics=metrics,
+        closed_pnl=closed_pnl,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run, inbox_recv)
@@ -380,6 +382,19 @@ class TestDailyStop:
         async with running() as h:
             await h.send(closed("x-1", AAA, -399.0, h.clock.now_ms()))
             assert (await h.decide_one(AAA)).plan is not None
+
+    async def test_without_a_state_file_the_trade_log_still_holds_the_stop(self, autojump_clock: Any) -> None:
+        """A lost state file: today's logged losses are re-derived, so the daily stop still holds."""
+        losses = (
+            ClosedPnl(close_ms=START - HOUR, trade_id="x-1", pnl_usd=-250.0),
+            ClosedPnl(close_ms=START - 30 * 60_000, trade_id="x-2", pnl_usd=-160.0),
+        )
+        async with running(equity=9_590.0, closed_pnl=losses) as h:
+            assert code(await h.decide_one(AAA)) == "DAILY_STOP"
+            # A re-report of a logged trade is not booked a second time.
+            await h.send(closed("x-1", AAA, -250.0, h.clock.now_ms()))
+            assert h.actor.risk_state is not None
+            assert h.actor.risk_state.realized_pnl_day == pytest.approx(-410.0)
 
     async def test_a_trade_reported_closed_twice_is_booked_once(self, autojump_clock: Any) -> None:
         """After a crash execution may re-report a closed trade: its loss counts once, not twice."""

@@ -10,10 +10,13 @@ import pytest
 from futures_actor.core.config import RiskConfig
 from futures_actor.core.risk_state import (
     DAY_MS,
+    ClosedPnl,
     RiskState,
     RiskStateError,
     apply_weekly_stop,
+    closed_pnl_from_records,
     decode_risk_state,
+    derive_risk_state,
     encode_risk_state,
     entry_gate,
     new_risk_state,
@@ -176,3 +179,57 @@ class TestPersistence:
         with pytest.raises(RiskStateError) as ei:
             new_risk_state(**args)  # type: ignore[arg-type]
         assert ei.value.field == field
+
+
+class TestDerivedFromTheTradeLog:
+    """A lost state file: the stops and the pause are rebuilt from the trade log's closed trades."""
+
+    CFG = RiskConfig()
+    # Wednesday 2025-01-08 15:00 UTC.
+    NOW = 1_736_348_400_000
+
+    def _closed(self, *rows: tuple[int, float]) -> list[ClosedPnl]:
+        return [ClosedPnl(close_ms=t, trade_id=f"t{i}", pnl_usd=p) for i, (t, p) in enumerate(rows)]
+
+    def test_todays_losses_hold_the_daily_stop(self) -> None:
+        hour = 3_600_000
+        closed = self._closed((self.NOW - 5 * hour, -250.0), (self.NOW - 2 * hour, -160.0))
+        state = derive_risk_state(closed, now_ms=self.NOW, equity_usd=9_590.0, cfg=self.CFG)
+        assert state.realized_pnl_day == pytest.approx(-410.0)
+        assert state.day_start_equity == pytest.approx(10_000.0)
+        gate = entry_gate(state, now_ms=self.NOW, cfg=self.CFG)
+        assert not gate.allowed
+        assert gate.code == "DAILY_STOP"
+        assert state.already_booked("t0")
+        assert state.already_booked("t1")
+
+    def test_a_weekly_stop_two_days_ago_is_still_a_pause(self) -> None:
+        day = 86_400_000
+        closed = self._closed((self.NOW - 2 * day, -600.0), (self.NOW - 2 * day + 60_000, -450.0))
+        state = derive_risk_state(closed, now_ms=self.NOW, equity_usd=8_950.0, cfg=self.CFG)
+        assert state.paused(self.NOW)
+        assert state.pause_until_ms == self.NOW - 2 * day + 60_000 + 7 * day
+        assert entry_gate(state, now_ms=self.NOW, cfg=self.CFG).code == "WEEKLY_STOP"
+
+    def test_old_or_unfilled_records_do_not_count(self) -> None:
+        records = [
+            {
+                "trade_id": "a",
+                "timestamp_close": "2024-11-01T00:00:00.000Z",
+                "entry_order": {"filled_qty": 1.0},
+                "result": {"pnl_usd": -5000.0},
+            },
+            {
+                "trade_id": "b",
+                "timestamp_close": "2025-01-08T14:00:00.000Z",
+                "entry_order": {"filled_qty": 0.0},
+                "result": {"pnl_usd": 0.0},
+            },
+            {"trade_id": "broken"},
+        ]
+        closed = closed_pnl_from_records(records)
+        assert [c.trade_id for c in closed] == ["a"]
+        state = derive_risk_state(closed, now_ms=self.NOW, equity_usd=10_000.0, cfg=self.CFG)
+        assert state.realized_pnl_day == 0.0
+        assert state.realized_pnl_week == 0.0
+        assert entry_gate(state, now_ms=self.NOW, cfg=self.CFG).allowed
