@@ -48,7 +48,9 @@ from futures_actor.actors.messages import (
     MarkUpdated,
     RepublishPositions,
     Resume,
+    ShadowTradeClosed,
     StopIntake,
+    TradeClosed,
     UniverseChanged,
 )
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
@@ -91,6 +93,10 @@ REPORTER_INBOX_SIZE = 64
 SCHEDULER_TICK_INBOX_SIZE = 16
 PAPER_TAP_SIZE = 1024
 REPLAY_DB_FILE = "replay.sqlite"
+# LIVE's shadow paper book (BOT_SPEC §8.9): its own state file (never the live one, whose lifecycles
+# the live Execution reconciles against Binance) and its own trade log under `<log_dir>/shadow/`.
+SHADOW_DB_FILE = "shadow.sqlite"
+SHADOW_LOG_SUBDIR = "shadow"
 SHUTDOWN_POLL_SECONDS = 0.05
 REPLAY_HEARTBEAT_SECONDS = 3600.0
 # Replay (performance): the paper exchange is in-process and never diverges from Execution's view,
@@ -145,6 +151,24 @@ class SystemParts:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
+@dataclass
+class ShadowBook:
+    """LIVE only: the paper book traded during a weekly-stop pause so that performance keeps learning.
+
+    Its own paper exchange, state store and trade journal, and a second `Execution` (mode PAPER_LIVE)
+    on them. PortfolioRisk sends approved shadow plans to `inbox_send`; of the execution's outputs
+    only `TradeClosed` reaches PortfolioRisk (as `ShadowTradeClosed`), everything else is dropped.
+    """
+
+    store: StateStore
+    journal: TradeJournal
+    paper: PaperExchange
+    execution: Execution
+    inbox_send: trio.MemorySendChannel[Any]
+    inbox_recv: trio.MemoryReceiveChannel[Any]
+    out_recv: trio.MemoryReceiveChannel[Any]
+
+
 class System:
     """The running actor system: its channels and actors, and the orderly stop."""
 
@@ -165,6 +189,7 @@ class System:
         self.symbol_sends: dict[str, Any] = {}
         for symbol in parts.symbols:
             self._add_inbox(symbol)
+        self.shadow: ShadowBook | None = self._build_shadow() if parts.mode == "LIVE" else None
         self.tracker = self._rebuild_tracker()
         self.risk = PortfolioRisk(
             cfg=cfg,
@@ -177,6 +202,7 @@ class System:
             tracker=self.tracker,
             metrics=self.metrics,
             closed_pnl=closed_pnl_from_records(parts.journal.records()),
+            shadow_send=self.shadow.inbox_send if self.shadow is not None else None,
         )
         self.execution = Execution(
             cfg=cfg,
@@ -221,11 +247,57 @@ class System:
         self.symbol_sends[symbol] = send
         self.router.add_symbol(symbol, send)
 
-    def _rebuild_tracker(self) -> PerformanceTracker:
-        """Performance windows rebuilt from the trade log at start-up (BOT_SPEC §7)."""
-        tracker, report = PerformanceTracker.from_records(
-            list(self.parts.journal.records()), cfg=self.parts.cfg.performance
+    def _build_shadow(self) -> ShadowBook:
+        """The shadow paper book of LIVE (see `ShadowBook`); closed when `run` ends."""
+        parts = self.parts
+        store = StateStore.open(parts.state_dir / SHADOW_DB_FILE, durable=not parts.replay)
+        try:
+            journal = TradeJournal(
+                directory=parts.log_dir / SHADOW_LOG_SUBDIR, cfg=parts.cfg.logging, clock=parts.wall_clock
+            )
+        except BaseException:
+            store.close()
+            raise
+        paper = PaperExchange.from_store(
+            store, cfg=parts.cfg.execution, rules=dict(parts.rules), now_ms=parts.wall_clock.now_ms
         )
+        inbox_send, inbox_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
+        out_send, out_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
+        execution = Execution(
+            cfg=parts.cfg,
+            mode="PAPER_LIVE",
+            gateway=paper,
+            store=store,
+            journal=journal,
+            rules_by_symbol=parts.rules,
+            wall_clock=parts.wall_clock,
+            risk_send=out_send,
+            # No symbol actor trails a shadow trade (the live ones would amend live orders), no
+            # health faults and no metrics: the shadow book never touches the live bot's state.
+            symbol_sends={},
+            on_fault=None,
+            metrics=None,
+            journal_in_thread=not parts.replay,
+        )
+        return ShadowBook(
+            store=store,
+            journal=journal,
+            paper=paper,
+            execution=execution,
+            inbox_send=inbox_send,
+            inbox_recv=inbox_recv,
+            out_recv=out_recv,
+        )
+
+    def _rebuild_tracker(self) -> PerformanceTracker:
+        """Performance windows rebuilt from the trade log at start-up (BOT_SPEC §7); in LIVE also from
+        the shadow book's log, merged in closing-time order."""
+        records = list(self.parts.journal.records())
+        if self.shadow is not None:
+            shadow_records = list(self.shadow.journal.records())
+            if shadow_records:
+                records = sorted([*records, *shadow_records], key=_close_key)
+        tracker, report = PerformanceTracker.from_records(records, cfg=self.parts.cfg.performance)
         log.info("performance_rebuilt", **_struct_fields(report))
         return tracker
 
@@ -338,6 +410,9 @@ class System:
         )
         # Rules reach execution and risk before a new symbol's first report.
         await self._exec_send.send(changed)
+        if self.shadow is not None:
+            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.shadow.inbox_send.send_nowait(changed)
         await self._risk_send.send(changed)
         added = [s for s in monitored if s not in self.active_symbols]
         removed = sorted(self.active_symbols - set(monitored))
@@ -434,18 +509,57 @@ class System:
         paper = self.parts.paper
         assert paper is not None
         async for msg in recv:
-            try:
-                match msg:
-                    case BookUpdated(symbol=s, bid=bid, ask=ask, ts_ms=ts):
-                        paper.on_book(s, bid, ask, ts)
-                    case MarkUpdated(symbol=s, mark_price=m, funding_rate=r, next_funding_ms=n, ts_ms=ts):
-                        paper.on_mark(s, m, r, n, ts)
-                    case CandleClosed(symbol=s, candle=c, source=src) if src != "replay":
-                        paper.on_trade_price(s, c.close, c.open_time_ms, volume=None)
-                    case _:
-                        pass
-            except Exception as exc:
-                log.error("paper_market_input_rejected", error=str(exc))
+            _feed_paper(paper, msg)
+
+    async def _run_shadow_book(
+        self,
+        tap_recv: trio.MemoryReceiveChannel[Any],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """LIVE: the shadow paper exchange, its execution, its market tap and the forwarder of its
+        closed trades. Not critical: a crash is logged and the shadow book stops (its channels close,
+        so market data and risk never block on it); the bot keeps running. Closes its store and journal."""
+        shadow = self.shadow
+        assert shadow is not None
+        started = False
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(shadow.paper.run)
+                nursery.start_soon(self._shadow_tap, tap_recv)
+                nursery.start_soon(self._shadow_forwarder, shadow.out_recv)
+                await nursery.start(shadow.execution.run, shadow.inbox_recv)
+                log.info("shadow_book_started", symbols=list(self.parts.symbols))
+                started = True
+                task_status.started()
+        except Exception as exc:
+            log.error("shadow_book_crashed", error_type=type(exc).__name__, exc_info=exc)
+            if not started:
+                task_status.started()
+        finally:
+            for channel in (tap_recv, shadow.inbox_recv, shadow.out_recv):
+                channel.close()
+            shadow.journal.close()
+            shadow.store.close()
+
+    async def _shadow_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        """The shadow paper exchange gets the prices live paper trading gets; the shadow execution
+        the book and mark prices (never blocking market data: a full shadow inbox drops the price)."""
+        shadow = self.shadow
+        assert shadow is not None
+        async for msg in recv:
+            _feed_paper(shadow.paper, msg)
+            if isinstance(msg, BookUpdated | MarkUpdated):
+                with contextlib.suppress(trio.WouldBlock):
+                    shadow.inbox_send.send_nowait(msg)
+
+    async def _shadow_forwarder(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        """Of the shadow execution's outputs only closed trades reach PortfolioRisk, as
+        `ShadowTradeClosed`: shadow trades never count in live exposure, open risk or PnL."""
+        async for msg in recv:
+            if isinstance(msg, TradeClosed):
+                log.info("shadow_trade_closed", trade_id=msg.trade_id, symbol=msg.symbol)
+                await self._risk_send.send(ShadowTradeClosed(record=msg.record))
 
     async def _actor_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
         """Market facts the central actors need: 1h closes to PortfolioRisk (correlation), book and
@@ -482,6 +596,10 @@ class System:
                     paper_send, paper_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
                     self.router.add_tap(paper_send)
                     root.start_soon(self._paper_tap, paper_recv)
+                if self.shadow is not None:
+                    shadow_send, shadow_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
+                    self.router.add_tap(shadow_send)
+                    await root.start(self._run_shadow_book, shadow_recv)
                 # Market data is built first (symbol actors' history loader may use its REST client)
                 # and started after the symbols, whose inboxes its start-up backfill fills.
                 market_run = parts.market(self)
@@ -528,6 +646,10 @@ class System:
                 root.cancel_scope.cancel()
         finally:
             self._root = None
+            if self.shadow is not None:
+                # Normally closed by the shadow book's task; here if `run` ended before it started.
+                self.shadow.journal.close()
+                self.shadow.store.close()
             self.stopped.set()
 
     async def _run_critical(
@@ -587,6 +709,29 @@ def _struct_fields(obj: Any) -> dict[str, Any]:
     except TypeError:
         return {"value": repr(obj)}
     return data if isinstance(data, dict) else {"value": data}
+
+
+def _feed_paper(paper: PaperExchange, msg: Any) -> None:
+    """A market fact for a live paper exchange (book, mark, a closed candle's last price); bad input
+    is logged, never raised."""
+    try:
+        match msg:
+            case BookUpdated(symbol=s, bid=bid, ask=ask, ts_ms=ts):
+                paper.on_book(s, bid, ask, ts)
+            case MarkUpdated(symbol=s, mark_price=m, funding_rate=r, next_funding_ms=n, ts_ms=ts):
+                paper.on_mark(s, m, r, n, ts)
+            case CandleClosed(symbol=s, candle=c, source=src) if src != "replay":
+                paper.on_trade_price(s, c.close, c.open_time_ms, volume=None)
+            case _:
+                pass
+    except Exception as exc:
+        log.error("paper_market_input_rejected", error=str(exc))
+
+
+def _close_key(record: Mapping[str, Any]) -> str:
+    """Sort key of a trade record: its ISO close time (records without one first, in file order)."""
+    value = record.get("timestamp_close")
+    return value if isinstance(value, str) else ""
 
 
 def utc_date_of(ms: int) -> date:
@@ -804,7 +949,7 @@ async def run_live(options: RunOptions) -> int:
                 trio.open_nursery() as nursery,
             ):
                 await nursery.start(rest.run_time_sync)
-                managed = sorted({s.symbol for s in store.load_lifecycles() if not _closed_state(s)})
+                managed = sorted({s.plan.symbol for s in store.load_lifecycles()})
                 selection, all_rules = await select_live_universe(rest, cfg, managed=managed)
                 symbols = list(dict.fromkeys([*selection.selected, *selection.retained_for_management]))
                 rules = {s: all_rules[s] for s in symbols if s in all_rules}
@@ -922,8 +1067,3 @@ def _first_exchange_error(exc: BaseException) -> BaseException | None:
     if isinstance(exc, BinanceError | httpx.TransportError | OSError):
         return exc
     return None
-
-
-def _closed_state(state: Any) -> bool:
-    phase = getattr(state, "phase", "")
-    return str(getattr(phase, "value", phase)) == "CLOSED"

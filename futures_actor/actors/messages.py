@@ -37,6 +37,7 @@ __all__ = [
     "RepublishPositions",
     "Resume",
     "SafeModeChanged",
+    "ShadowTradeClosed",
     "StopIntake",
     "SubmitPlan",
     "SymbolReport",
@@ -174,6 +175,15 @@ class TradeClosed(_Msg, frozen=True):
     record: dict[str, Any]
     realized_pnl_usd: float
     close_ms: int
+
+
+class ShadowTradeClosed(_Msg, frozen=True):
+    """LIVE during a weekly-stop pause: a trade of the shadow paper book ended (BOT_SPEC §8.9).
+
+    `record` is its trades.jsonl record in the shadow journal; PortfolioRisk feeds it to the
+    performance tracker only, never to exposure, open risk or the daily / weekly PnL."""
+
+    record: dict[str, Any]
 
 
 class AccountUpdated(_Msg, frozen=True):

@@ -22,8 +22,10 @@ Policy:
   second report of a symbol in the same batch gets `DUPLICATE_CANDLE`. Nothing is retried.
 - Every rejection is logged as `risk_rejected` (code and numbers), every approval as `risk_approved`.
 - Weekly-stop pause: PAPER_LIVE rejects `WEEKLY_STOP` (logged with `state=PAUSED`). LIVE evaluates
-  again for the shadow book and logs `shadow_entry`; the plan is neither sent nor reserved (a full
-  shadow paper execution is not implemented yet).
+  again for the shadow book and logs `shadow_entry`; with a `shadow_send` channel the approved plan is
+  sent there as `SubmitPlan` (by `send_nowait`: a full or gone shadow book drops it with a log, it
+  never blocks risk). A shadow plan is never reserved in the exposures. `ShadowTradeClosed` feeds the
+  performance tracker only (never exposure, open risk or the daily / weekly PnL).
 - The calendar rolls on the wall clock (UTC days, Monday weeks) at every decision and account update,
   with the last known equity as the start equity of the new period. Risk state and selection state
   are persisted to the `StateStore` after every change (and loaded from it at start when not given).
@@ -61,6 +63,7 @@ from futures_actor.actors.messages import (
     PositionUpdated,
     Resume,
     SafeModeChanged,
+    ShadowTradeClosed,
     StopIntake,
     SubmitPlan,
     SymbolReport,
@@ -157,6 +160,7 @@ RiskInbox = (
     | EntryAbandoned
     | PositionUpdated
     | TradeClosed
+    | ShadowTradeClosed
     | AccountUpdated
     | PortfolioSynced
     | SafeModeChanged
@@ -243,12 +247,14 @@ class PortfolioRisk:
         risk_state: RiskState | None = None,
         metrics: MetricsSink | None = None,
         closed_pnl: Sequence[ClosedPnl] = (),
+        shadow_send: trio.MemorySendChannel[Any] | None = None,
     ) -> None:
         if mode not in ("PAPER_LIVE", "LIVE"):
             raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
         self._cfg = cfg
         self._mode: Mode = mode
         self._execution_send = execution_send
+        self._shadow_send = shadow_send
         self._symbols: tuple[str, ...] = tuple(symbols)
         self._monitored = frozenset(self._symbols)
         self._tradable = frozenset(self._symbols)
@@ -376,6 +382,8 @@ class PortfolioRisk:
                 self._on_position_updated(msg)
             case TradeClosed():
                 self._on_trade_closed(msg)
+            case ShadowTradeClosed():
+                self._on_shadow_trade_closed(msg)
             case AccountUpdated():
                 self._on_account(msg)
             case PortfolioSynced():
@@ -550,6 +558,7 @@ class PortfolioRisk:
                     quantity=str(shadow.quantity),
                     stop_price=str(shadow.stop_price),
                     risk_usd=shadow.risk_usd,
+                    sent=self._send_shadow(report, shadow),
                 )
             else:
                 self._log.info("shadow_rejected", symbol=symbol, code=shadow.code, reason=shadow.message)
@@ -557,6 +566,24 @@ class PortfolioRisk:
             self._finish_rejection(report, decision, result)
             return
         await self._approve(report, decision, result)
+
+    def _send_shadow(self, report: SymbolReport, plan: TradePlan) -> bool:
+        """Hand a shadow plan to the shadow book (never reserved, never blocking). True when sent."""
+        if self._shadow_send is None:
+            return False
+        try:
+            mid = Decimal(repr(float(report.mid_price)))
+        except (InvalidOperation, ValueError, TypeError):
+            mid = plan.entry_price
+        try:
+            self._shadow_send.send_nowait(SubmitPlan(plan=plan, mid_price=mid))
+        except trio.WouldBlock:
+            self._log.warning("shadow_plan_dropped", trade_id=plan.trade_id, reason="shadow inbox full")
+            return False
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._log.warning("shadow_plan_dropped", trade_id=plan.trade_id, reason="shadow book stopped")
+            return False
+        return True
 
     def _gate(self, report: SymbolReport) -> RiskRejection | None:
         """Rejections that precede strategy selection: shutdown, kill, safe mode, missing inputs."""
@@ -900,6 +927,24 @@ class PortfolioRisk:
         if trade is not None:
             self._tracker.record(trade)
         self._persist()
+
+    def _on_shadow_trade_closed(self, msg: ShadowTradeClosed) -> None:
+        """A shadow trade ended: the performance layer learns from it; risk state is untouched."""
+        try:
+            trade = closed_trade_from_record(msg.record)
+        except TradeRecordError as exc:
+            self._log.error("shadow_trade_record_rejected", trade_id=exc.trade_id, error=str(exc))
+            return
+        if trade is None:
+            self._log.info("shadow_trade_not_closed", trade_id=msg.record.get("trade_id"))
+            return
+        counted = self._tracker.record(trade)
+        self._log.info(
+            "shadow_trade_recorded",
+            trade_id=trade.trade_id,
+            strategy=trade.strategy,
+            counted=counted,
+        )
 
     def _on_account(self, msg: AccountUpdated) -> None:
         values = (msg.equity_usd, msg.available_balance_usd)

@@ -27,6 +27,7 @@ from futures_actor.actors.messages import (
     PositionUpdated,
     Resume,
     SafeModeChanged,
+    ShadowTradeClosed,
     StopIntake,
     SubmitPlan,
     SymbolReport,
@@ -274,6 +275,7 @@ async def running(
     metrics: Metrics | None = None,
     hourly: Mapping[str, list[float]] | None = None,
     closed_pnl: tuple[ClosedPnl, ...] = (),
+    shadow_send: trio.MemorySendChannel[Any] | None = None,
 ) -> AsyncIterator[Harness]:
     wall = clock if clock is not None else ManualWallClock(START)
     inbox_send, inbox_recv = open_risk_inbox()
@@ -290,6 +292,7 @@ async def running(
         risk_state=risk_state,
         metrics=metrics,
         closed_pnl=closed_pnl,
+        shadow_send=shadow_send,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run, inbox_recv)
@@ -454,6 +457,64 @@ class TestWeeklyStop:
             assert len(shadow) == 1
             assert shadow[0]["symbol"] == AAA
             assert h.actor.snapshot().shadow_entries == 1
+
+    async def test_live_pause_sends_plan_to_shadow_book_and_learns_only(self, autojump_clock: Any) -> None:
+        """LIVE pause with a shadow book: the plan goes to `shadow_send` only, is never reserved, and
+        the shadow trade's close changes the performance tracker but not the risk state."""
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](4)
+        tracker = winning_tracker()
+        async with running(mode="LIVE", tracker=tracker, shadow_send=shadow_send) as h:
+            await h.send(closed("loss-1", AAA, -1000.0, h.clock.now_ms()))
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA, advance_ms=DAY_MS)
+            assert code(v) == "WEEKLY_STOP"
+            assert v.plan is None
+            assert h.submitted() == []  # nothing to the live execution
+            assert h.actor.exposures == ()  # never reserved
+            snap = h.actor.snapshot()
+            assert (snap.pending, snap.positions, snap.open_risk_usd) == (0, 0, 0.0)
+            sent = shadow_recv.receive_nowait()
+            assert isinstance(sent, SubmitPlan)
+            assert sent.plan.symbol == AAA
+            assert sent.plan.quantity > 0
+            with pytest.raises(trio.WouldBlock):
+                shadow_recv.receive_nowait()
+            entry = [e for e in logs if e["event"] == "shadow_entry"]
+            assert len(entry) == 1
+            assert entry[0]["trade_id"] == sent.plan.trade_id
+            assert entry[0]["sent"] is True
+
+            state_before = h.actor.risk_state
+            window_before = len(tracker.window(STRATEGY))
+            record = closed(sent.plan.trade_id, AAA, -500.0, h.clock.now_ms()).record
+            await h.send(ShadowTradeClosed(record=record))
+            assert h.actor.risk_state == state_before  # no pnl booked, pause unchanged
+            assert state_before is not None
+            assert not state_before.already_booked(sent.plan.trade_id)
+            window = tracker.window(STRATEGY)
+            assert len(window) == window_before + 1
+            assert window[-1].trade_id == sent.plan.trade_id
+            assert window[-1].pnl_usd == -500.0
+            # A malformed shadow record is logged, never a crash, and changes nothing.
+            with capture_logs() as bad_logs:
+                await h.send(ShadowTradeClosed(record={"trade_id": "bad"}))
+            assert any(e["event"] == "shadow_trade_record_rejected" for e in bad_logs)
+            assert len(tracker.window(STRATEGY)) == window_before + 1
+            assert h.actor.risk_state == state_before
+
+    async def test_live_pause_shadow_book_gone_drops_plan_with_log(self, autojump_clock: Any) -> None:
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](4)
+        shadow_recv.close()
+        async with running(mode="LIVE", tracker=winning_tracker(), shadow_send=shadow_send) as h:
+            await h.send(closed("loss-1", AAA, -1000.0, h.clock.now_ms()))
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA, advance_ms=DAY_MS)
+            assert code(v) == "WEEKLY_STOP"
+            assert h.submitted() == []
+            assert h.actor.exposures == ()
+            dropped = [e for e in logs if e["event"] == "shadow_plan_dropped"]
+            assert len(dropped) == 1
+            assert [e["sent"] for e in logs if e["event"] == "shadow_entry"] == [False]
 
 
 class TestCorrelation:
