@@ -408,7 +408,11 @@ class System:
             monitored=tuple(monitored),
             rules={s: rules[s] for s in monitored if s in rules},
         )
-        # Rules reach execution and risk before a new symbol's first report.
+        # Rules reach the paper exchanges, execution and risk before a new symbol's first report.
+        if self.parts.paper is not None:
+            self.parts.paper.add_rules(changed.rules)
+        if self.shadow is not None:
+            self.shadow.paper.add_rules(changed.rules)
         await self._exec_send.send(changed)
         if self.shadow is not None:
             with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from fractions import Fraction
 from typing import Literal
@@ -516,6 +516,10 @@ class PaperExchange:
         m.knots.extend(kept)
 
     # ------------------------------------------------------------ prices
+
+    def add_rules(self, rules: Mapping[str, SymbolRules]) -> None:
+        """Exchange rules of symbols that joined the universe (a daily refresh); existing ones updated."""
+        self._rules.update(rules)
 
     def mid_price(self, symbol: str) -> Decimal | None:
         """Book mid when the book is the newest observation, else the path price."""
