@@ -73,7 +73,7 @@ from futures_actor.actors.messages import (
 )
 from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
-from futures_actor.core.correlation import CorrelationMatrix, HourlyCloses, build_correlation_matrix
+from futures_actor.core.correlation import CorrelationMatrix, HourlyCloses, lazy_correlation_matrix
 from futures_actor.core.models import RiskRejection, Signal, TradePlan
 from futures_actor.core.performance import PerformanceTracker, TradeRecordError, closed_trade_from_record
 from futures_actor.core.risk import (
@@ -820,7 +820,8 @@ class PortfolioRisk:
                 for s, h in self._hourly.items()
                 if h.closes
             }
-            self._matrix = build_correlation_matrix(
+            # lazy: a decision computes only the candidate's row and the betas it needs (issue 6)
+            self._matrix = lazy_correlation_matrix(
                 series,
                 lookback=self._cfg.timeframes.corr_lookback_hours,
                 reference_symbol=self._reference_symbol,

@@ -3,7 +3,10 @@
 This module owns the statistics the risk engine compares: the Pearson correlation of two
 symbols' 1h log returns over the last `timeframes.corr_lookback_hours` closed 1h candles, and
 each symbol's beta (slope of its returns on the reference symbol's returns). The PortfolioRisk
-actor rebuilds a `CorrelationMatrix` when a 1h candle closes and passes it to `risk.evaluate`.
+actor replaces its matrix when a 1h candle closes and passes it to `risk.evaluate`; it uses a
+`LazyCorrelationMatrix`, which computes a pair (or a beta) the first time it is asked for and
+caches it, so a decision costs one row (the candidate's peers) instead of all n² pairs, with the
+same numbers as `build_correlation_matrix`.
 
 Policy: a pair is only measured on the same hours. Each series carries the open time of its last
 closed candle, the two series are aligned on that grid, and the last `lookback` returns of the
@@ -27,9 +30,11 @@ __all__ = [
     "CorrelationInputError",
     "CorrelationMatrix",
     "HourlyCloses",
+    "LazyCorrelationMatrix",
     "aligned_log_returns",
     "beta",
     "build_correlation_matrix",
+    "lazy_correlation_matrix",
     "log_returns",
     "pearson",
 ]
@@ -184,4 +189,87 @@ def build_correlation_matrix(
         reference_symbol=reference_symbol,
         corr=corr,
         betas=betas,
+    )
+
+
+def _check_inputs(series: Mapping[str, HourlyCloses], lookback: int) -> None:
+    if lookback < 2:
+        raise CorrelationInputError(field="lookback", value=lookback, expected="an integer >= 2")
+    for s in series.values():
+        if s.last_open_time_ms % _HOUR_MS != 0:
+            raise CorrelationInputError(
+                field=f"{s.symbol}.last_open_time_ms",
+                value=s.last_open_time_ms,
+                expected="a 1h candle open time (a multiple of 3600000)",
+            )
+
+
+class LazyCorrelationMatrix(CorrelationMatrix, frozen=True, kw_only=True):
+    """A `CorrelationMatrix` whose pairs and betas are computed on first request, then cached.
+
+    Every answer equals the one `build_correlation_matrix` gives for the same `series` (same
+    pair orientation, same arithmetic). `corr` and `betas` hold only what has been computed so
+    far: read the matrix through `correlation`, `beta_of` and `bucket`. Build it with
+    `lazy_correlation_matrix`; drop it (build a new one) when the series change.
+    """
+
+    series: dict[str, HourlyCloses] = msgspec.field(default_factory=dict)
+    pair_cache: dict[tuple[str, str], float | None] = msgspec.field(default_factory=dict)
+    beta_cache: dict[str, float | None] = msgspec.field(default_factory=dict)
+
+    def correlation(self, a: str, b: str) -> float | None:
+        if a == b:
+            return 1.0
+        if a not in self.series or b not in self.series:
+            return None
+        key = (a, b) if a < b else (b, a)
+        if key in self.pair_cache:
+            return self.pair_cache[key]
+        pair = aligned_log_returns(self.series[key[0]], self.series[key[1]], self.lookback)
+        r = pearson(*pair) if pair is not None else None
+        self.pair_cache[key] = r
+        if r is not None:
+            self.corr.setdefault(key[0], {})[key[1]] = r
+            self.corr.setdefault(key[1], {})[key[0]] = r
+        return r
+
+    def beta_of(self, symbol: str) -> float | None:
+        if symbol in self.beta_cache:
+            return self.beta_cache[symbol]
+        ref = self.series.get(self.reference_symbol)
+        s = self.series.get(symbol)
+        b: float | None = None
+        if ref is not None and s is not None:
+            pair = aligned_log_returns(s, ref, self.lookback)
+            if pair is not None:
+                b = 1.0 if symbol == self.reference_symbol else beta(pair[0], pair[1])
+        self.beta_cache[symbol] = b
+        if b is not None:
+            self.betas[symbol] = b
+        return b
+
+    def bucket(self, symbol: str, threshold: float) -> tuple[str, ...]:
+        """`symbol` and every symbol correlated with it above `threshold`, sorted (computes the row)."""
+        peers = [
+            other
+            for other in self.series
+            if other != symbol and (r := self.correlation(symbol, other)) is not None and r > threshold
+        ]
+        return tuple(sorted({symbol, *peers}))
+
+
+def lazy_correlation_matrix(
+    series: Mapping[str, HourlyCloses], *, lookback: int, reference_symbol: str, as_of_ms: int
+) -> LazyCorrelationMatrix:
+    """The lazy equivalent of `build_correlation_matrix`: O(n) to build, each pair on demand.
+
+    The inputs are validated here, all at once (a bad `lookback` or open time raises
+    `CorrelationInputError` now, not on the first query).
+    """
+    _check_inputs(series, lookback)
+    return LazyCorrelationMatrix(
+        as_of_ms=as_of_ms,
+        lookback=lookback,
+        reference_symbol=reference_symbol,
+        series=dict(series),
     )

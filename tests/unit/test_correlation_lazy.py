@@ -1,0 +1,138 @@
+"""The lazy correlation matrix answers exactly like the full one (issue 6, BOT_SPEC §8.5)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import pytest
+
+from futures_actor.core.correlation import (
+    CorrelationInputError,
+    CorrelationMatrix,
+    HourlyCloses,
+    LazyCorrelationMatrix,
+    build_correlation_matrix,
+    lazy_correlation_matrix,
+)
+
+HOUR_MS = 3_600_000
+LOOKBACK = 72
+HISTORY = LOOKBACK + 1 + 24  # what PortfolioRisk keeps: lookback + 1 + slack
+THRESHOLDS = (-1.0, 0.0, 0.3, 0.5, 0.7, 0.85, 0.95)
+
+
+def load_all_1h(shared_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    out: dict[str, tuple[list[int], list[float]]] = {}
+    for path in sorted((shared_dir / "data" / "klines").glob("*USDT-1h.csv.gz")):
+        with gzip.open(path, "rt") as f:
+            rows = list(csv.DictReader(f))
+        out[path.name.split("-")[0]] = (
+            [int(r["open_time_ms"]) for r in rows],
+            [float(r["close"]) for r in rows],
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def hourly(shared_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    data = load_all_1h(shared_dir)
+    assert len(data) >= 10
+    return data
+
+
+def snapshot(
+    data: dict[str, tuple[list[int], list[float]]], end_ms: int, lag_hours: dict[str, int]
+) -> dict[str, HourlyCloses]:
+    """Each symbol's last HISTORY closes up to `end_ms` minus its lag (a symbol may lag behind)."""
+    series: dict[str, HourlyCloses] = {}
+    for sym, (times, closes) in data.items():
+        last = end_ms - lag_hours.get(sym, 0) * HOUR_MS
+        idx = [i for i, t in enumerate(times) if t <= last]
+        if not idx:
+            continue  # not listed yet
+        j = idx[-1]
+        start = max(0, j - HISTORY + 1)
+        series[sym] = HourlyCloses(
+            symbol=sym, last_open_time_ms=times[j], closes=tuple(closes[start : j + 1])
+        )
+    return series
+
+
+def assert_same(full: CorrelationMatrix, lazy: LazyCorrelationMatrix, symbols: list[str]) -> None:
+    for a in symbols:
+        for b in symbols:
+            assert lazy.correlation(a, b) == full.correlation(a, b), (a, b)
+        assert lazy.beta_of(a) == full.beta_of(a), a
+        for t in THRESHOLDS:
+            assert lazy.bucket(a, t) == full.bucket(a, t), (a, t)
+
+
+class TestLazyEqualsFull:
+    def test_real_data_at_several_hours(self, hourly: dict[str, tuple[list[int], list[float]]]) -> None:
+        btc_times = hourly["BTCUSDT"][0]
+        hype_start = hourly["HYPEUSDT"][0][0]
+        hype_idx = btc_times.index(hype_start)
+        # early (HYPE absent), HYPE just listed (too short), HYPE barely enough, middle, end
+        ends = [btc_times[200], btc_times[hype_idx + 10], btc_times[hype_idx + LOOKBACK + 1], btc_times[5000]]
+        ends.append(btc_times[-1])
+        lags = [{}, {"ETHUSDT": 1, "SOLUSDT": 3}, {"BTCUSDT": 2}]
+        checked = 0
+        for end in ends:
+            for lag in lags:
+                series = snapshot(hourly, end, lag)
+                symbols = [*sorted(series), "UNKNOWNUSDT"]
+                full = build_correlation_matrix(
+                    series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=end
+                )
+                lazy = lazy_correlation_matrix(
+                    series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=end
+                )
+                assert_same(full, lazy, symbols)
+                # the lazily filled tables end up identical to the full ones
+                assert {k: v for k, v in full.corr.items() if v} == {k: v for k, v in lazy.corr.items() if v}
+                assert lazy.betas == full.betas
+                checked += 1
+        assert checked == len(ends) * len(lags)
+
+    def test_some_pairs_unknown_and_some_correlated(
+        self, hourly: dict[str, tuple[list[int], list[float]]]
+    ) -> None:
+        # the comparison above must cover None and above-threshold answers, or it proves little
+        hype_start = hourly["HYPEUSDT"][0][0]
+        series = snapshot(hourly, hype_start + 10 * HOUR_MS, {})
+        lazy = lazy_correlation_matrix(series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=0)
+        assert lazy.correlation("HYPEUSDT", "BTCUSDT") is None
+        assert lazy.beta_of("HYPEUSDT") is None
+        end = hourly["BTCUSDT"][0][-1]
+        lazy = lazy_correlation_matrix(
+            snapshot(hourly, end, {}), lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=0
+        )
+        assert len(lazy.bucket("ETHUSDT", 0.5)) > 1
+
+    def test_candidate_row_only_is_computed(self, hourly: dict[str, tuple[list[int], list[float]]]) -> None:
+        series = snapshot(hourly, hourly["BTCUSDT"][0][-1], {})
+        n = len(series)
+        lazy = lazy_correlation_matrix(series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=0)
+        assert lazy.pair_cache == {}
+        lazy.bucket("ETHUSDT", 0.85)
+        assert len(lazy.pair_cache) == n - 1  # one row, not n(n-1)/2 pairs
+        first = lazy.correlation("ETHUSDT", "SOLUSDT")
+        lazy.bucket("ETHUSDT", 0.5)
+        assert len(lazy.pair_cache) == n - 1  # cached, not recomputed
+        assert lazy.correlation("SOLUSDT", "ETHUSDT") == first
+
+
+class TestValidation:
+    def test_bad_open_time_raises_at_build(self) -> None:
+        bad = HourlyCloses(symbol="AAAUSDT", last_open_time_ms=HOUR_MS + 1, closes=(1.0, 2.0, 3.0))
+        with pytest.raises(CorrelationInputError) as exc:
+            lazy_correlation_matrix({"AAAUSDT": bad}, lookback=LOOKBACK, reference_symbol="", as_of_ms=0)
+        assert exc.value.field == "AAAUSDT.last_open_time_ms"
+        assert exc.value.value == HOUR_MS + 1
+
+    def test_bad_lookback_raises_at_build(self) -> None:
+        with pytest.raises(CorrelationInputError) as exc:
+            lazy_correlation_matrix({}, lookback=1, reference_symbol="", as_of_ms=0)
+        assert exc.value.field == "lookback"
