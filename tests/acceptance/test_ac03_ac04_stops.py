@@ -10,44 +10,32 @@ Times: 2025-01-01 is a Wednesday; the losses of AC4 fall on Wednesday..Friday of
 
 from __future__ import annotations
 
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
 
-from futures_actor.core.config import BotConfig, default_config
+from futures_actor.core.config import BotConfig
 from futures_actor.core.risk_state import DAY_MS
 from futures_actor.core.types import Side
 from futures_actor.state.log_schema import validate_trade_record
 
-from .harness import (
-    ScriptedRig,
-    make_sim_exchange,
-    next_candle,
-    open_position,
-    seed_track_record,
-    signal_report,
-    stop_out,
+from .harness import ScriptedRig, next_candle, signal_report
+from .weekly_stop import (
+    HOUR_MS,
+    MAX_LOSING_TRADES,
+    PRICE,
+    SETTLE_S,
+    START_MS,
+    SYMBOL,
+    live_rig,
+    lose_one,
+    lose_until_weekly_stop,
+    sleep_until,
+    slow_heartbeat_cfg,
 )
-
-START_MS = 1_735_725_600_000  # Wed 2025-01-01 10:00 UTC
-SYMBOL = "BTCUSDT"
-PRICE = Decimal("60000")
-SETTLE_S = 5.0
-MAX_LOSING_TRADES = 14
-HOUR_MS = 3_600_000
-
-
-def _cfg() -> BotConfig:
-    cfg = default_config()
-    # Nobody watches the heartbeat file here; days of simulated time stay cheap with a slow beat.
-    return msgspec.structs.replace(
-        cfg, health=msgspec.structs.replace(cfg.health, heartbeat_interval_seconds=600.0)
-    )
 
 
 def _rig(tmp_path: Path, cfg: BotConfig) -> ScriptedRig:
@@ -59,17 +47,6 @@ def _rig(tmp_path: Path, cfg: BotConfig) -> ScriptedRig:
         epoch_ms=START_MS,
         period_s=60.0,
     )
-
-
-async def _lose_one(rig: ScriptedRig) -> dict[str, Any]:
-    """One real losing trade: opened, stopped out, booked by risk."""
-    system = rig.system
-    assert system is not None
-    trade_id = await open_position(rig, SYMBOL, Side.LONG)
-    record = await stop_out(rig, trade_id)
-    await rig.wait_until(lambda: system.risk.snapshot().positions == 0, timeout=60.0)
-    await trio.sleep(SETTLE_S)
-    return record
 
 
 async def _signal(rig: ScriptedRig) -> tuple[int, dict[str, Any] | None, dict[str, Any] | None]:
@@ -84,11 +61,6 @@ async def _signal(rig: ScriptedRig) -> tuple[int, dict[str, Any] | None, dict[st
     approved = [e for e in rig.events("risk_approved") if e["candle_open_time_ms"] == candle]
     assert len(rejected) + len(approved) == 1, (rejected, approved)
     return candle, (rejected or [None])[0], (approved or [None])[0]
-
-
-async def _sleep_until(rig: ScriptedRig, ms: int) -> None:
-    assert rig.clock is not None
-    await trio.sleep(max(0.0, (ms - rig.clock.now_ms()) / 1000))
 
 
 def _assert_losing_records(records: list[dict[str, Any]]) -> None:
@@ -111,14 +83,14 @@ async def _cancel_working_entry(rig: ScriptedRig) -> None:
 async def test_ac3_daily_stop_rejects_until_the_next_utc_day(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cfg = _cfg()
+    cfg = slow_heartbeat_cfg()
     rig = _rig(tmp_path, cfg)
     try:
         async with trio.open_nursery() as nursery:
             system = await rig.start(nursery)
             losses: list[dict[str, Any]] = []
             while len(losses) < MAX_LOSING_TRADES:
-                losses.append(await _lose_one(rig))
+                losses.append(await lose_one(rig))
                 day_pct = system.risk.snapshot().day_pnl_pct
                 assert day_pct is not None
                 if day_pct <= cfg.risk.daily_stop_pct:
@@ -133,12 +105,12 @@ async def test_ac3_daily_stop_rejects_until_the_next_utc_day(
             # Still the same UTC day late in the evening.
             assert rig.clock is not None
             midnight = START_MS - START_MS % DAY_MS + DAY_MS
-            await _sleep_until(rig, midnight - 20 * 60_000)
+            await sleep_until(rig, midnight - 20 * 60_000)
             _, late_rejected, late_approved = await _signal(rig)
             placed_before_midnight = len(rig.events("order_placed"))
 
             # The next UTC day: entries resume at the normal risk.
-            await _sleep_until(rig, midnight)
+            await sleep_until(rig, midnight)
             _, next_rejected, next_approved = await _signal(rig)
             await rig.wait_until(lambda: bool(system.execution.open_trades()), timeout=60.0)
             snap_next_day = system.risk.snapshot()
@@ -174,34 +146,16 @@ async def test_ac3_daily_stop_rejects_until_the_next_utc_day(
         rig.close()
 
 
-async def _lose_until_weekly_stop(rig: ScriptedRig, cfg: BotConfig) -> list[dict[str, Any]]:
-    """Losing trades day after day (the daily stop ends each day) until the weekly stop pauses."""
-    system = rig.system
-    assert system is not None
-    assert rig.clock is not None
-    losses: list[dict[str, Any]] = []
-    while len(losses) < MAX_LOSING_TRADES:
-        losses.append(await _lose_one(rig))
-        snap = system.risk.snapshot()
-        if snap.paused:
-            return losses
-        assert snap.day_pnl_pct is not None
-        if snap.day_pnl_pct <= cfg.risk.daily_stop_pct:
-            now = rig.clock.now_ms()
-            await _sleep_until(rig, now - now % DAY_MS + DAY_MS + HOUR_MS)
-    pytest.fail(f"no weekly stop after {len(losses)} losing trades")
-
-
 async def test_ac4_weekly_stop_pauses_7_days_then_3_days_at_reduced_risk(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cfg = _cfg()
+    cfg = slow_heartbeat_cfg()
     risk = cfg.risk
     rig = _rig(tmp_path, cfg)
     try:
         async with trio.open_nursery() as nursery:
             system = await rig.start(nursery)
-            losses = await _lose_until_weekly_stop(rig, cfg)
+            losses = await lose_until_weekly_stop(rig, cfg)
             assert rig.clock is not None
             hits = rig.events("weekly_stop_hit")
             assert len(hits) == 1
@@ -213,24 +167,24 @@ async def test_ac4_weekly_stop_pauses_7_days_then_3_days_at_reduced_risk(
 
             # Paused: each valid signal is rejected WEEKLY_STOP, up to the last hour of day 7.
             _, first, first_ok = await _signal(rig)
-            await _sleep_until(rig, hit_ms + 3 * DAY_MS)
+            await sleep_until(rig, hit_ms + 3 * DAY_MS)
             _, middle, middle_ok = await _signal(rig)
-            await _sleep_until(rig, pause_until - HOUR_MS)
+            await sleep_until(rig, pause_until - HOUR_MS)
             _, last, last_ok = await _signal(rig)
             snap_paused = system.risk.snapshot()
             placed_in_pause = len(rig.events("order_placed")) - placed_at_hit
 
             # Reduced risk for 3 days.
-            await _sleep_until(rig, pause_until)
+            await sleep_until(rig, pause_until)
             _, reduced_rej, reduced = await _signal(rig)
             snap_reduced = system.risk.snapshot()
             await _cancel_working_entry(rig)
-            await _sleep_until(rig, reduced_until - HOUR_MS)
+            await sleep_until(rig, reduced_until - HOUR_MS)
             _, reduced_rej2, reduced2 = await _signal(rig)
             await _cancel_working_entry(rig)
 
             # Then normal risk again.
-            await _sleep_until(rig, reduced_until)
+            await sleep_until(rig, reduced_until)
             _, normal_rej, normal = await _signal(rig)
             snap_normal = system.risk.snapshot()
             await _cancel_working_entry(rig)
@@ -288,35 +242,20 @@ async def test_ac4_live_pause_is_shadow_only_on_the_fake_exchange(
 ) -> None:
     """LIVE (Binance gateway over the fake exchange): during the pause a valid signal is evaluated
     for the shadow book and logged as `shadow_entry`; nothing is sent to the exchange."""
-    cfg = _cfg()
-    sim = make_sim_exchange(cfg, [SYMBOL], start_ms=START_MS)
-    rig = ScriptedRig(
-        root=tmp_path,
-        cfg=cfg,
-        symbols=[SYMBOL],
-        prices={SYMBOL: PRICE},
-        epoch_ms=START_MS,
-        period_s=60.0,
-        sim=sim,
-    )
-    seed_track_record(
-        rig.log_dir,
-        cfg,
-        symbol=SYMBOL,
-        before_ms=START_MS,
-        trades=cfg.performance.min_trades_before_confidence + 10,
-    )
+    cfg = slow_heartbeat_cfg()
+    rig = live_rig(tmp_path, cfg)
+    sim = rig.sim
     try:
         async with trio.open_nursery() as nursery:
             system = await rig.start(nursery)
-            losses = await _lose_until_weekly_stop(rig, cfg)
+            losses = await lose_until_weekly_stop(rig, cfg)
             state = system.risk.risk_state
             assert state is not None
             sent_at_hit = list(sim.client_ids_sent())
             _, paused_rej, paused_ok = await _signal(rig)
             snap_paused = system.risk.snapshot()
             sent_in_pause = list(sim.client_ids_sent())[len(sent_at_hit) :]
-            await _sleep_until(rig, state.pause_until_ms)
+            await sleep_until(rig, state.pause_until_ms)
             _, reduced_rej, reduced = await _signal(rig)
             await rig.wait_until(lambda: len(sim.client_ids_sent()) > len(sent_at_hit), timeout=60.0)
             await _cancel_working_entry(rig)

@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
@@ -22,46 +21,25 @@ import trio.testing
 from futures_actor.actors.messages import BookUpdated, MarkUpdated
 from futures_actor.app import SHADOW_DB_FILE, SHADOW_LOG_SUBDIR
 from futures_actor.core import lifecycle as lcm
-from futures_actor.core.config import BotConfig, default_config
-from futures_actor.core.risk_state import DAY_MS
 from futures_actor.core.types import OrderRole, Side
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.log_schema import validate_trade_record
 
-from .harness import (
-    ScriptedRig,
-    make_sim_exchange,
-    next_candle,
-    open_position,
-    seed_track_record,
-    signal_report,
-    stop_out,
+from .harness import ScriptedRig, next_candle, signal_report
+from .weekly_stop import (
+    HOUR_MS,
+    SYMBOL,
+    live_rig,
+    lose_until_weekly_stop,
+    slow_heartbeat_cfg,
 )
 
-START_MS = 1_735_725_600_000  # Wed 2025-01-01 10:00 UTC
-SYMBOL = "BTCUSDT"
-PRICE = Decimal("60000")
-SETTLE_S = 5.0
-MAX_LOSING_TRADES = 14
-HOUR_MS = 3_600_000
 TIMEOUT_S = 600.0
 
 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-def _cfg() -> BotConfig:
-    cfg = default_config()
-    return msgspec.structs.replace(
-        cfg, health=msgspec.structs.replace(cfg.health, heartbeat_interval_seconds=600.0)
-    )
-
-
-async def _sleep_until(rig: ScriptedRig, ms: int) -> None:
-    assert rig.clock is not None
-    await trio.sleep(max(0.0, (ms - rig.clock.now_ms()) / 1000))
 
 
 async def _trade_at(rig: ScriptedRig, price: Decimal) -> None:
@@ -82,54 +60,18 @@ async def _trade_at(rig: ScriptedRig, price: Decimal) -> None:
     )
 
 
-async def _lose_until_weekly_stop(rig: ScriptedRig, cfg: BotConfig) -> list[dict[str, Any]]:
-    """Real losing LIVE trades (the daily stop ends each day) until the weekly stop pauses."""
-    system = rig.system
-    assert system is not None
-    assert rig.clock is not None
-    losses: list[dict[str, Any]] = []
-    while len(losses) < MAX_LOSING_TRADES:
-        trade_id = await open_position(rig, SYMBOL, Side.LONG)
-        losses.append(await stop_out(rig, trade_id))
-        await rig.wait_until(lambda: system.risk.snapshot().positions == 0, timeout=60.0)
-        await trio.sleep(SETTLE_S)
-        snap = system.risk.snapshot()
-        if snap.paused:
-            return losses
-        assert snap.day_pnl_pct is not None
-        if snap.day_pnl_pct <= cfg.risk.daily_stop_pct:
-            now = rig.clock.now_ms()
-            await _sleep_until(rig, now - now % DAY_MS + DAY_MS + HOUR_MS)
-    pytest.fail(f"no weekly stop after {len(losses)} losing trades")
-
-
 async def test_ac4_live_pause_trades_the_shadow_paper_book(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    cfg = _cfg()
-    sim = make_sim_exchange(cfg, [SYMBOL], start_ms=START_MS)
-    rig = ScriptedRig(
-        root=tmp_path,
-        cfg=cfg,
-        symbols=[SYMBOL],
-        prices={SYMBOL: PRICE},
-        epoch_ms=START_MS,
-        period_s=60.0,
-        sim=sim,
-    )
-    seed_track_record(
-        rig.log_dir,
-        cfg,
-        symbol=SYMBOL,
-        before_ms=START_MS,
-        trades=cfg.performance.min_trades_before_confidence + 10,
-    )
+    cfg = slow_heartbeat_cfg()
+    rig = live_rig(tmp_path, cfg)
+    sim = rig.sim
     try:
         async with trio.open_nursery() as nursery:
             system = await rig.start(nursery)
             shadow = system.shadow
             assert shadow is not None
-            losses = await _lose_until_weekly_stop(rig, cfg)
+            losses = await lose_until_weekly_stop(rig, cfg)
             state_at_hit = system.risk.risk_state
             assert state_at_hit is not None
             sent_at_hit = list(sim.client_ids_sent())
