@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from futures_actor.binance.models import ExchangeInfo, symbol_rules_from
+from futures_actor.binance.models import ExchangeInfo, symbol_rules_from, usable_symbol_rules
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.core.config import BotConfig
 from futures_actor.core.types import INTERVAL_MS, SymbolRules
@@ -69,8 +69,7 @@ async def select_live_universe(
     info = await rest.exchange_info()
     rules: dict[str, SymbolRules] = {}
     listings: list[SymbolListing] = []
-    for s in info.symbols:
-        r = symbol_rules_from(s)
+    for s, r in usable_symbol_rules(info.symbols):
         rules[s.symbol] = r
         listings.append(
             _listing(r, contract_type=s.contract_type, status=s.status, quote_asset=s.quote_asset)

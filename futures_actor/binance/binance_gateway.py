@@ -10,11 +10,16 @@ Policies (BOT_SPEC §9, failure-modes F1, F2, F8, F13, F14):
   `reduceOnly=true`) through `place_algo_order_resolved`, so -4120 cannot happen. An unknown
   placement outcome is resolved by client id before any re-send (inside the REST client).
 - Cancels and queries that find no order (-2011 / -2013) return `None`.
-- `open_orders` = `openOrders` + `openAlgoOrders` (a triggered stop's live child, which reuses the
-  algo client id, replaces its parent row).
+- `open_orders` = `openOrders` + `openAlgoOrders`; a triggered stop's live child (found by the
+  algo's `actualOrderId`, or by the algo client id Binance appears to reuse) replaces its parent row
+  and carries the stop's client id.
+- A stop is cancelled on the algo service while untriggered. While it is triggering (-4117, or
+  TRIGGERING without a child yet) the cancel is retried after `retry_wait_initial_seconds`, bounded by
+  `max_retry_attempts`; once the child is in the matching engine it is cancelled by its `orderId`
+  (`actualOrderId`), never by assuming the child reuses the algo client id (undocumented).
 - Events: fills come only from `ORDER_TRADE_UPDATE` (never from `ALGO_UPDATE` or `TRADE_LITE`), so a
   fill is reported exactly once. A child order of a triggered stop reports `is_stop=True` with the
-  stop's client id. `ACCOUNT_UPDATE` with reason `FUNDING_FEE` yields `FundingPaid` (the USDT
+  stop's client id (mapped through the `ai` of its ALGO_UPDATE when its own client id differs). `ACCOUNT_UPDATE` with reason `FUNDING_FEE` yields `FundingPaid` (the USDT
   balance change); every `ACCOUNT_UPDATE` yields `AccountChanged`. Each stream (re)connect yields
   `ResyncNeeded`. An order status this module does not know yields `ResyncNeeded` (logged), never
   a crash or a silent drop.
@@ -26,10 +31,11 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Protocol
 
+import msgspec
 import structlog
 import trio
 
-from futures_actor.binance.errors import BinanceError, UnknownOrder
+from futures_actor.binance.errors import BinanceError, StopTriggering, UnknownOrder, UnknownOrderStatus
 from futures_actor.binance.gateway import (
     AccountChanged,
     AccountState,
@@ -63,6 +69,7 @@ __all__ = [
     "EVENTS_BUFFER",
     "BinanceGateway",
     "HedgeModeEnabled",
+    "MultiAssetsModeEnabled",
     "StreamRunner",
     "UserStreamFactory",
     "algo_order_state",
@@ -104,6 +111,10 @@ _ALGO_IN_ME = frozenset({"TRIGGERING", "TRIGGERED"})
 
 class HedgeModeEnabled(BinanceError):
     """The account is in hedge (dual-side) position mode; the bot trades one-way only (BOT_SPEC §1)."""
+
+
+class MultiAssetsModeEnabled(BinanceError):
+    """The account is in Multi-Assets mode, under which isolated margin is refused (-4168)."""
 
 
 class StreamRunner(Protocol):
@@ -202,6 +213,7 @@ class BinanceGateway:
         self._send, self._recv = trio.open_memory_channel[GatewayEvent](events_buffer)
         self._account: AccountState | None = None
         self._upnl: dict[str, Decimal] = {}
+        self._stop_of_child: dict[int, str] = {}  # matching-engine orderId → the stop's client id
 
     def events(self) -> trio.MemoryReceiveChannel[GatewayEvent]:
         return self._recv
@@ -252,10 +264,13 @@ class BinanceGateway:
             log.warning("binance_order_side_unknown", client_id=o.client_order_id, side=o.side)
             return ResyncNeeded(reason=f"unknown order side {o.side!r} for {o.client_order_id}")
         is_stop = o.order_type in CONDITIONAL_TYPES or o.orig_type in CONDITIONAL_TYPES
+        stop_cid = self._stop_of_child.get(o.order_id)
+        if stop_cid is not None:
+            is_stop = True
         ts = o.trade_time_ms or ev.transaction_time_ms or ev.event_time_ms
         state = OrderState(
             symbol=o.symbol,
-            client_id=o.client_order_id,
+            client_id=stop_cid or o.client_order_id,
             side=o.side,  # type: ignore[arg-type]
             type=o.orig_type if is_stop and o.orig_type else o.order_type,
             status=status,
@@ -289,6 +304,9 @@ class BinanceGateway:
             )
             return ResyncNeeded(reason=f"unknown algo status {o.status!r} for {o.client_algo_id}")
         ts = ev.event_time_ms
+        child = o.actual_order_id
+        if child is not None:
+            self._stop_of_child[child] = o.client_algo_id
         state = OrderState(
             symbol=o.symbol,
             client_id=o.client_algo_id,
@@ -341,10 +359,17 @@ class BinanceGateway:
         await self._rest.set_leverage(symbol, leverage)
 
     async def check_account_mode(self) -> None:
+        """One-way position mode and single-asset margin, or refuse to start (BOT_SPEC §1)."""
         if await self._rest.position_mode():
             raise HedgeModeEnabled(
                 "dualSidePosition=true: the account is in hedge mode; expected one-way mode (false)",
                 endpoint="GET /fapi/v1/positionSide/dual",
+            )
+        if await self._rest.multi_assets_mode():
+            raise MultiAssetsModeEnabled(
+                "multiAssetsMargin=true: the account is in Multi-Assets mode, which refuses isolated "
+                "margin (-4168); expected single-asset mode (false)",
+                endpoint="GET /fapi/v1/multiAssetsMargin",
             )
 
     # ------------------------------------------------------------ orders
@@ -388,33 +413,56 @@ class BinanceGateway:
         return order
 
     async def cancel_stop(self, symbol: str, client_id: str) -> OrderState | None:
-        """Cancel a stop. Gone or already finished: `None`. Triggered (child live in the matching
-        engine, which reuses the algo client id): the child is cancelled through the regular endpoint."""
-        try:
-            algo = await self._rest.query_algo_order(client_algo_id=client_id)
-        except UnknownOrder:
-            return None
-        if algo.algo_status in _ALGO_DONE:
-            return None
-        if algo.algo_status in _ALGO_IN_ME:
-            return await self.cancel_order(symbol, client_id)
-        current = algo_order_state(algo)
-        result = await self._rest.cancel_algo_order(client_algo_id=client_id)
-        if result is None:
-            return None
-        return OrderState(
-            symbol=current.symbol,
-            client_id=current.client_id,
-            side=current.side,
-            type=current.type,
-            status="CANCELED",
-            quantity=current.quantity,
-            price=current.price,
-            trigger_price=current.trigger_price,
-            reduce_only=current.reduce_only,
-            is_stop=True,
-            update_ms=self._rest.server_now_ms(),
+        """Cancel a stop. Gone or already finished: `None`. Untriggered: on the algo service.
+        Triggering (-4117, or no child yet): asked again after a short wait, bounded. Triggered: its
+        child is cancelled in the matching engine by `actualOrderId`."""
+        attempts = self._rest.max_retry_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                algo = await self._rest.query_algo_order(client_algo_id=client_id)
+            except UnknownOrder:
+                return None
+            if algo.algo_status in _ALGO_DONE:
+                return None
+            child = algo.actual_order_id
+            if algo.algo_status in _ALGO_IN_ME and child is not None:
+                return await self._cancel_child(symbol, client_id, child)
+            if algo.algo_status == "TRIGGERED":
+                # In the matching engine but no `actualOrderId` given: fall back to the client id the
+                # child appears to reuse (inferred, not documented); absent there, ask again.
+                log.warning("binance_stop_triggered_without_child_id", client_id=client_id)
+                order = await self._rest.cancel_order(symbol, orig_client_order_id=client_id)
+                if order is not None:
+                    return msgspec.structs.replace(order_state(order), client_id=client_id, is_stop=True)
+            else:
+                current = algo_order_state(algo)
+                try:
+                    result = await self._rest.cancel_algo_order(client_algo_id=client_id)
+                except StopTriggering:
+                    log.info("binance_stop_triggering_retry", client_id=client_id, attempt=attempt)
+                else:
+                    if result is not None:
+                        return msgspec.structs.replace(
+                            current, status="CANCELED", update_ms=self._rest.server_now_ms()
+                        )
+                    # Gone between the query and the cancel: finished, cancelled, or just triggered
+                    # (its child then lives in the matching engine). The next query tells which.
+                    continue
+            await trio.sleep(self._rest.retry_wait_seconds)
+        raise UnknownOrderStatus(
+            f"stop still triggering after {attempts} attempts; its child order is not known yet",
+            endpoint="DELETE /fapi/v1/algoOrder",
+            client_id=client_id,
         )
+
+    async def _cancel_child(self, symbol: str, client_id: str, order_id: int) -> OrderState | None:
+        self._stop_of_child[order_id] = client_id
+        order = await self._rest.cancel_order(symbol, order_id=order_id)
+        if order is None:
+            return None
+        if order.executed_qty > 0 and not order.avg_price:
+            order = await self._rest.query_order(order.symbol, order_id=order.order_id)
+        return msgspec.structs.replace(order_state(order), client_id=client_id, is_stop=True)
 
     async def query_order(self, symbol: str, client_id: str) -> OrderState | None:
         try:
@@ -434,12 +482,19 @@ class BinanceGateway:
         return algo_order_state(algo)
 
     async def open_orders(self) -> list[OrderState]:
-        regular = [order_state(o) for o in await self._rest.open_orders()]
+        orders = await self._rest.open_orders()
+        algos = await self._rest.open_algo_orders()
+        stop_of = {a.actual_order_id: a.client_algo_id for a in algos if a.actual_order_id is not None}
+        self._stop_of_child.update(stop_of)
+        regular: list[OrderState] = []
+        for o in orders:
+            state = order_state(o)
+            stop_cid = self._stop_of_child.get(o.order_id)
+            if stop_cid is not None:
+                state = msgspec.structs.replace(state, client_id=stop_cid, is_stop=True)
+            regular.append(state)
         seen = {o.client_id for o in regular}
-        algos = [
-            algo_order_state(a) for a in await self._rest.open_algo_orders() if a.client_algo_id not in seen
-        ]
-        return regular + algos
+        return regular + [algo_order_state(a) for a in algos if a.client_algo_id not in seen]
 
     # ------------------------------------------------------------ account
 

@@ -12,6 +12,7 @@ concerned (if any) and the HTTP status. Callers decide by type, never by parsing
     │   ├── ListenKeyExpired          -1125
     │   ├── UnknownOrder              -2011, -2013 (a cancel that finds no order is a success upstream)
     │   ├── DuplicateClientId         -4116 (the order with that client id exists)
+    │   ├── StopTriggering            -4117 (the stop is being triggered: ask again shortly)
     │   └── OrderRejected             definite rejections of an order
     │       ├── InsufficientMargin    -2018, -2019
     │       ├── WouldTriggerImmediately -2021
@@ -21,8 +22,10 @@ concerned (if any) and the HTTP status. Callers decide by type, never by parsing
     │       ├── PostOnlyRejected      -5022
     │       └── OrderTypeNotSupported -4120 (conditional types need the algo endpoints)
     ├── RateLimited                   HTTP 429 / -1003; `retry_after_s`
-    ├── IpBanned                      HTTP 418; `until_ms` (wall ms when the ban ends)
-    ├── UnknownOrderStatus            -1000, -1006, -1007, HTTP 503 "Unknown error", timeouts on a
+    ├── IpBanned                      HTTP 418, or -1003 "banned until <ms>"; `until_ms` (wall ms when
+    │                                 the ban ends: the message's, or Retry-After if later)
+    ├── UnknownOrderStatus            -1000, -1006, -1007, HTTP 503 "Unknown error", HTTP 408, a 5xx
+    │                                 whose body is not JSON (a proxy answered), timeouts on a
     │                                 placement: the order may exist; resolve by client id
     ├── ServerError                   HTTP 5xx, -1001, 503 "Service Unavailable": failed, retry
     │   └── Throttled                 -1008 system-level protection: failed, back off
@@ -32,6 +35,7 @@ concerned (if any) and the HTTP status. Callers decide by type, never by parsing
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,6 +59,7 @@ __all__ = [
     "RateLimited",
     "ReduceOnlyRejected",
     "ServerError",
+    "StopTriggering",
     "Throttled",
     "TimestampOutOfWindow",
     "TransportError",
@@ -67,6 +72,9 @@ __all__ = [
 # Protocol facts: Binance's advice when a ban or 429 carries no Retry-After (reference §6.1).
 DEFAULT_RETRY_AFTER_S = 60.0
 _UNKNOWN_503_MARKER = "unknown error"
+_UNAVAILABLE_MARKER = "service unavailable"  # documented as a 100 % failure, JSON or not
+_BANNED_UNTIL = re.compile(r"banned until (\d{10,16})")
+_BACKEND_TIMEOUT = 408  # "timeout waiting for the backend": the outcome is unknown
 
 
 class BinanceError(Exception):
@@ -157,6 +165,10 @@ class OrderTypeNotSupported(OrderRejected):
     """-4120: conditional types must go through the algo-order endpoints."""
 
 
+class StopTriggering(ApiError):
+    """-4117: the stop is in its triggering process; ask again shortly (its child order is being placed)."""
+
+
 class RateLimited(BinanceError):
     """HTTP 429 / -1003: request weight exceeded. Wait `retry_after_s` before any request."""
 
@@ -216,6 +228,7 @@ _BY_CODE: dict[int, type[BinanceError]] = {
     -2011: UnknownOrder,
     -2013: UnknownOrder,
     -4116: DuplicateClientId,
+    -4117: StopTriggering,
     -2018: InsufficientMargin,
     -2019: InsufficientMargin,
     -2021: WouldTriggerImmediately,
@@ -262,27 +275,37 @@ def error_from_response(
     """Map a non-2xx response (or a 2xx body carrying a negative `code`) to its exception."""
     code: int | None = None
     message = ""
+    is_json = True
     try:
         parsed = _error_body_decoder.decode(body)
         if parsed.code is not None:
             code = int(parsed.code)
         message = parsed.msg
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+        is_json = False
         message = body[:200].decode("utf-8", "replace")
     kw: dict[str, Any] = {"code": code, "endpoint": endpoint, "client_id": client_id, "http_status": status}
-    if status == 418:
-        retry = _retry_after(headers)
-        wait = DEFAULT_RETRY_AFTER_S if retry is None else retry
-        return IpBanned(message or "IP banned", until_ms=now_ms + int(wait * 1000), **kw)
+    retry = _retry_after(headers)
+    banned = _BANNED_UNTIL.search(message) if code == -1003 or status in (418, 429) else None
+    if status == 418 or banned is not None:
+        until = int(banned.group(1)) if banned is not None else None
+        by_header = None if retry is None else now_ms + int(retry * 1000)
+        if until is None and by_header is None:
+            by_header = now_ms + int(DEFAULT_RETRY_AFTER_S * 1000)
+        return IpBanned(
+            message or "IP banned", until_ms=max(x for x in (until, by_header) if x is not None), **kw
+        )
     if status == 429:
-        retry = _retry_after(headers)
         return RateLimited(
             message or "rate limited", retry_after_s=DEFAULT_RETRY_AFTER_S if retry is None else retry, **kw
         )
+    if status == _BACKEND_TIMEOUT:
+        return UnknownOrderStatus(message or "HTTP 408: timeout waiting for the backend", **kw)
+    if status >= 500 and not is_json and _UNAVAILABLE_MARKER not in message.lower():
+        return UnknownOrderStatus(message or f"HTTP {status} without a Binance body", **kw)
     if code is not None and code in _BY_CODE:
         cls = _BY_CODE[code]
         if cls is RateLimited:
-            retry = _retry_after(headers)
             return RateLimited(message, retry_after_s=DEFAULT_RETRY_AFTER_S if retry is None else retry, **kw)
         return cls(message, **kw)
     if status == 401:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
 from futures_actor.binance.errors import PayloadError
 from futures_actor.core.types import Candle, SymbolRules
@@ -41,6 +43,7 @@ __all__ = [
     "ListenKeyExpiredEvent",
     "ListenKeyResponse",
     "MarginCall",
+    "MultiAssetsMode",
     "Order",
     "OrderTradeUpdate",
     "PositionMode",
@@ -58,13 +61,46 @@ __all__ = [
     "WsMarkPrice",
     "decode_payload",
     "symbol_rules_from",
+    "usable_symbol_rules",
 ]
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 class _Wire(msgspec.Struct, frozen=True, kw_only=True):
     """Base of REST models: immutable, unknown fields ignored."""
+
+
+# Fields Binance documents loosely (a string in one example, a number or null in another): kept
+# as sent and normalised by a property, so any documented JSON type decodes.
+LooseNumber = str | int | float | None
+
+
+def _loose_int(raw: LooseNumber, *, what: str) -> int | None:
+    """`123`, `"123"` → 123; `""`, `null`, `0`, `"0"` → None (no id); anything else → `PayloadError`."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw) if not isinstance(raw, float) or raw.is_integer() else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise PayloadError(f"{what}={raw!r}, expected an integer id, a digit string, '' or null", field=what)
+    return value or None
+
+
+def _loose_decimal(raw: LooseNumber, *, what: str) -> Decimal | None:
+    """`"1.5"`, `1.5`, `1` → Decimal; `""`, `null` → None; anything else → `PayloadError`."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = Decimal(str(raw))
+    except ArithmeticError:
+        value = None
+    if value is None or not value.is_finite():
+        raise PayloadError(f"{what}={raw!r}, expected a decimal number, '' or null", field=what)
+    return value
 
 
 # ---------------------------------------------------------------- REST: market data
@@ -256,6 +292,10 @@ class PositionMode(_Wire, frozen=True, rename="camel"):
     dual_side_position: bool
 
 
+class MultiAssetsMode(_Wire, frozen=True, rename="camel"):
+    multi_assets_margin: bool
+
+
 class LeverageResult(_Wire, frozen=True, rename="camel"):
     symbol: str
     leverage: int
@@ -290,7 +330,17 @@ class IncomeRow(_Wire, frozen=True, rename="camel"):
     time: int
     tran_id: int
     info: str = ""
-    trade_id: str = ""
+    trade_id_raw: LooseNumber = msgspec.field(default="", name="tradeId")
+
+    @property
+    def trade_id(self) -> str:
+        """The trade id as text ("" when the row has none); Binance sends a string, a number or null."""
+        raw = self.trade_id_raw
+        if raw is None:
+            return ""
+        if isinstance(raw, float) and raw.is_integer():
+            return str(int(raw))
+        return str(raw)
 
 
 class UserTrade(_Wire, frozen=True, rename="camel"):
@@ -353,12 +403,25 @@ class AlgoOrder(_Wire, frozen=True, rename="camel"):
     close_position: bool = False
     price_protect: bool = False
     reduce_only: bool = False
-    activate_price: str = ""
-    callback_rate: str = ""
-    actual_order_id: str = ""
+    activate_price_raw: LooseNumber = msgspec.field(default=None, name="activatePrice")
+    callback_rate_raw: LooseNumber = msgspec.field(default=None, name="callbackRate")
+    actual_order_id_raw: LooseNumber = msgspec.field(default=None, name="actualOrderId")
     create_time: int = 0
     update_time: int = 0
     trigger_time: int = 0
+
+    @property
+    def actual_order_id(self) -> int | None:
+        """The matching-engine `orderId` of the child after the trigger; None before."""
+        return _loose_int(self.actual_order_id_raw, what="actualOrderId")
+
+    @property
+    def activate_price(self) -> Decimal | None:
+        return _loose_decimal(self.activate_price_raw, what="activatePrice")
+
+    @property
+    def callback_rate(self) -> Decimal | None:
+        return _loose_decimal(self.callback_rate_raw, what="callbackRate")
 
 
 class AlgoCancelResult(_Wire, frozen=True, rename="camel"):
@@ -493,7 +556,7 @@ class AlgoUpdateData(msgspec.Struct, frozen=True):
     algo_type: str = msgspec.field(default="CONDITIONAL", name="at")
     position_side: str = msgspec.field(default="BOTH", name="ps")
     time_in_force: str = msgspec.field(default="", name="f")
-    actual_order_id: str = msgspec.field(default="", name="ai")
+    actual_order_id_raw: LooseNumber = msgspec.field(default=None, name="ai")
     actual_avg_price: Decimal = msgspec.field(default=Decimal(0), name="ap")
     actual_qty: Decimal = msgspec.field(default=Decimal(0), name="aq")
     actual_order_type: str = msgspec.field(default="", name="act")
@@ -506,6 +569,11 @@ class AlgoUpdateData(msgspec.Struct, frozen=True):
     trigger_time_ms: int = msgspec.field(default=0, name="tt")
     reject_reason: str = msgspec.field(default="", name="rm")
     is_activated: bool | None = msgspec.field(default=None, name="ia")
+
+    @property
+    def actual_order_id(self) -> int | None:
+        """`ai`: the child's matching-engine `orderId` once triggered (a string, a number or null)."""
+        return _loose_int(self.actual_order_id_raw, what="ai")
 
 
 class AlgoUpdate(msgspec.Struct, frozen=True, tag_field="e", tag="ALGO_UPDATE"):
@@ -643,6 +711,7 @@ for _t in (
     list[BalanceRow],
     list[PositionRisk],
     PositionMode,
+    MultiAssetsMode,
     LeverageResult,
     CodeMsg,
     list[LeverageBracket],
@@ -694,3 +763,15 @@ def symbol_rules_from(info: SymbolInfo) -> SymbolRules:
         price_precision=info.price_precision,
         quantity_precision=info.quantity_precision,
     )
+
+
+def usable_symbol_rules(symbols: Iterable[SymbolInfo]) -> list[tuple[SymbolInfo, SymbolRules]]:
+    """Each exchangeInfo symbol with its `SymbolRules`; a symbol whose filters are unusable (no
+    PRICE_FILTER tick or LOT_SIZE) is logged and skipped, so one broken listing never aborts the rest."""
+    out: list[tuple[SymbolInfo, SymbolRules]] = []
+    for info in symbols:
+        try:
+            out.append((info, symbol_rules_from(info)))
+        except PayloadError as exc:
+            log.warning("exchange_info_symbol_skipped", symbol=info.symbol, error=str(exc))
+    return out

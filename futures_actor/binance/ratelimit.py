@@ -4,7 +4,10 @@ Binance counts request weight per IP in fixed server-time minutes (`X-MBX-USED-W
 orders per account in 10 s and 1 min windows (`X-MBX-ORDER-COUNT-10S` / `-1M`). This module owns
 our view of those counters and makes every request `await acquire(weight)` first: when the
 projected weight would exceed `weight_limit_per_minute × weight_budget_pct` in the current minute,
-it sleeps (through trio, so a mock clock jumps) until the next minute starts. Windows are kept on
+or an order would exceed `order_limit_per_10s` / `order_limit_per_minute` (same fraction) in its
+window, it sleeps (through trio, so a mock clock jumps) until the window rolls over. The server's
+counters (`X-MBX-USED-WEIGHT-1M`, `X-MBX-ORDER-COUNT-10S`, `X-MBX-ORDER-COUNT-1M`) raise ours when
+they are higher (other sessions on the same IP or account). Windows are kept on
 trio's clock, anchored once to the server minute through the injected wall-time callable, so the
 pacing works under `MockClock` whether or not the wall clock follows trio.
 
@@ -46,6 +49,7 @@ class RateLimiter:
     ) -> None:
         self._budget = max(1, math.floor(cfg.weight_limit_per_minute * cfg.weight_budget_pct))
         self._order_budget = max(1, math.floor(cfg.order_limit_per_10s * cfg.weight_budget_pct))
+        self._order_minute_budget = max(1, math.floor(cfg.order_limit_per_minute * cfg.weight_budget_pct))
         self._now_ms = now_ms
         self._on_ban = on_ban
         self._anchor: float | None = None  # trio time at which a server minute began
@@ -53,6 +57,7 @@ class RateLimiter:
         self._used = 0
         self._order_window = -1
         self._orders = 0
+        self._orders_minute = 0
         self._blocked_until = -math.inf  # trio time
         self._banned_until_ms = 0
         self.waits = 0  # how many times a request had to wait for the budget (for tests and stats)
@@ -65,6 +70,16 @@ class RateLimiter:
     def used_weight(self) -> int:
         self._roll()
         return self._used
+
+    @property
+    def used_orders_10s(self) -> int:
+        self._roll()
+        return self._orders
+
+    @property
+    def used_orders_1m(self) -> int:
+        self._roll()
+        return self._orders_minute
 
     @property
     def banned_until_ms(self) -> int:
@@ -80,7 +95,7 @@ class RateLimiter:
         elapsed = self._elapsed()
         window = math.floor(elapsed / _MINUTE_S)
         if window != self._window:
-            self._window, self._used = window, 0
+            self._window, self._used, self._orders_minute = window, 0, 0
         order_window = math.floor(elapsed / _TEN_S)
         if order_window != self._order_window:
             self._order_window, self._orders = order_window, 0
@@ -99,12 +114,17 @@ class RateLimiter:
                 self.waits += 1
                 await trio.sleep_until(self._anchor_time((self._window + 1) * _MINUTE_S))
                 continue
+            if orders and self._orders_minute + orders > self._order_minute_budget:
+                self.waits += 1
+                await trio.sleep_until(self._anchor_time((self._window + 1) * _MINUTE_S))
+                continue
             if orders and self._orders + orders > self._order_budget:
                 self.waits += 1
                 await trio.sleep_until(self._anchor_time((math.floor(elapsed / _TEN_S) + 1) * _TEN_S))
                 continue
             self._used += weight
             self._orders += orders
+            self._orders_minute += orders
             return
 
     def _anchor_time(self, offset_s: float) -> float:
@@ -132,6 +152,9 @@ class RateLimiter:
         orders = _int_header(headers, ORDER_10S_HEADER)
         if orders is not None and orders > self._orders:
             self._orders = orders
+        orders_minute = _int_header(headers, ORDER_1M_HEADER)
+        if orders_minute is not None and orders_minute > self._orders_minute:
+            self._orders_minute = orders_minute
 
     def note_rate_limited(self, retry_after_s: float) -> None:
         """After a 429: block every request for `retry_after_s` seconds."""

@@ -5,9 +5,9 @@ and after every -1021), request pacing through `RateLimiter`, the mapping of fai
 `binance.errors` tree, and typed decoding through `binance.models`.
 
 Retry policy (stamina, bounded by `exchange.max_retry_attempts`, never by real-time timeouts):
-idempotent requests (GET, DELETE, listenKey keepalive) are retried on server errors, transport
-errors, 429 and -1021. A non-idempotent POST is retried only on -1021 and 429 (definitely not executed).
-An order placement whose outcome is unknown (timeout, 5xx, -1000/-1006/-1007) is resolved by
+idempotent requests (GET, DELETE, listenKey keepalive) are retried on server errors, unknown
+outcomes (503 "Unknown error", 408), transport errors, 429 and -1021. A non-idempotent POST is retried only on -1021 and 429 (definitely not executed).
+An order placement whose outcome is unknown (timeout, 408, 5xx, -1000/-1006/-1007) is resolved by
 `place_order_resolved` / `place_algo_order_resolved`: query the client id first; a duplicate client
 id (-4116) means the order exists; only an order proven absent is sent again, with the same id.
 """
@@ -53,6 +53,7 @@ from futures_actor.binance.models import (
     LeverageBracket,
     LeverageResult,
     ListenKeyResponse,
+    MultiAssetsMode,
     Order,
     PositionMode,
     PositionRisk,
@@ -62,7 +63,7 @@ from futures_actor.binance.models import (
     Ticker24h,
     UserTrade,
     decode_payload,
-    symbol_rules_from,
+    usable_symbol_rules,
 )
 from futures_actor.binance.ratelimit import RateLimiter
 from futures_actor.binance.urls import resolve_urls
@@ -126,7 +127,11 @@ def _params(**kw: Any) -> dict[str, str]:
 
 
 def _retry_idempotent(exc: Exception) -> bool:
-    return isinstance(exc, ServerError | TransportError | RateLimited | TimestampOutOfWindow)
+    """Reads, cancels and keepalives may be sent again: a failure or an unknown outcome (a 503
+    "Unknown error", a 408) is retried; a cancel repeated after success finds the order gone (a success)."""
+    return isinstance(
+        exc, ServerError | TransportError | RateLimited | TimestampOutOfWindow | UnknownOrderStatus
+    )
 
 
 def _retry_post(exc: Exception) -> bool:
@@ -178,6 +183,16 @@ class BinanceRestClient:
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
             await self._http.aclose()
+
+    @property
+    def max_retry_attempts(self) -> int:
+        """`exchange.max_retry_attempts`: the bound on every retry loop built on this client."""
+        return self._cfg.max_retry_attempts
+
+    @property
+    def retry_wait_seconds(self) -> float:
+        """`exchange.retry_wait_initial_seconds`: the pause before asking again."""
+        return self._cfg.retry_wait_initial_seconds
 
     # ------------------------------------------------------------ time
 
@@ -314,8 +329,8 @@ class BinanceRestClient:
         """`SymbolRules` per symbol (by default only PERPETUAL symbols with status TRADING)."""
         info = await self.exchange_info()
         return {
-            s.symbol: symbol_rules_from(s)
-            for s in info.symbols
+            s.symbol: rules
+            for s, rules in usable_symbol_rules(info.symbols)
             if not perpetual_trading_only or (s.contract_type == "PERPETUAL" and s.status == "TRADING")
         }
 
@@ -427,6 +442,13 @@ class BinanceRestClient:
             PositionMode, "/fapi/v1/positionSide/dual", weight=30, security="SIGNED"
         )
         return result.dual_side_position
+
+    async def multi_assets_mode(self) -> bool:
+        """True when the account is in Multi-Assets mode (isolated margin is then refused, -4168)."""
+        result: MultiAssetsMode = await self._get(
+            MultiAssetsMode, "/fapi/v1/multiAssetsMargin", weight=30, security="SIGNED"
+        )
+        return result.multi_assets_margin
 
     async def set_position_mode(self, *, hedge: bool) -> None:
         """Set one-way (`hedge=False`) or hedge mode; "No need to change" (-4059) is success."""

@@ -7,6 +7,11 @@ ACCOUNT_UPDATE, TRADE_LITE, MARGIN_CALL, listenKeyExpired) and sent to the owner
 Unknown event types are logged and skipped; a malformed known event is logged and skipped too
 (the REST resync that follows any doubt is the backstop).
 
+Liveness, like the market streams: a ping every `exchange.ws_ping_interval_seconds` must be answered
+within the interval, and a connection on which nothing (no event, no pong) was heard for
+`exchange.user_stream_idle_timeout_seconds` is replaced. A half-open socket is therefore noticed in
+minutes, not at the 23 h planned reconnect; the reconnect's `ResyncNeeded` covers what was missed.
+
 Binance does not replay lost events, so after every (re)connect, including the first, the stream
 sends `ResyncNeeded`: the owner reconciles open orders, open algo orders, positions and balance
 over REST. The event is sent after the new socket is open, so nothing after the resync is lost.
@@ -38,6 +43,17 @@ __all__ = ["ListenKeyApi", "ResyncNeeded", "UserStream", "UserStreamEvent", "dec
 log = structlog.get_logger(__name__)
 
 _HOUR_S = 3600.0
+_IDLE_CHECKS_PER_PERIOD = 4
+
+
+class _Heard:
+    """When the connection was last heard from (trio time): an event or a pong."""
+
+    def __init__(self) -> None:
+        self.at = trio.current_time()
+
+    def now(self) -> None:
+        self.at = trio.current_time()
 
 
 class ResyncNeeded(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,11 +154,16 @@ class UserStream:
             await trio.sleep(delay)
 
     async def _serve(self, ws: WebSocketConnection) -> None:
+        heard = _Heard()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._keepalive)
             nursery.start_soon(self._planned)
+            nursery.start_soon(self._pinger, ws, heard)
+            nursery.start_soon(self._watch_idle, heard)
             while True:
-                event = decode_user_event(await ws.get_message())
+                raw = await ws.get_message()
+                heard.now()
+                event = decode_user_event(raw)
                 if event is None:
                     continue
                 await self._send.send(event)
@@ -160,6 +181,26 @@ class UserStream:
                 raise _Renew("listen_key_expired") from None
             except BinanceError as exc:  # the key lives 60 min: the next keepalive may succeed
                 log.warning("user_stream_keepalive_failed", error=str(exc))
+
+    async def _pinger(self, ws: WebSocketConnection, heard: _Heard) -> None:
+        interval = self._cfg.ws_ping_interval_seconds
+        while True:
+            await trio.sleep(interval)
+            with trio.move_on_after(interval) as scope:
+                await ws.ping()
+            if scope.cancelled_caught:
+                log.warning("user_stream_no_pong", waited_s=interval)
+                raise _Renew("reconnected")
+            heard.now()
+
+    async def _watch_idle(self, heard: _Heard) -> None:
+        limit = self._cfg.user_stream_idle_timeout_seconds
+        while True:
+            await trio.sleep(limit / _IDLE_CHECKS_PER_PERIOD)
+            silent = trio.current_time() - heard.at
+            if silent >= limit:
+                log.warning("user_stream_idle", silent_s=silent)
+                raise _Renew("reconnected")
 
     async def _planned(self) -> None:
         await trio.sleep(self._cfg.ws_planned_reconnect_hours * _HOUR_S)

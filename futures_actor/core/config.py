@@ -79,8 +79,12 @@ class ExchangeConfig(_Section, frozen=True):
     weight_limit_per_minute: PositiveInt = 2400
     weight_budget_pct: PositiveFraction = 0.7
     order_limit_per_10s: PositiveInt = 300
+    # Binance's ORDERS limit per account and minute (exchangeInfo rateLimits); paced like the 10 s one.
+    order_limit_per_minute: PositiveInt = 1200
     listen_key_keepalive_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=3000.0)] = 1800.0
     ws_ping_interval_seconds: PositiveFloat = 60.0
+    # The user-data stream is reconnected when nothing (no event, no pong) was heard for this long.
+    user_stream_idle_timeout_seconds: PositiveFloat = 180.0
     ws_planned_reconnect_hours: Annotated[float, msgspec.Meta(gt=0.0, lt=24.0)] = 23.0
     ws_reconnect_backoff_initial_seconds: PositiveFloat = 1.0
     ws_reconnect_backoff_max_seconds: PositiveFloat = 60.0

@@ -60,6 +60,7 @@ class MiniFapi:
         self.posts: list[tuple[str, str]] = []  # (path, client id)
         self.lose_next_response = False
         self.hedge = False
+        self.multi_assets = False
         self.next_id = 1
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -187,6 +188,8 @@ class MiniFapi:
             )
         if key == ("GET", "/fapi/v1/positionSide/dual"):
             return ok({"dualSidePosition": self.hedge})
+        if key == ("GET", "/fapi/v1/multiAssetsMargin"):
+            return ok({"multiAssetsMargin": self.multi_assets})
         if key == ("POST", "/fapi/v1/marginType"):
             return err(400, -4046, "No need to change margin type.")
         if key == ("POST", "/fapi/v1/leverage"):

@@ -168,6 +168,7 @@ class SimExchange:
         self.requests: list[RecordedRequest] = []
         self.user_events: list[dict[str, Any]] = []
         self.subscribers: list[Subscriber] = []
+        self.multi_assets = False  # account-wide Multi-Assets mode (isolated margin refused under it)
         self._listen_key: str | None = None
         self._listen_key_expires = 0
         self._listen_key_serial = 0
@@ -493,6 +494,7 @@ class SimExchange:
             ("POST", "/fapi/v1/marginType"): (s, self._r_margin_type),
             ("GET", "/fapi/v1/positionSide/dual"): (s, lambda p: {"dualSidePosition": False}),
             ("POST", "/fapi/v1/positionSide/dual"): (s, self._r_position_mode),
+            ("GET", "/fapi/v1/multiAssetsMargin"): (s, lambda p: {"multiAssetsMargin": self.multi_assets}),
             ("GET", "/fapi/v2/positionRisk"): (s, self._r_position_risk),
             ("GET", "/fapi/v3/positionRisk"): (s, self._r_position_risk),
             ("GET", "/fapi/v2/balance"): (s, lambda p: self._balance_rows()),
@@ -968,7 +970,7 @@ class SimExchange:
             "canTrade": True,
             "canDeposit": True,
             "canWithdraw": True,
-            "multiAssetsMargin": False,
+            "multiAssetsMargin": self.multi_assets,
             "tradeGroupId": -1,
             "assets": [
                 {
