@@ -1,4 +1,4 @@
-"""Shared test fixtures: the location of the shared spec and real-data directory."""
+"""Shared test fixtures: the bundled real-data sample, and the location of the optional full data set."""
 
 from __future__ import annotations
 
@@ -8,7 +8,21 @@ import pytest
 import trio
 import trio.testing
 
-SHARED_DIR = Path(__file__).resolve().parents[1] / ".." / "shared"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = REPO_ROOT / "data" / "sample"
+"""The recorded data the repository ships (`data/sample/README.md`): klines, funding, exchangeInfo, payloads."""
+SAMPLE_PAYLOADS = SAMPLE_DIR / "binance-payloads"
+SAMPLE_EXCHANGE_INFO = SAMPLE_DIR / "exchangeInfo_mainnet_2024-10-02.json"
+SHARED_DIR = REPO_ROOT / ".." / "shared"
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """`data/sample/`: 60 days of real BTC/ETH/SOL/XRP 5m+1h klines, their funding, the recorded mainnet
+    exchangeInfo (cut to those and a few more symbols) and recorded REST/WS payloads."""
+    if not (SAMPLE_DIR / "BTCUSDT-5m.csv.gz").is_file():
+        raise FileNotFoundError(f"bundled sample data missing at {SAMPLE_DIR} (see data/sample/README.md)")
+    return SAMPLE_DIR
 
 
 @pytest.fixture(scope="session")
