@@ -8,6 +8,7 @@ prices and quantities already rounded to the symbol's filters.
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 
 import msgspec
@@ -60,8 +61,11 @@ class Features(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def warm(self) -> bool:
-        """Every indicator defined (BOT_SPEC §3: not tradable until warm-up is complete)."""
-        return None not in (
+        """Every indicator defined and finite (BOT_SPEC §3: not tradable until warm-up is complete).
+
+        A NaN or infinite indicator (a degenerate input window) is "not ready" like a missing one:
+        otherwise a comparison with NaN is silently false and a regime test is skipped (issue 10)."""
+        values = (
             self.rsi,
             self.adx,
             self.atr,
@@ -78,6 +82,7 @@ class Features(msgspec.Struct, frozen=True, kw_only=True):
             self.prior_high,
             self.prior_low,
         )
+        return all(v is not None and math.isfinite(v) for v in values)
 
 
 class RegimeResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -211,3 +211,23 @@ class TestNoRuleAndThreshold:
         assert (over.regime, over.reason, over.direction) == (Regime.CHOP_NO_TRADE, "LOW_CONFIDENCE", None)
         assert over.confidence == conf
         assert over.values["matched_confidence"] == conf
+
+
+class TestNonFiniteFeaturesAreNotReady:
+    """Issue 10 #9: a NaN (or infinite) indicator is "not ready", never a silently skipped test."""
+
+    @pytest.mark.parametrize("field", ["adx", "atr_z", "bb_width", "rsi", "atr", "ema20_1h", "volume_z"])
+    @pytest.mark.parametrize("bad", [math.nan, math.inf])
+    def test_not_warm(self, field: str, bad: float) -> None:
+        assert not feats(**{field: bad}).warm
+
+    def test_nan_atr_z_is_warmup_not_trend(self) -> None:
+        # ADX 40 with separated 1h EMAs would be TREND at high confidence; a NaN ATR_Z must not let
+        # the high-volatility test be skipped.
+        r = detect_regime(feats(adx=40.0, ema20_1h=103.0, atr_z=math.nan), CFG)
+        assert (r.regime, r.reason) == (Regime.CHOP_NO_TRADE, "WARMUP")
+
+    @pytest.mark.parametrize("field", ["adx", "bb_width"])
+    def test_nan_adx_or_width_is_warmup(self, field: str) -> None:
+        r = detect_regime(feats(**{field: math.nan}), CFG)
+        assert (r.regime, r.reason) == (Regime.CHOP_NO_TRADE, "WARMUP")

@@ -324,7 +324,12 @@ class TestEligibility:
         cold = PULLBACK.evaluate(feat(adx=None), trend())
         assert isinstance(cold, NoSignal)
         assert cold.code == NO_SIGNAL_WARMUP
-        for field, value in (("rsi", math.nan), ("ema20", math.inf), ("close", -1.0), ("atr", 0.0)):
+        for field, value in (("rsi", math.nan), ("ema20", math.inf)):
+            # A non-finite indicator is "not ready" (issue 10 #9), like a missing one.
+            not_ready = PULLBACK.evaluate(feat(**{field: value}), trend())
+            assert isinstance(not_ready, NoSignal), field
+            assert not_ready.code == NO_SIGNAL_WARMUP
+        for field, value in (("close", -1.0), ("atr", 0.0)):
             bad = PULLBACK.evaluate(feat(**{field: value}), trend())
             assert isinstance(bad, NoSignal), field
             assert bad.code == NO_SIGNAL_INVALID_FEATURES
