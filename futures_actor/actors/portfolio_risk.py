@@ -890,6 +890,7 @@ class PortfolioRisk:
         removed = self._exposures.pop(msg.trade_id, None)
         if removed is None:
             self._log.warning("risk_close_unknown_trade", trade_id=msg.trade_id, symbol=msg.symbol)
+        self._check_loss_within_risk(msg)
         now_ms = self._clock.now_ms()
         pnl = msg.realized_pnl_usd
         if self._risk_state is not None and self._risk_state.already_booked(msg.trade_id):
@@ -928,6 +929,27 @@ class PortfolioRisk:
         if trade is not None:
             self._tracker.record(trade)
         self._persist()
+
+    def _check_loss_within_risk(self, msg: TradeClosed) -> None:
+        """All-in sizing bounds a stopped-out loss by risk_usd; a loss beyond it (a gap past the
+        slippage allowance) is logged with the numbers (BOT_SPEC §8 [resolved])."""
+        risk = msg.record.get("risk")
+        risk_usd = risk.get("risk_usd") if isinstance(risk, dict) else None
+        pnl = msg.realized_pnl_usd
+        if not isinstance(risk_usd, int | float) or not (math.isfinite(risk_usd) and risk_usd > 0):
+            return
+        if math.isfinite(pnl) and -pnl > risk_usd:
+            result = msg.record.get("result")
+            self._log.warning(
+                "loss_beyond_risk",
+                trade_id=msg.trade_id,
+                symbol=msg.symbol,
+                pnl_usd=pnl,
+                risk_usd=float(risk_usd),
+                excess_usd=-pnl - float(risk_usd),
+                pnl_r_multiple=pnl / float(risk_usd),
+                reason=result.get("reason") if isinstance(result, dict) else None,
+            )
 
     def _on_shadow_trade_closed(self, msg: ShadowTradeClosed) -> None:
         """A shadow trade ended: the performance layer learns from it; risk state is untouched."""

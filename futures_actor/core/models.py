@@ -105,13 +105,17 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True):
     regime: Regime
     regime_confidence: float
     candle_open_time_ms: int
-    entry_price: float  # reference price: the signal candle's close
+    # Reference levels at the signal candle's close (logged). The plan's stop and target are measured
+    # from the price of the entry order actually placed, with `stop_pct` and `target_r_multiple`
+    # (BOT_SPEC §6 [resolved]), each attempt its own.
+    entry_price: float
     stop_price: float
     stop_pct: float
     target_price: float | None
     leverage: float
     atr: float
     reason: str = ""
+    target_r_multiple: float | None = None  # None: no fixed target (trailing only)
 
 
 class RiskRejection(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,8 +16,11 @@ Policies settled here:
 - Pending entries count as positions for every limit; counts are of distinct symbols (one-way
   mode: one position per symbol), loss sums are over every exposure listed.
 - Entry price: LIMIT at the mid ± `execution.entry_offset_ticks` ticks on the passive side (the
-  signal's reference price when no mid is known: replay). The strategy's stop level is kept and
-  rounded away from that entry; the size follows from the rounded distance.
+  signal's reference price when no mid is known: replay). Stop and target are measured from that
+  entry price (BOT_SPEC §6 [resolved]): the stop `signal.stop_pct` away, rounded away from the
+  entry; the target `signal.target_r_multiple` times the rounded stop distance, on the tick.
+- Size all-in (BOT_SPEC §8 [resolved]): the loss at the stop with the configured fees and slippage
+  allowances (`sizing.CostRates.from_config`) is at most risk_usd.
 - Correlation: unknown (insufficient history) with any held symbol ⇒ reject. Same direction and
   corr > `correlation_threshold` ⇒ reject. Opposite direction and |corr| ≥ `hedge_corr_max` ⇒
   hedge, allowed only if it shrinks |Σ sign × notional × beta| (an unknown beta ⇒ reject).
@@ -48,7 +51,13 @@ from futures_actor.core.rounding import (
     round_price_nearest,
     to_decimal,
 )
-from futures_actor.core.sizing import SizingRejected, round_trip_cost_pct, size_entry, worst_case_loss_usd
+from futures_actor.core.sizing import (
+    CostRates,
+    SizingRejected,
+    round_trip_cost_pct,
+    size_entry,
+    worst_case_loss_usd,
+)
 from futures_actor.core.types import Regime, Side, SymbolRules
 
 __all__ = [
@@ -199,6 +208,10 @@ def _validate(signal: Signal, portfolio: PortfolioSnapshot, ctx: RiskContext) ->
         )
     _finite(signal.entry_price, "signal.entry_price", positive=True)
     _finite(signal.stop_price, "signal.stop_price", positive=True)
+    if not 0.0 < _finite(signal.stop_pct, "signal.stop_pct", positive=True) < 1.0:
+        raise RiskInputError(field="signal.stop_pct", value=signal.stop_pct, expected="a fraction in (0, 1)")
+    if signal.target_r_multiple is not None:
+        _finite(signal.target_r_multiple, "signal.target_r_multiple", positive=True)
     _finite(signal.leverage, "signal.leverage")
     _finite(portfolio.equity_usd, "portfolio.equity_usd")
     _finite(portfolio.available_balance_usd, "portfolio.available_balance_usd")
@@ -317,12 +330,14 @@ def evaluate(
             entry_price=str(entry),
             mark_price=ctx.mark_price,
         )
+    stop_pct = to_decimal(signal.stop_pct, field="signal.stop_pct")
     sized = size_entry(
         side=side,
         entry_price=entry,
-        stop_price=to_decimal(signal.stop_price, field="signal.stop_price"),
+        stop_price=entry * (1 - side.sign * stop_pct),
         risk_usd=risk_usd,
         rules=ctx.rules,
+        costs=CostRates.from_config(cfg.execution),
     )
     if isinstance(sized, SizingRejected):
         return RiskRejection(code=sized.code, message=sized.message, values=sized.values)
@@ -392,11 +407,7 @@ def evaluate(
             margin_buffer_pct=risk.margin_buffer_pct,
         )
 
-    target = None
-    if signal.target_price is not None and math.isfinite(signal.target_price) and signal.target_price > 0:
-        target = round_price_nearest(
-            to_decimal(signal.target_price, field="signal.target_price"), ctx.rules.tick_size
-        )
+    target = _target(signal, sized.entry_price, sized.stop_distance, ctx.rules)
     trade_id = new_trade_id(
         symbol=symbol,
         strategy=signal.strategy,
@@ -431,6 +442,27 @@ def evaluate(
         open_positions_count=positions + 1,
         open_risk_pct=(existing + new_loss) / equity,
     )
+
+
+def _target_r(signal: Signal) -> float | None:
+    """The signal's target in R: `target_r_multiple`, else derived from its reference levels."""
+    if signal.target_r_multiple is not None:
+        return signal.target_r_multiple if signal.target_r_multiple > 0 else None
+    if signal.target_price is None or not (math.isfinite(signal.target_price) and signal.target_price > 0):
+        return None
+    risk = (signal.entry_price - signal.stop_price) * signal.side.sign
+    reward = (signal.target_price - signal.entry_price) * signal.side.sign
+    return reward / risk if risk > 0 and reward > 0 else None
+
+
+def _target(signal: Signal, entry: Decimal, distance: Decimal, rules: SymbolRules) -> Decimal | None:
+    """Target `r` × the rounded stop distance from the entry order's price, on the nearest tick."""
+    r = _target_r(signal)
+    if r is None:
+        return None
+    raw = entry + signal.side.sign * to_decimal(r, field="signal.target_r_multiple") * distance
+    target = round_price_nearest(raw, rules.tick_size)
+    return target if (target - entry) * signal.side.sign > 0 else None
 
 
 def _within_percent_price(price: Decimal, mark: float, rules: SymbolRules) -> bool:

@@ -2,11 +2,17 @@
 
 This module owns three computations:
 
-- `size_entry`: risk_usd → exchange-exact quantity. notional = risk_usd / stop_pct and
-  quantity = notional / entry, i.e. quantity = risk_usd / |entry − stop|, computed AFTER the
-  stop has been rounded away from the entry, then rounded down to the step. So the loss to the
-  stop (quantity × |entry − stop|) never exceeds risk_usd. Below the exchange minimum (min qty,
-  min notional) the trade is refused, never rounded up.
+- `size_entry`: risk_usd → exchange-exact quantity, all-in (BOT_SPEC §8 [resolved]): risk_usd
+  bounds the whole loss of a trade stopped out, costs included. The loss per unit of quantity is
+  `all_in_loss_per_unit`: the price distance from the entry fill (the limit price moved by the
+  entry slippage allowance, adverse) to the stop fill (the stop moved by the stop slippage
+  allowance, adverse), plus the entry fee on the entry fill and the exit taker fee on the stop
+  fill. quantity = risk_usd / that, computed AFTER the stop has been rounded away from the entry,
+  then rounded down to the step. This is the spec's notional = risk_usd / (stop_pct + entry fee +
+  exit taker fee + stop slippage) computed exactly, with the entry slippage allowance added because
+  paper limit fills are deliberately `paper_slippage_limit_pct` worse than their price. So the
+  realized loss at the stop exceeds risk_usd only by a market gap past the allowances. Below the
+  exchange minimum (min qty, min notional) the trade is refused, never rounded up.
 - `worst_case_loss_usd`: the loss if the stop is hit with adverse slippage, plus the taker fee
   of the exit; what "total open risk" sums. A position without a known stop counts its whole
   notional (it can lose everything until protected).
@@ -30,8 +36,10 @@ __all__ = [
     "BELOW_EXCHANGE_MINIMUM",
     "PER_TRADE_RISK",
     "STOP_INVALID",
+    "CostRates",
     "SizedEntry",
     "SizingRejected",
+    "all_in_loss_per_unit",
     "round_trip_cost_pct",
     "size_entry",
     "worst_case_loss_usd",
@@ -45,6 +53,32 @@ STOP_INVALID = "STOP_INVALID"
 _PRECISION = 50
 
 
+class CostRates(msgspec.Struct, frozen=True, kw_only=True):
+    """The cost rates (fractions of price) that all-in sizing adds to the stop distance.
+
+    All zero means sizing on the price distance alone (a building block; the risk engine always
+    passes `CostRates.from_config`)."""
+
+    entry_fee: float = 0.0  # the entry is a passive LIMIT: maker fee
+    entry_slippage: float = 0.0  # allowance: the entry fill may be this much worse than the limit
+    exit_fee: float = 0.0  # the stop fills as a market order: taker fee
+    stop_slippage: float = 0.0  # allowance: the stop fill may be this much worse than the trigger
+
+    @classmethod
+    def from_config(cls, execution: ExecutionConfig) -> CostRates:
+        """The configured fee rates and slippage allowances (paper: what the paper exchange applies)."""
+        return cls(
+            entry_fee=execution.maker_fee_pct,
+            entry_slippage=execution.paper_slippage_limit_pct,
+            exit_fee=execution.taker_fee_pct,
+            stop_slippage=execution.paper_slippage_stop_pct,
+        )
+
+    @property
+    def total(self) -> float:
+        return self.entry_fee + self.entry_slippage + self.exit_fee + self.stop_slippage
+
+
 class SizedEntry(msgspec.Struct, frozen=True, kw_only=True):
     """An entry sized and rounded to the symbol's filters."""
 
@@ -53,7 +87,7 @@ class SizedEntry(msgspec.Struct, frozen=True, kw_only=True):
     quantity: Decimal
     stop_distance: Decimal  # |entry − stop| after rounding
     notional_usd: Decimal  # quantity × entry
-    loss_to_stop_usd: Decimal  # quantity × stop_distance ≤ risk_usd
+    loss_to_stop_usd: Decimal  # all-in: quantity × all_in_loss_per_unit ≤ risk_usd
     risk_usd: Decimal
 
     @property
@@ -69,14 +103,46 @@ class SizingRejected(msgspec.Struct, frozen=True, kw_only=True):
     values: dict[str, float | str] = msgspec.field(default_factory=dict)
 
 
-def size_entry(
-    *, side: Side, entry_price: Decimal, stop_price: Decimal, risk_usd: float, rules: SymbolRules
-) -> SizedEntry | SizingRejected:
-    """Size a trade risking at most `risk_usd` between `entry_price` (already on the tick) and the stop.
+def all_in_loss_per_unit(
+    *, side: Side, entry_price: Decimal, stop_price: Decimal, costs: CostRates
+) -> Decimal:
+    """Loss of one unit of quantity entered at `entry_price` and stopped out at `stop_price`, all-in.
 
-    `stop_price` may be off-tick; it is rounded away from the entry first. Raises
-    `RoundingInputError` for a non-finite or negative price.
+    Entry fill = entry moved adversely by the entry slippage allowance; stop fill = stop moved
+    adversely by the stop slippage allowance; plus the entry fee on the entry fill and the exit fee
+    on the stop fill. Long: e(1+es)(1+fe) − s(1−ss)(1−fx); short: s(1+ss)(1+fx) − e(1−es)(1−fe).
     """
+    with decimal.localcontext() as ctx:
+        ctx.prec = _PRECISION
+        fe, es = _rate(costs.entry_fee), _rate(costs.entry_slippage)
+        fx, ss = _rate(costs.exit_fee), _rate(costs.stop_slippage)
+        one = Decimal(1)
+        if side is Side.LONG:
+            return entry_price * (one + es) * (one + fe) - stop_price * (one - ss) * (one - fx)
+        return stop_price * (one + ss) * (one + fx) - entry_price * (one - es) * (one - fe)
+
+
+def _rate(value: float) -> Decimal:
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"cost rate: got {value!r}, expected a fraction in [0, 1)")
+    return Decimal(repr(value))
+
+
+def size_entry(
+    *,
+    side: Side,
+    entry_price: Decimal,
+    stop_price: Decimal,
+    risk_usd: float,
+    rules: SymbolRules,
+    costs: CostRates | None = None,
+) -> SizedEntry | SizingRejected:
+    """Size a trade losing at most `risk_usd` all-in between `entry_price` (on the tick) and the stop.
+
+    `stop_price` may be off-tick; it is rounded away from the entry first. `costs` None sizes on
+    the price distance alone. Raises `RoundingInputError` for a non-finite or negative price.
+    """
+    rates = costs if costs is not None else CostRates()
     risk = to_decimal(risk_usd, field="risk_usd")
     if risk <= 0:
         return SizingRejected(
@@ -101,16 +167,17 @@ def size_entry(
                 "min_price": str(rules.min_price),
             },
         )
+    unit = all_in_loss_per_unit(side=side, entry_price=entry_price, stop_price=stop, costs=rates)
     with decimal.localcontext() as ctx:
         ctx.prec = _PRECISION
-        qty = round_qty_down(risk / distance, rules.step_size)
+        qty = round_qty_down(risk / unit, rules.step_size)
         if qty > rules.max_qty:
             qty = round_qty_down(rules.max_qty, rules.step_size)
         # Division is rounded to _PRECISION digits; never let that rounding add a step of risk.
-        while qty > 0 and qty * distance > risk:
+        while qty > 0 and qty * unit > risk:
             qty -= rules.step_size
         notional = qty * entry_price
-        loss = qty * distance
+        loss = qty * unit
     if qty <= 0 or qty < rules.min_qty or notional < rules.min_notional:
         return SizingRejected(
             code=BELOW_EXCHANGE_MINIMUM,

@@ -167,6 +167,11 @@ class Strategy(abc.ABC):
     def calculate_target(self, entry_price: float, stop_price: float, side: Side) -> float | None:
         """Take-profit level, or None for a strategy without a fixed target."""
 
+    @property
+    def target_r_multiple(self) -> float | None:
+        """The target in R (multiples of the stop distance), or None without a fixed target."""
+        return None
+
     def required_leverage(self, regime: Regime | RegimeResult) -> float:
         """Leverage for the regime from `leverage.*`, capped at `risk.max_leverage`."""
         key = regime.regime if isinstance(regime, RegimeResult) else regime
@@ -245,6 +250,7 @@ class Strategy(abc.ABC):
             leverage=self.required_leverage(regime.regime),
             atr=_num(f.atr, "atr"),
             reason=reason,
+            target_r_multiple=self.target_r_multiple,
         )
 
 
@@ -297,6 +303,10 @@ class TrendPullback(Strategy):
 
     def calculate_target(self, entry_price: float, stop_price: float, side: Side) -> float | None:
         return _r_target(entry_price, stop_price, side, self.cfg.target_r_multiple)
+
+    @property
+    def target_r_multiple(self) -> float | None:
+        return self.cfg.target_r_multiple
 
     def _conditions(self, f: Features, regime: RegimeResult) -> Signal | NoSignal:
         c = self.cfg
@@ -401,6 +411,10 @@ class RangeMeanReversion(Strategy):
 
     def calculate_target(self, entry_price: float, stop_price: float, side: Side) -> float | None:
         return _r_target(entry_price, stop_price, side, self.cfg.target_r_multiple)
+
+    @property
+    def target_r_multiple(self) -> float | None:
+        return self.cfg.target_r_multiple
 
     def _conditions(self, f: Features, regime: RegimeResult) -> Signal | NoSignal:
         c = self.cfg

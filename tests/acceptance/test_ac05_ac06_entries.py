@@ -33,8 +33,8 @@ HOUR_MS = INTERVAL_MS["1h"]
 ROWS_5M = 632  # rows 0..631 of the recorded file: up to and including the signal candle
 SETTLE_S = 600.0
 # Base volume of the candle after the signal: 0.2 BTC per millisecond, so that the volume cap fills
-# 0.1 x 0.2 = 0.02 of the ~0.13 BTC entry at the first crossing.
-PARTIAL_VOLUME = 12.0
+# a part of the ~0.11 BTC all-in sized entry before the TTL.
+PARTIAL_VOLUME = 8.0
 
 
 def _real_prefix() -> tuple[list[Candle], list[Candle]]:

@@ -860,3 +860,32 @@ class TestBadInput:
             c = h.next_candle()
             v = (await h.decide(report(CCC, c), report(AAA, c, signals=False)))[CCC]
             assert code(v) == "CORRELATION"  # CCC's history restarted after the gap: unknown
+
+
+class TestLossBeyondRisk:
+    """Issue 10 #3: a realized loss beyond the trade's all-in risk_usd is logged (a market gap)."""
+
+    async def test_logged(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            await h.fill(h.submitted()[0])
+            msg = closed(v.plan.trade_id, AAA, -130.0, h.clock.now_ms())
+            msg.record["risk"]["risk_usd"] = 100.0
+            with capture_logs() as logs:
+                await h.send(msg)
+            event = next(e for e in logs if e["event"] == "loss_beyond_risk")
+            assert event["log_level"] == "warning"
+            assert event["excess_usd"] == pytest.approx(30.0)
+            assert event["pnl_r_multiple"] == pytest.approx(-1.3)
+
+    async def test_not_logged_within_risk(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            await h.fill(h.submitted()[0])
+            msg = closed(v.plan.trade_id, AAA, -99.0, h.clock.now_ms())
+            msg.record["risk"]["risk_usd"] = 100.0
+            with capture_logs() as logs:
+                await h.send(msg)
+            assert not any(e["event"] == "loss_beyond_risk" for e in logs)

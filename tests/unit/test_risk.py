@@ -142,16 +142,17 @@ class TestApprovedPlan:
         plan = approved(evaluate(signal(), portfolio(), ctx(mid_price=67_000.05), CFG))
         assert plan.entry_price == Decimal("67000.00")  # long: at or below mid
         assert plan.stop_price == Decimal("66330.00")
-        assert plan.quantity == Decimal("0.149")
+        # All-in: 100 / (67 000·1.0002² − 66 330·0.999·0.9996) = 0.1266 ⇒ 0.126 (issue 10 #3).
+        assert plan.quantity == Decimal("0.126")
         assert plan.risk_usd == pytest.approx(100.0)
         assert plan.risk_pct == 0.01
         assert float(plan.quantity) * (67_000 - 66_330) <= plan.risk_usd
-        assert plan.notional_usd == pytest.approx(0.149 * 67_000)
+        assert plan.notional_usd == pytest.approx(0.126 * 67_000)
         assert plan.margin_used_usd == pytest.approx(plan.notional_usd / 2.0)
         assert plan.stop_pct == pytest.approx(0.01)
         assert plan.target_price == Decimal("68005.00")
         assert plan.open_positions_count == 1
-        assert plan.open_risk_pct > 0.0099
+        assert plan.open_risk_pct > 0.0095  # exit fee and stop slippage of the all-in budget
         assert plan.trade_id == new_trade_id(
             symbol="BTCUSDT", strategy="trend_pullback", candle_open_time_ms=CANDLE
         )
@@ -171,8 +172,11 @@ class TestApprovedPlan:
         plan = approved(evaluate(signal(entry=67_000.04), portfolio(), ctx(), CFG))
         assert plan.entry_price == Decimal("67000.00")
 
-    def test_mid_moved_past_stop_rejected(self) -> None:
-        rejected(evaluate(signal(), portfolio(), ctx(mid_price=66_000.0), CFG), "STOP_INVALID")
+    def test_mid_moved_past_the_close_stop_measures_from_the_entry(self) -> None:
+        # The stop is stop_pct from the entry order's price (issue 10 #2), wherever the close was.
+        plan = approved(evaluate(signal(), portfolio(), ctx(mid_price=66_000.0), CFG))
+        assert plan.entry_price == Decimal("66000.00")
+        assert plan.stop_price == Decimal("65340.00")
 
     def test_percent_price_band(self) -> None:
         rejected(
@@ -303,16 +307,16 @@ class TestLimits:
         assert r.values["open_risk_usd"] == pytest.approx(300 * 1.0004)
 
     def test_margin(self) -> None:
-        r = rejected(evaluate(signal(), portfolio(available=5_000), ctx(), CFG), "MARGIN")
-        assert r.values["margin_required_usd"] == pytest.approx(0.149 * 67_000 / 2)
-        assert r.values["usable_usd"] == pytest.approx(4_500)
+        r = rejected(evaluate(signal(), portfolio(available=4_500), ctx(), CFG), "MARGIN")
+        assert r.values["margin_required_usd"] == pytest.approx(0.126 * 67_000 / 2)
+        assert r.values["usable_usd"] == pytest.approx(4_050)
 
     def test_margin_follows_leverage(self) -> None:
-        # 0.149 BTC × 67 000 = 9 983 notional: 2x needs 4 991.5 (fits 6 000 × 0.9), 1x needs 9 983 (does not).
-        plan = approved(evaluate(signal(leverage=2.0), portfolio(available=6_000), ctx(), CFG))
-        assert plan.margin_used_usd == pytest.approx(4_991.5)
-        r = rejected(evaluate(signal(leverage=1.0), portfolio(available=6_000), ctx(), CFG), "MARGIN")
-        assert r.values["margin_required_usd"] == pytest.approx(9_983)
+        # 0.126 BTC × 67 000 = 8 442 notional: 2x needs 4 221 (fits 5 000 × 0.9), 1x needs 8 442 (does not).
+        plan = approved(evaluate(signal(leverage=2.0), portfolio(available=5_000), ctx(), CFG))
+        assert plan.margin_used_usd == pytest.approx(4_221)
+        r = rejected(evaluate(signal(leverage=1.0), portfolio(available=5_000), ctx(), CFG), "MARGIN")
+        assert r.values["margin_required_usd"] == pytest.approx(8_442)
 
     def test_below_exchange_minimum(self) -> None:
         # 100 USD equity risks 1 USD: 0.001 BTC = 67 USD < MIN_NOTIONAL 100.
@@ -328,8 +332,8 @@ class TestCostFilter:
     """Round-trip cost × notional ≤ max_cost_r × risk_usd."""
 
     def test_tight_stop_rejected(self) -> None:
-        # cost 0.16 % of notional; notional = risk / 0.5 % ⇒ cost = 0.32 R > 0.25 R.
-        r = rejected(evaluate(signal(stop_pct=0.005, leverage=1.0), portfolio(), ctx(), CFG), "COST_FILTER")
+        # cost 0.16 % of notional; all-in notional ≈ risk / (0.4 % + 0.18 %) ⇒ cost ≈ 0.28 R > 0.25 R.
+        r = rejected(evaluate(signal(stop_pct=0.004, leverage=1.0), portfolio(), ctx(), CFG), "COST_FILTER")
         assert r.values["cost_pct"] == pytest.approx(0.0016)
 
     def test_funding_counts(self) -> None:
