@@ -19,6 +19,7 @@ import contextlib
 import random
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -75,12 +76,15 @@ from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot
 from futures_actor.core.risk_state import closed_pnl_from_records
 from futures_actor.core.secrets import Secrets
-from futures_actor.core.summary import render_summary, summarize_trades
+from futures_actor.core.summary import count_trades, render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
-from futures_actor.logs import LogSink, configure_logging, get_logger, reset_logging
+from futures_actor.logs import LogSink, configure_logging, get_logger, reset_logging, stream_files
 from futures_actor.startup import replay_rules, replay_universe, select_live_universe
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
+from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
+from futures_actor.tearsheet.equity import EQUITY_CSV, AccountView, EquityCsvWriter, EquitySampler
+from futures_actor.tearsheet.load import SUMMARY_JSON
 
 if TYPE_CHECKING:
     from futures_actor.cli import RunOptions
@@ -111,6 +115,8 @@ _ENTRY_PHASES = frozenset({Phase.PENDING_ENTRY, Phase.ENTRY_WORKING, Phase.ENTRY
 # Simulated seconds the replay keeps running after its last candle, so that the last decisions,
 # entries and their TTLs settle before the orderly stop.
 REPLAY_SETTLE_SECONDS = 300.0
+# A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
+REPLAY_CONSOLE_LEVEL = "error"
 _MS_PER_S = 1000
 
 log = get_logger("app")
@@ -752,7 +758,12 @@ async def run_bot(options: RunOptions) -> int:
     return await run_live(options)
 
 
-def _open_logging(options: RunOptions, clock: WallClock, log_dir: Path | None) -> LogSink:
+def _open_logging(
+    options: RunOptions, clock: WallClock, log_dir: Path | None, *, replay: bool = False
+) -> LogSink:
+    """Live: every event to the console (pretty on a terminal, JSON otherwise) and daily files.
+    Replay: one events.jsonl for the run; the console (stderr) shows errors only, so that stdout
+    carries nothing but the progress lines and the summary."""
     secrets = Secrets.from_env(options.config)
     return configure_logging(
         cfg=options.config.logging,
@@ -760,6 +771,9 @@ def _open_logging(options: RunOptions, clock: WallClock, log_dir: Path | None) -
         clock=clock,
         secrets=secrets.values(),
         console="quiet" if options.console == "quiet" else "auto",
+        stream=sys.stderr if replay else None,
+        console_level=REPLAY_CONSOLE_LEVEL if replay else None,
+        rotate=not replay,
     )
 
 
@@ -777,8 +791,76 @@ def _seed_trio_scheduler(seed: int) -> None:
         generator.seed(seed)
 
 
+class _RunJournal(TradeJournal):
+    """The replay's journal: one trades.jsonl for the run; tells the equity sampler about each close."""
+
+    def __init__(self, *, on_written: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._on_written = on_written
+
+    def write(self, record: Mapping[str, Any] | msgspec.Struct) -> Path:
+        path = super().write(record)
+        self._on_written()
+        return path
+
+
+class _Progress:
+    """The replay's progress lines (stdout): percent of the 5m close times, simulated time, trades
+    counted as the summary counts them, equity, elapsed and estimated remaining wall time."""
+
+    def __init__(self, stdout: TextIO, journal: Callable[[], TradeJournal | None]) -> None:
+        self._stdout = stdout
+        self._journal = journal
+        self._started = time.monotonic()
+        self.system: System | None = None
+
+    def __call__(self, done: int, total: int, close_ms: int) -> None:
+        journal = self._journal()
+        counts = count_trades(journal.records()) if journal is not None else None
+        equity = self.system.risk.snapshot().equity_usd if self.system is not None else None
+        elapsed = time.monotonic() - self._started
+        eta = elapsed * (total - done) / done if done else 0.0
+        trades = (
+            f"trades {counts.trades}  entries not filled {counts.unfilled_entries}" if counts else "trades 0"
+        )
+        self._stdout.write(
+            f"replay {100.0 * done / total:5.1f}%  {iso_utc(close_ms)[:16].replace('T', ' ')}  {trades}  "
+            f"equity {equity:.2f}  elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}\n"
+            if equity is not None
+            else f"replay {100.0 * done / total:5.1f}%  {iso_utc(close_ms)[:16].replace('T', ' ')}  {trades}  "
+            f"elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}\n"
+        )
+        self._stdout.flush()
+
+
+def _clock_text(seconds: float) -> str:
+    s = max(0, round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _replay_symbols(replay_dir: Path, wanted: tuple[str, ...] | None) -> list[str] | str:
+    """The symbols to replay, or an error message."""
+    try:
+        found = discover_symbols(replay_dir)
+    except (OSError, ValueError) as exc:
+        return f"replay directory {replay_dir}: {exc}"
+    if not found:
+        return f"replay directory {replay_dir}: no SYMBOL-5m.csv.gz with SYMBOL-1h.csv.gz found"
+    if wanted is None:
+        return found
+    missing = [s for s in wanted if s not in found]
+    if missing:
+        return f"--symbols: {', '.join(missing)} not in {replay_dir} (it has {', '.join(found)})"
+    return [s for s in found if s in wanted]
+
+
 async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
-    """`--paper --replay DIR`: the full actor system on recorded klines under the mock clock."""
+    """`--paper --replay DIR`: the full actor system on recorded klines under the mock clock.
+
+    The log directory becomes the run directory: trades.jsonl and events.jsonl (one file each for the
+    whole run), daily-report-*.json, equity.csv, summary.json and report.html. stdout gets the progress
+    lines and the summary only.
+    """
     stdout = out or sys.stdout
     cfg = options.config
     replay_dir = options.replay_dir
@@ -801,17 +883,10 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
     )
     # Console-only logging until the data is loaded and the simulated clock exists (respects --quiet);
     # replaced below by the full set-up with events.jsonl on simulated time.
-    _open_logging(options, SystemWallClock(), None)
-    try:
-        found = discover_symbols(replay_dir)
-    except (OSError, ValueError) as exc:
-        print(f"futures-actor: replay directory {replay_dir}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    if not found:
-        print(
-            f"futures-actor: replay directory {replay_dir}: no SYMBOL-5m.csv.gz with SYMBOL-1h.csv.gz found",
-            file=sys.stderr,
-        )
+    _open_logging(options, SystemWallClock(), None, replay=True)
+    found = _replay_symbols(replay_dir, options.replay_symbols)
+    if isinstance(found, str):
+        print(f"futures-actor: {found}", file=sys.stderr)
         return EXIT_CONFIG
     symbols, prices = replay_universe(replay_dir, found, cfg)
     if not symbols:
@@ -830,49 +905,73 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
     def on_path(symbol: str, candle: Candle, interval_ms: int) -> None:
         paper_holder["paper"].on_path(symbol, candle, interval_ms)
 
-    progress: dict[str, Any] = {}
-
-    def on_progress(candles: int, close_ms: int) -> None:
-        system = progress.get("system")
-        trades = len(journal) if journal is not None else 0
-        equity = system.risk.snapshot().equity_usd if system is not None else None
-        equity_text = f"{equity:.2f}" if equity is not None else "n/a"
-        print(
-            f"replay: {candles} candles  {iso_utc(close_ms)[:16]}  trades {trades}  equity {equity_text}",
-            file=sys.stderr,
-            flush=True,
-        )
-
+    journal: TradeJournal | None = None
+    progress = _Progress(stdout, lambda: journal)
     feed = ReplayFeed(
         directory=replay_dir,
         router=router,
         symbols=symbols,
         on_path=on_path,
-        on_progress=on_progress,
+        on_progress=progress,
+        start_ms=options.replay_start_ms,
+        end_ms=options.replay_end_ms,
+        warmup_1h_bars=cfg.market_data.history_1h_bars if options.replay_start_ms is not None else 0,
         cfg=cfg.replay,
     )
-    feed.load()
-    clock = TrioWallClock(feed.epoch_ms)
-    sink = _open_logging(options, clock, log_dir)
-    journal: TradeJournal | None = None
     try:
-        journal = TradeJournal(directory=log_dir, cfg=cfg.logging, clock=clock)
-        if len(journal):
-            print(
-                f"futures-actor: replay: {log_dir} already holds {len(journal)} trade records; "
-                "give an empty --log-dir so runs do not mix",
-                file=sys.stderr,
+        feed.load()
+    except (OSError, ValueError) as exc:
+        print(f"futures-actor: replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    clock = TrioWallClock(feed.epoch_ms)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    existing = [
+        p.name
+        for name in (cfg.logging.trade_log_file, cfg.logging.event_log_file)
+        for p in stream_files(log_dir, name)
+    ]
+    if existing:
+        print(
+            f"futures-actor: replay: {log_dir} already holds {', '.join(existing)}; "
+            "give an empty --log-dir so runs do not mix",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    sink = _open_logging(options, clock, log_dir, replay=True)
+    sampler: EquitySampler | None = None
+    try:
+        writer = EquityCsvWriter(log_dir / EQUITY_CSV)
+        system_box: dict[str, System] = {}
+
+        def account_view() -> AccountView:
+            snap = system_box["system"].risk.snapshot()
+            equity = snap.equity_usd if snap.equity_usd is not None else cfg.replay.initial_balance_usdt
+            return AccountView(
+                equity_usd=equity, open_risk_usd=snap.open_risk_usd, open_positions=snap.positions
             )
-            return EXIT_CONFIG
+
+        sampler = EquitySampler(
+            writer=writer,
+            view=account_view,
+            clock=clock,
+            every_ms=cfg.report.equity_sample_minutes * 60_000,
+        )
+        journal = _RunJournal(
+            directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=sampler.trade_closed
+        )
         with StateStore.open(db_path, durable=False) as store:
             paper = PaperExchange.from_store(store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms)
             paper_holder["paper"] = paper
 
             def market(system: System) -> Callable[..., Awaitable[Any]]:
                 async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                    await feed.run(task_status=task_status)
-                    # Let the last candle's decisions, orders and TTLs settle before stopping.
-                    await trio.sleep(REPLAY_SETTLE_SECONDS)
+                    assert sampler is not None
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(sampler.run)
+                        await feed.run(task_status=task_status)
+                        # Let the last candle's decisions, orders and TTLs settle before stopping.
+                        await trio.sleep(REPLAY_SETTLE_SECONDS)
+                        nursery.cancel_scope.cancel()
                     system.stop_requested.set()
 
                 return run_feed
@@ -895,14 +994,54 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
                 kill_file_watch=False,
             )
             system = System(parts)
-            progress["system"] = system
+            system_box["system"] = system
+            progress.system = system
             log.info(
-                "replay_starting", directory=str(replay_dir), symbols=symbols, epoch=iso_utc(feed.epoch_ms)
+                "replay_starting",
+                directory=str(replay_dir),
+                symbols=symbols,
+                epoch=iso_utc(feed.epoch_ms),
+                timerange=[options.replay_start_ms, options.replay_end_ms],
             )
             await system.run()
-            summary = summarize_trades(journal.records(), start_equity_usd=cfg.replay.initial_balance_usdt)
+            sampler.finish()
+            records = list(journal.records())
+            summary = summarize_trades(records, start_equity_usd=cfg.replay.initial_balance_usdt)
+            stats = feed.stats
+            report = write_report(log_dir, cfg=cfg)
+            write_summary_json(
+                log_dir,
+                summary,
+                report.metrics,
+                {
+                    "replay_dir": str(replay_dir),
+                    "symbols": symbols,
+                    "timerange": {
+                        "start": iso_utc(options.replay_start_ms)
+                        if options.replay_start_ms is not None
+                        else None,
+                        "end": iso_utc(options.replay_end_ms) if options.replay_end_ms is not None else None,
+                    },
+                    "first_close": iso_utc(stats.first_close_ms) if stats.steps else None,
+                    "last_close": iso_utc(stats.last_close_ms) if stats.steps else None,
+                    "candles_5m": stats.candles_5m,
+                    "candles_1h": stats.candles_1h,
+                    "config": str(options.config_path),
+                    "initial_balance_usdt": cfg.replay.initial_balance_usdt,
+                    "trade_records": len(records),
+                    "counting": "trades = records whose entry filled; entries not filled are counted apart",
+                    "exit_code": system.exit_code,
+                },
+            )
             stdout.write(render_summary(summary) + "\n")
-            stdout.write(f"logs: {log_dir}  (trades: {journal.link_path})\n")
+            stdout.write(
+                f"run directory: {log_dir}\n"
+                f"  {journal.link_path.name}: {len(records)} records ({summary.total.trades} trades, "
+                f"{summary.unfilled_entries} entries not filled)\n"
+                f"  {EQUITY_CSV}: {writer.rows} rows   {SUMMARY_JSON}   "
+                f"{REPORT_HTML}: {report.size_bytes / 1024:.0f} KiB\n"
+            )
+            stdout.flush()
             log.info("replay_finished", trades=summary.total.trades, exit_code=system.exit_code)
             return system.exit_code
     except StateStoreError as exc:
@@ -910,6 +1049,8 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
         print(f"futures-actor: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     finally:
+        if sampler is not None:
+            sampler.close()
         if journal is not None:
             journal.close()
         sink.close()

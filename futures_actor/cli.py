@@ -19,8 +19,10 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -80,6 +82,10 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     log_dir: Path
     state_dir: Path
     replay_dir: Path | None = None
+    # --timerange (UTC ms, start inclusive, end exclusive) and --symbols; replay only.
+    replay_start_ms: int | None = None
+    replay_end_ms: int | None = None
+    replay_symbols: tuple[str, ...] | None = None
     env_file: Path | None = None
     console: str = "auto"
     warnings: tuple[str, ...] = ()
@@ -99,6 +105,8 @@ commands:
   features ...           compute features over recorded klines (see `features --help`)
   download-klines ...    download klines from Binance public endpoints (see `download-klines --help`)
   sim-exchange ...       run the simulated Binance exchange on 127.0.0.1 (see `sim-exchange --help`)
+  report LOG_DIR         render LOG_DIR/report.html from the run's files (a replay's run directory or
+                         a live log directory with daily trades files); --output PATH to write elsewhere
   kill [--reason TEXT]   engage the operator kill switch: writes <state_dir>/control/kill; the running
                          bot cancels working orders, closes every position and stops entering
   resume                 remove <state_dir>/control/kill
@@ -163,7 +171,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper mode fed by recorded klines from DIR (simulated clock)",
     )
     parser.add_argument(
-        "--quiet", action="store_true", help="no console log output (events.jsonl is still written)"
+        "--timerange",
+        metavar="START:END",
+        help="replay only the 5m candles from START (00:00 UTC, inclusive) to END (00:00 UTC, exclusive); "
+        "dates as YYYY-MM-DD, either side may be empty (e.g. 2025-01-01:2025-03-01, 2025-02-01:)",
+    )
+    parser.add_argument(
+        "--symbols",
+        metavar="SYM,SYM",
+        help="replay only these symbols of the replay directory (e.g. BTCUSDT,ETHUSDT)",
+    )
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no console log output (events.jsonl is still written; a replay still prints its summary)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate a config file and print the effective config")
@@ -174,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(kill, suppress=True)
     resume = sub.add_parser("resume", help="release the operator kill switch")
     _add_common(resume, suppress=True)
+    report = sub.add_parser("report", help="render report.html from a log directory (replay or live)")
+    report.add_argument("log_dir_arg", metavar="LOG_DIR", type=Path, help="the run's log directory")
+    report.add_argument(
+        "--output", metavar="PATH", type=Path, help="where to write the page (default: LOG_DIR/report.html)"
+    )
+    _add_common(report, suppress=True)
     for name in TOOLS:
         sub.add_parser(name, help=f"tool: {name} (arguments are passed to the tool; try `{name} --help`)")
     return parser
@@ -195,6 +222,47 @@ def _resolve_config_path(explicit: Path | None, stderr: TextIO, warnings: list[s
     _warn(message, stderr)
     warnings.append(message)
     return EXAMPLE_CONFIG
+
+
+_DAY_MS = 86_400_000
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+def parse_timerange(text: str) -> tuple[int | None, int | None]:
+    """`START:END` (dates YYYY-MM-DD, UTC midnight; either side may be empty) as ms; UsageError if bad."""
+    start_text, sep, end_text = text.partition(":")
+    if not sep:
+        raise UsageError(
+            f"--timerange {text!r}: expected START:END with dates YYYY-MM-DD (either may be empty)"
+        )
+
+    def day_ms(value: str, side: str) -> int | None:
+        value = value.strip()
+        if not value:
+            return None
+        try:
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise UsageError(f"--timerange {text!r}: {side} {value!r} is not a date YYYY-MM-DD") from None
+        return int(day.timestamp() * 1000)
+
+    start, end = day_ms(start_text, "start"), day_ms(end_text, "end")
+    if start is None and end is None:
+        raise UsageError(f"--timerange {text!r}: give a start, an end or both (START:END)")
+    if start is not None and end is not None and end <= start:
+        raise UsageError(f"--timerange {text!r}: the end must be after the start")
+    return start, end
+
+
+def parse_symbols(text: str) -> tuple[str, ...]:
+    """`BTCUSDT,ETHUSDT` as a tuple (upper case, no duplicates); UsageError if a name is malformed."""
+    names = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UsageError(f"--symbols {text!r}: expected comma-separated symbols like BTCUSDT,ETHUSDT")
+    for name in names:
+        if not _SYMBOL.match(name):
+            raise UsageError(f"--symbols: {name!r} is not a symbol name (letters and digits, e.g. BTCUSDT)")
+    return tuple(dict.fromkeys(names))
 
 
 def _load_env(env_file: Path | None) -> None:
@@ -224,6 +292,11 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
             warnings.append(message)
     if args.replay is not None and not args.replay.is_dir():
         raise UsageError(f"--replay {args.replay}: not a directory")
+    for flag, value in (("--timerange", args.timerange), ("--symbols", args.symbols)):
+        if value is not None and args.replay is None:
+            raise UsageError(f"{flag} applies to a replay only (give --replay DIR)")
+    start_ms, end_ms = parse_timerange(args.timerange) if args.timerange is not None else (None, None)
+    symbols = parse_symbols(args.symbols) if args.symbols is not None else None
     return RunOptions(
         config=cfg,
         config_path=config_path,
@@ -232,6 +305,9 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
         log_dir=args.log_dir if args.log_dir is not None else Path(cfg.logging.log_dir),
         state_dir=args.state_dir if args.state_dir is not None else Path(cfg.state.state_dir),
         replay_dir=args.replay,
+        replay_start_ms=start_ms,
+        replay_end_ms=end_ms,
+        replay_symbols=symbols,
         env_file=args.env_file,
         console="quiet" if args.quiet else "auto",
         warnings=tuple(warnings),
@@ -290,6 +366,28 @@ def _resume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         stdout.write(f"kill switch was not engaged ({path} absent)\n")
         return EXIT_OK
     stdout.write(f"kill switch released: removed {path}\n")
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from futures_actor.tearsheet import write_report
+
+    cfg = None
+    config_path = (
+        args.config if args.config is not None else (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+    )
+    if config_path is not None:
+        cfg = load_config(config_path)
+    log_dir = Path(args.log_dir_arg)
+    if not log_dir.is_dir():
+        print(
+            f"futures-actor: report: {log_dir}: not a directory (expected a run's log directory)", file=stderr
+        )
+        return EXIT_CONFIG
+    result = write_report(log_dir, output=args.output, cfg=cfg)
+    for problem in result.problems:
+        print(f"futures-actor: report: warning: {problem}", file=stderr)
+    stdout.write(f"report: {result.path} ({result.size_bytes} bytes, {result.trades} trades)\n")
     return EXIT_OK
 
 
@@ -370,6 +468,8 @@ def main(
                 return _kill(args, out, err)
             case "resume":
                 return _resume(args, out, err)
+            case "report":
+                return _report(args, out, err)
             case None:
                 _load_env(args.env_file)
                 options = resolve_run_options(args, err)

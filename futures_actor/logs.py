@@ -6,7 +6,10 @@ This module owns how log lines are made and where they go (BOT_SPEC §11, STYLE.
   `timestamp` (ISO 8601 UTC from the injected `WallClock`, so replay and mock-clock runs log simulated
   time), `level`, `event`, `actor`, `symbol` (both `null` when not bound) and then the event's fields.
   `events.jsonl` is a symlink to today's file, moved at rotation, so `tail -F logs/events.jsonl` follows.
-- Console: a readable renderer when stdout is a terminal, the same JSON lines otherwise, nothing when quiet.
+  A replay writes one plain `events.jsonl` for the whole run instead (`rotate=False`).
+- Console: a readable renderer when stdout is a terminal, the same JSON lines otherwise, nothing when quiet;
+  `console_level` keeps lower events off the console (a replay shows only errors there, on stderr: its
+  stdout carries progress and the summary, its events are in events.jsonl).
 - Redaction: every registered secret value is replaced by `***` wherever it occurs in any string of an
   event (nested dicts, lists and tuples too, exception text included) before anything is rendered.
   Objects of other types are turned into their `str()` first, so a repr cannot carry a secret past it.
@@ -47,6 +50,7 @@ __all__ = [
     "register_secrets",
     "registered_secret_count",
     "reset_logging",
+    "stream_files",
 ]
 
 ConsoleMode = Literal["auto", "pretty", "json", "quiet"]
@@ -124,18 +128,31 @@ class RotatingJsonlFile:
     use, replaced atomically at each rotation. Each `write_line` is one `os.write` of the whole line on an
     `O_APPEND` descriptor, fsynced when `fsync` is true, so a reader never sees a partial line.
     The day comes from the injected wall clock. Thread-safe (a lock around each write).
+
+    `rotate=False` (a replay's run directory) writes every line to `<dir>/<name>` itself, a plain file:
+    one file holds the whole run, whatever the simulated days (`max_bytes` must then be 0).
     """
 
     def __init__(
-        self, *, directory: Path, name: str, clock: WallClock, max_bytes: int = 0, fsync: bool = False
+        self,
+        *,
+        directory: Path,
+        name: str,
+        clock: WallClock,
+        max_bytes: int = 0,
+        fsync: bool = False,
+        rotate: bool = True,
     ) -> None:
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        if not rotate and max_bytes:
+            raise ValueError(f"max_bytes must be 0 when rotate is false (one file), got {max_bytes}")
         self.directory = directory
         self.name = name
         self.clock = clock
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.rotate = rotate
         stem, dot, suffix = name.rpartition(".")
         self._stem, self._suffix = (stem, dot + suffix) if dot and stem else (name, "")
         self._fd: int | None = None
@@ -151,6 +168,8 @@ class RotatingJsonlFile:
 
     @property
     def current_path(self) -> Path | None:
+        if not self.rotate:
+            return self.link_path
         if self._day is None:
             return None
         return self._path_for(self._day, self._index)
@@ -160,13 +179,8 @@ class RotatingJsonlFile:
         return self.directory / f"{self._stem}-{day.isoformat()}{suffix}{self._suffix}"
 
     def files(self) -> list[Path]:
-        """Every rotated file of this stream, oldest first (by day, then index)."""
-        found: list[tuple[str, int, Path]] = []
-        for path in self.directory.iterdir():
-            m = _ROTATED_NAME.match(path.name)
-            if m and m.group("stem") == self._stem and m.group("suffix") == self._suffix and path.is_file():
-                found.append((m.group("day"), int(m.group("index") or 0), path))
-        return [p for _, _, p in sorted(found)]
+        """Every file of this stream, oldest first: see `stream_files`."""
+        return stream_files(self.directory, self.name)
 
     def _open(self, day: date, index: int) -> None:
         self._close_fd()
@@ -194,13 +208,22 @@ class RotatingJsonlFile:
             index += 1
         return index
 
+    def _open_single(self) -> None:
+        fd = os.open(self.link_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+
     def write_line(self, line: str) -> Path:
         """Append one line (a trailing newline is added if missing); returns the file written."""
         data = (line if line.endswith("\n") else line + "\n").encode("utf-8")
         with self._lock:
-            today = ms_to_datetime(self.clock.now_ms()).date()
-            if self._fd is None or today != self._day:
-                self._open(today, self._latest_index(today))
+            if not self.rotate:
+                if self._fd is None:
+                    self._open_single()
+            else:
+                today = ms_to_datetime(self.clock.now_ms()).date()
+                if self._fd is None or today != self._day:
+                    self._open(today, self._latest_index(today))
             if self.max_bytes and self._size and self._size + len(data) > self.max_bytes:
                 assert self._day is not None
                 self._open(self._day, self._index + 1)
@@ -226,6 +249,31 @@ class RotatingJsonlFile:
             self._close_fd()
 
 
+def stream_files(directory: Path, name: str) -> list[Path]:
+    """Every file of the JSONL stream `name` (e.g. `trades.jsonl`) in `directory`, oldest first.
+
+    The daily/size-rotated files (`<stem>-YYYY-MM-DD[.N]<suffix>`, by day then index), then `<name>`
+    itself when it is a plain file (a replay's single file; the symlink of a rotated stream is skipped,
+    its target is already listed). A missing directory has no files.
+    """
+    stem, dot, suffix = name.rpartition(".")
+    stem, suffix = (stem, dot + suffix) if dot and stem else (name, "")
+    found: list[tuple[str, int, Path]] = []
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    for path in entries:
+        m = _ROTATED_NAME.match(path.name)
+        if m and m.group("stem") == stem and m.group("suffix") == suffix and path.is_file():
+            found.append((m.group("day"), int(m.group("index") or 0), path))
+    files = [p for _, _, p in sorted(found)]
+    single = directory / name
+    if single.is_file() and not single.is_symlink():
+        files.append(single)
+    return files
+
+
 # ------------------------------------------------------------------------------------------- the sink
 
 
@@ -243,8 +291,26 @@ def _event_line(event_dict: MutableMapping[str, Any]) -> str:
     return json.dumps(ordered, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def _level_number(level: str) -> int:
+    """The numeric level of a structlog level name; unknown names rank as errors (never hidden)."""
+    return _LEVELS.get(level.lower(), logging.ERROR)
+
+
 class LogSink:
-    """Where rendered events go: the rotated `events` file and the console. Owns the wall clock."""
+    """Where rendered events go: the rotated `events` file and the console. Owns the wall clock.
+
+    `console_level` (e.g. "error"): only events at that level or above reach the console; every event
+    still goes to the events file. None: every event reaches the console (as configured by `console`).
+    """
 
     def __init__(
         self,
@@ -253,10 +319,14 @@ class LogSink:
         events_file: RotatingJsonlFile | None,
         console: ConsoleMode,
         stream: TextIO,
+        console_level: str | None = None,
     ) -> None:
         self.clock = clock
         self.events_file = events_file
         self.stream = stream
+        if console_level is not None and console_level.lower() not in _LEVELS:
+            raise ValueError(f"console_level {console_level!r}: expected one of {', '.join(_LEVELS)}")
+        self._console_min = _level_number(console_level) if console_level is not None else None
         if console == "auto":
             console = "pretty" if _isatty(stream) else "json"
         self.console: ConsoleMode = console
@@ -281,6 +351,10 @@ class LogSink:
         with self._lock:
             if self.events_file is not None:
                 self.events_file.write_line(line)
+            if self._console_min is not None and _level_number(str(event_dict.get("level", "info"))) < (
+                self._console_min
+            ):
+                return line
             if self.console == "json":
                 self.stream.write(line + "\n")
                 self.stream.flush()
@@ -329,10 +403,14 @@ def configure_logging(
     secrets: Iterable[str] = (),
     console: ConsoleMode = "auto",
     stream: TextIO | None = None,
+    console_level: str | None = None,
+    rotate: bool = True,
 ) -> LogSink:
     """Configure structlog for the whole process and return the sink (close it at shutdown).
 
     `log_dir=None` writes no file (console only). Calling it again replaces the previous setup.
+    `rotate=False` writes one `events.jsonl` (a replay's run directory) instead of daily files;
+    `console_level` filters the console only (see `LogSink`).
     """
     global _sink
     register_secrets(secrets)
@@ -340,9 +418,19 @@ def configure_logging(
     events_file = None
     if log_dir is not None:
         events_file = RotatingJsonlFile(
-            directory=log_dir, name=cfg.event_log_file, clock=clock, max_bytes=cfg.rotate_max_bytes
+            directory=log_dir,
+            name=cfg.event_log_file,
+            clock=clock,
+            max_bytes=cfg.rotate_max_bytes if rotate else 0,
+            rotate=rotate,
         )
-    sink = LogSink(clock=clock, events_file=events_file, console=console, stream=stream or sys.stdout)
+    sink = LogSink(
+        clock=clock,
+        events_file=events_file,
+        console=console,
+        stream=stream or sys.stdout,
+        console_level=console_level,
+    )
     if _sink is not None:
         _sink.close()
     _sink = sink

@@ -26,8 +26,14 @@ fast as the CPU allows and is deterministic. Then, symbol by symbol (sorted):
 
 A symbol joins when its data starts and leaves when it ends. A jump in a symbol's 5m series is
 logged (`replay_gap`) and counted; the candle is still emitted (the symbol actor repairs gaps).
-`on_progress(candles_emitted, sim_ms)` is called every `replay.progress_every_candles` candles
-(5m and 1h). `run()` returns `ReplayStats` and sets `done`.
+
+Window (`--timerange`): `start_ms` / `end_ms` keep the 5m candles with start_ms <= open and
+open + 5m <= end_ms; 1h candles likewise, except that `warmup_1h_bars` 1h candles before `start_ms` are
+kept, so the 1h indicators are warm when the window opens (they reach the symbol at its first step).
+
+Progress: `on_progress(steps_done, steps_total, sim_ms)` after the step that completes each
+`replay.progress_percent_step` percent of the 5m close times, and after the last one.
+`run()` returns `ReplayStats` and sets `done`.
 """
 
 from __future__ import annotations
@@ -63,8 +69,8 @@ __all__ = [
 
 PathCallback = Callable[[str, Candle, int], None]
 """`on_path(symbol, next_candle, interval_ms)`: the 5m candle that starts now (look-ahead)."""
-ProgressCallback = Callable[[int, int], None]
-"""`on_progress(candles_emitted, sim_ms)`."""
+ProgressCallback = Callable[[int, int, int], None]
+"""`on_progress(steps_done, steps_total, sim_ms)`: one step is one 5m close time."""
 
 SIGNAL_TF = "5m"
 TREND_TF = "1h"
@@ -202,13 +208,15 @@ class _Series:
 
     __slots__ = ("i", "interval", "step", "times", "trades", "values")
 
-    def __init__(self, path: Path, interval: str, start_ms: int | None, end_ms: int | None) -> None:
+    def __init__(
+        self, path: Path, interval: str, start_ms: int | None, end_ms: int | None, warmup_bars: int = 0
+    ) -> None:
         a = read_klines(path, interval=interval)
         self.interval = interval
         self.step = INTERVAL_MS[interval]
         keep = np.ones(len(a), dtype=bool)
         if start_ms is not None:
-            keep &= a.open_time_ms >= start_ms
+            keep &= a.open_time_ms >= start_ms - warmup_bars * self.step
         if end_ms is not None:
             keep &= a.open_time_ms + self.step <= end_ms
         self.times: npt.NDArray[np.int64] = np.ascontiguousarray(a.open_time_ms[keep])
@@ -268,8 +276,16 @@ class ReplayFeed:
         on_progress: ProgressCallback | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        warmup_1h_bars: int = 0,
         cfg: ReplayConfig | None = None,
     ) -> None:
+        if start_ms is not None and end_ms is not None and end_ms <= start_ms:
+            raise ReplayDataError(
+                f"replay window [{start_ms}, {end_ms}): end must be after start",
+                path=str(directory),
+                field="timerange",
+                value=(start_ms, end_ms),
+            )
         self._dir = Path(directory)
         self._router = router
         self._wanted = list(symbols) if symbols is not None else None
@@ -277,6 +293,7 @@ class ReplayFeed:
         self._on_progress = on_progress
         self._start_ms = start_ms
         self._end_ms = end_ms
+        self._warmup_1h = warmup_1h_bars
         self._cfg = cfg or ReplayConfig()
         self._data: list[_Symbol] | None = None
         self._closes: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
@@ -309,7 +326,7 @@ class ReplayFeed:
                         value=symbol,
                     )
             five = _Series(by_tf[SIGNAL_TF], SIGNAL_TF, self._start_ms, self._end_ms)
-            hour = _Series(by_tf[TREND_TF], TREND_TF, self._start_ms, self._end_ms)
+            hour = _Series(by_tf[TREND_TF], TREND_TF, self._start_ms, self._end_ms, self._warmup_1h)
             fpath = _funding_path(self._dir, symbol)
             funding = read_funding(fpath, symbol=symbol) if fpath is not None else None
             if funding is None:
@@ -367,8 +384,9 @@ class ReplayFeed:
         self._started = True
         task_status.started()
         stats = self.stats
-        every = self._cfg.progress_every_candles
-        next_progress = every
+        total = int(self._closes.size)
+        step_pct = self._cfg.progress_percent_step
+        next_pct = step_pct
         for T in self._closes.tolist():
             await trio.sleep_until(self.trio_time_of(T))
             if stats.steps == 0:
@@ -377,10 +395,11 @@ class ReplayFeed:
             stats.last_close_ms = T
             for sym in self._data:
                 await self._step(sym, T, stats)
-            emitted = stats.candles_5m + stats.candles_1h
-            if self._on_progress is not None and emitted >= next_progress:
-                self._on_progress(emitted, T)
-                next_progress = (emitted // every + 1) * every
+            done_pct = 100.0 * stats.steps / total
+            if self._on_progress is not None and (done_pct >= next_pct or stats.steps == total):
+                self._on_progress(stats.steps, total, T)
+                while next_pct <= done_pct:
+                    next_pct += step_pct
         log.info("replay_done", **msgspec.structs.asdict(stats))
         self.done.set()
         return stats

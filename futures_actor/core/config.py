@@ -287,11 +287,21 @@ class SupervisionConfig(_Section, frozen=True):
 
 
 class ReplayConfig(_Section, frozen=True):
-    progress_every_candles: PositiveInt = 50_000
+    # A progress line each time this share (percent) of the replay's 5m close times has been played.
+    progress_percent_step: Annotated[float, msgspec.Meta(gt=0.0, le=100.0)] = 5.0
     initial_balance_usdt: PositiveFloat = 10_000.0
     # Replay has no book ticker; this spread (a fraction of price) stands in for it.
     assumed_spread_pct: Fraction = 0.0001
     seed: NonNegativeInt = 0
+
+
+class ReportConfig(_Section, frozen=True):
+    """The run report (report.html) and its equity curve (equity.csv)."""
+
+    # equity.csv: a row every this many minutes, plus one after every trade close.
+    equity_sample_minutes: Annotated[int, msgspec.Meta(ge=1, le=1440)] = 60
+    # report.html lists the gaps of at least this many hours with no open trade, with their reasons.
+    idle_period_min_hours: PositiveFloat = 24.0
 
 
 class BotConfig(_Section, frozen=True):
@@ -314,6 +324,7 @@ class BotConfig(_Section, frozen=True):
     state: StateConfig = msgspec.field(default_factory=StateConfig)
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
+    report: ReportConfig = msgspec.field(default_factory=ReportConfig)
 
 
 class ConfigError(ValueError):

@@ -1,8 +1,11 @@
 """Run summary from trade records (replay's final report): pure, from trades.jsonl records.
 
-Counts only trades whose entry filled (`entry_order.filled_qty > 0`); entries that timed out are
-counted apart. Figures are net as logged. Max drawdown is the deepest fall of the equity curve built
-from the starting equity plus each trade's pnl in close order (a fraction, like every `*_pct`).
+What is a trade: a record whose entry filled (`entry_order.filled_qty > 0`). The journal also holds a
+record for every entry that never filled (its order expired or was rejected: reason TIMEOUT, qty 0);
+those are "entries not filled", counted apart and never in trade counts, win rate or PnL. The replay's
+progress lines and this summary both count with `count_trades`, so they agree.
+Figures are net as logged. Max drawdown is the deepest fall of the equity curve built from the starting
+equity plus each trade's pnl in close order (a fraction, like every `*_pct`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["GroupStats", "RunSummary", "render_summary", "summarize_trades"]
+__all__ = [
+    "GroupStats",
+    "RunSummary",
+    "TradeCounts",
+    "count_trades",
+    "is_filled",
+    "render_summary",
+    "summarize_trades",
+    "summary_to_dict",
+]
 
 
 class GroupStats(msgspec.Struct, kw_only=True):
@@ -40,10 +52,16 @@ class GroupStats(msgspec.Struct, kw_only=True):
         self.funding_usd += funding
 
 
+class TradeCounts(msgspec.Struct, frozen=True, kw_only=True):
+    trades: int
+    unfilled_entries: int
+
+
 class RunSummary(msgspec.Struct, kw_only=True):
     total: GroupStats
     by_strategy: dict[str, GroupStats]
     by_regime: dict[str, GroupStats]
+    by_symbol: dict[str, GroupStats]
     by_reason: dict[str, int]
     unfilled_entries: int
     max_drawdown_pct: float
@@ -52,8 +70,27 @@ class RunSummary(msgspec.Struct, kw_only=True):
 
 
 def _num(record: Mapping[str, Any], section: str, key: str) -> float:
-    value = record.get(section, {}).get(key, 0.0)
-    return float(value) if isinstance(value, int | float) else 0.0
+    part = record.get(section)
+    value = part.get(key, 0.0) if isinstance(part, Mapping) else 0.0
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
+def is_filled(record: Mapping[str, Any]) -> bool:
+    """A trade (its entry filled), as opposed to an entry that never filled."""
+    entry = record.get("entry_order")
+    qty = entry.get("filled_qty", 0.0) if isinstance(entry, Mapping) else 0.0
+    return isinstance(qty, int | float) and not isinstance(qty, bool) and qty > 0
+
+
+def count_trades(records: Iterable[Mapping[str, Any]]) -> TradeCounts:
+    """Trades and entries not filled, counted as the summary counts them."""
+    filled = unfilled = 0
+    for rec in records:
+        if is_filled(rec):
+            filled += 1
+        else:
+            unfilled += 1
+    return TradeCounts(trades=filled, unfilled_entries=unfilled)
 
 
 def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: float) -> RunSummary:
@@ -61,16 +98,18 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
     total = GroupStats()
     by_strategy: dict[str, GroupStats] = {}
     by_regime: dict[str, GroupStats] = {}
+    by_symbol: dict[str, GroupStats] = {}
     by_reason: dict[str, int] = {}
     unfilled = 0
     equity = peak = start_equity_usd
     max_dd = 0.0
     for rec in rows:
-        reason = str(rec.get("result", {}).get("reason", "?"))
-        by_reason[reason] = by_reason.get(reason, 0) + 1
-        if _num(rec, "entry_order", "filled_qty") <= 0:
+        if not is_filled(rec):
             unfilled += 1
             continue
+        result = rec.get("result")
+        reason = str(result.get("reason", "?")) if isinstance(result, Mapping) else "?"
+        by_reason[reason] = by_reason.get(reason, 0) + 1
         pnl = _num(rec, "result", "pnl_usd")
         r = _num(rec, "result", "pnl_r_multiple")
         fees = _num(rec, "costs", "fees_usd")
@@ -78,6 +117,7 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
         total.add(pnl, r, fees, funding)
         by_strategy.setdefault(str(rec.get("strategy", "?")), GroupStats()).add(pnl, r, fees, funding)
         by_regime.setdefault(str(rec.get("regime", "?")), GroupStats()).add(pnl, r, fees, funding)
+        by_symbol.setdefault(str(rec.get("symbol", "?")), GroupStats()).add(pnl, r, fees, funding)
         equity += pnl
         peak = max(peak, equity)
         if peak > 0:
@@ -86,6 +126,7 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
         total=total,
         by_strategy=by_strategy,
         by_regime=by_regime,
+        by_symbol=by_symbol,
         by_reason=by_reason,
         unfilled_entries=unfilled,
         max_drawdown_pct=max_dd,
@@ -111,6 +152,34 @@ def render_summary(s: RunSummary) -> str:
         *(_line(k, v) for k, v in sorted(s.by_strategy.items())),
         "by regime:",
         *(_line(k, v) for k, v in sorted(s.by_regime.items())),
-        "exit reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())),
+        "exit reasons (trades): " + (", ".join(f"{k} {v}" for k, v in sorted(s.by_reason.items())) or "none"),
+        "trades: records whose entry filled; entries not filled (expired or rejected, qty 0) are apart",
     ]
     return "\n".join(out)
+
+
+def _group_dict(g: GroupStats) -> dict[str, Any]:
+    return {
+        "trades": g.trades,
+        "wins": g.wins,
+        "win_rate": g.win_rate,
+        "expectancy_r": g.expectancy_r,
+        "pnl_usd": g.pnl_usd,
+        "fees_usd": g.fees_usd,
+        "funding_usd": g.funding_usd,
+    }
+
+
+def summary_to_dict(s: RunSummary) -> dict[str, Any]:
+    """The summary as plain JSON data (summary.json)."""
+    return {
+        "trades": _group_dict(s.total),
+        "unfilled_entries": s.unfilled_entries,
+        "start_equity_usd": s.start_equity_usd,
+        "end_equity_usd": s.end_equity_usd,
+        "max_drawdown_pct_closed_trades": s.max_drawdown_pct,
+        "by_strategy": {k: _group_dict(v) for k, v in sorted(s.by_strategy.items())},
+        "by_regime": {k: _group_dict(v) for k, v in sorted(s.by_regime.items())},
+        "by_symbol": {k: _group_dict(v) for k, v in sorted(s.by_symbol.items())},
+        "exit_reasons": dict(sorted(s.by_reason.items())),
+    }

@@ -113,15 +113,17 @@ def iter_trade_records(files: list[Path]) -> Iterator[tuple[Path, int, dict[str,
 class TradeJournal:
     """Append-only writer of `trades.jsonl` (see the module docstring for the policy)."""
 
-    def __init__(self, *, directory: Path, cfg: LoggingConfig, clock: WallClock) -> None:
+    def __init__(self, *, directory: Path, cfg: LoggingConfig, clock: WallClock, rotate: bool = True) -> None:
+        """`rotate=False` (a replay's run directory): one plain `trades.jsonl` holds every record."""
         self._log = get_logger("journal")
         self._clock = clock
         self._file = RotatingJsonlFile(
             directory=directory,
             name=cfg.trade_log_file,
             clock=clock,
-            max_bytes=cfg.rotate_max_bytes,
+            max_bytes=cfg.rotate_max_bytes if rotate else 0,
             fsync=True,
+            rotate=rotate,
         )
         self.quarantine_path = directory / _quarantine_name(cfg.trade_log_file)
         self._trade_ids: set[str] = set()

@@ -1,8 +1,9 @@
 """`python -m futures_actor --paper --replay DIR`: deterministic, with a summary (BOT_SPEC, ACCEPTANCE).
 
 The command runs in-process through `futures_actor.cli.main` (the same code as the console script):
-twice on the same recorded klines with different log and state directories. The trades files must be
-byte-identical and the printed summary must match the records it summarises.
+twice on the same recorded klines with different log and state directories. The trades file (one
+`trades.jsonl` for the whole run) must be byte-identical and the printed summary must match the records
+it summarises. stdout (not a terminal here) carries only progress lines and the summary.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ DAYS = 7
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "config.example.json"
 
 
-def _replay(replay_dir: Path, out_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+def _replay(
+    replay_dir: Path, out_dir: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, str, str]:
     capsys.readouterr()
     code = cli.main(
         [
@@ -37,7 +40,7 @@ def _replay(replay_dir: Path, out_dir: Path, capsys: pytest.CaptureFixture[str])
             str(out_dir / "logs"),
             "--state-dir",
             str(out_dir / "state"),
-            "--quiet",
+            *extra,
         ]
     )
     captured = capsys.readouterr()
@@ -45,7 +48,7 @@ def _replay(replay_dir: Path, out_dir: Path, capsys: pytest.CaptureFixture[str])
 
 
 def _trade_files(log_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(log_dir.glob("trades-*.jsonl"))}
+    return {p.name: p.read_bytes() for p in sorted(log_dir.glob("trades*.jsonl"))}
 
 
 def _records(log_dir: Path) -> list[dict[str, Any]]:
@@ -85,8 +88,17 @@ def test_replay_twice_gives_identical_trades_and_a_summary(
     assert (code1, code2) == (0, 0)
 
     files1, files2 = _trade_files(tmp_path / "run1" / "logs"), _trade_files(tmp_path / "run2" / "logs")
-    assert files1, "the replay produced no trade record: determinism would be vacuous"
-    assert files1 == files2  # same file names, byte for byte
+    assert list(files1) == ["trades.jsonl"], "one trades file for the whole run"
+    assert files1["trades.jsonl"], "the replay produced no trade record: determinism would be vacuous"
+    assert files1 == files2  # byte for byte
+    # stdout is not a terminal: only progress lines, then the summary and the run directory lines.
+    head, _, tail = out1.partition("replay summary")
+    assert head, "no progress line"
+    assert all(
+        re.match(r"replay +\d+\.\d%  \d{4}-\d\d-\d\d \d\d:\d\d  trades \d+", ln) for ln in head.splitlines()
+    )
+    assert "{" not in out1, "an event line reached stdout"
+    assert "run directory:" in tail
     # The summary is the same too (only the log directory in its last line differs).
     assert "replay summary" in out1
     summary1 = out1[out1.index("replay summary") :].replace(str(tmp_path / "run1"), "X")
@@ -116,6 +128,9 @@ def test_replay_twice_gives_identical_trades_and_a_summary(
     by_regime = out1.split("by regime:")[1]
     assert sum(_summary_line(by_strategy, s)["trades"] for s in strategies) == len(filled)
     assert sum(_summary_line(by_regime, g)["trades"] for g in regimes) == len(filled)
+    # The last progress line counts trades the way the summary does.
+    last = head.splitlines()[-1]
+    assert f"trades {len(filled)}  entries not filled {len(records) - len(filled)}" in last
 
 
 def test_replay_refuses_a_directory_without_klines(

@@ -240,18 +240,47 @@ class TestOrder:
         with pytest.raises(RuntimeError, match="plays once"):
             await feed.run()
 
+    async def test_window_keeps_1h_warmup(
+        self, two_symbols: Path, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # --timerange: 5m from T0+1h to T0+1h30; 1h from one bar before the start (warm-up).
+        feed, events = await play(
+            {
+                "directory": two_symbols,
+                "symbols": ["AUSDT"],
+                "start_ms": T0 + HOUR,
+                "end_ms": T0 + HOUR + 6 * M5,
+                "warmup_1h_bars": 1,
+            },
+            with_path=False,
+        )
+        candles = [(e[2], e[3]) for e in events if e[0] == "candle"]
+        assert [t for tf, t in candles if tf == "5m"] == [T0 + HOUR + k * M5 for k in range(6)]
+        # The warm-up hour arrives first; the 1h candle of the window closes after its end: not sent.
+        assert candles[0] == ("1h", T0)
+        assert [t for tf, t in candles if tf == "1h"] == [T0]
+        assert feed.epoch_ms == T0 + HOUR
+
+    def test_window_end_before_start_refused(self, two_symbols: Path) -> None:
+        with pytest.raises(ReplayDataError) as info:
+            ReplayFeed(directory=two_symbols, router=MarketRouter(), start_ms=T0 + HOUR, end_ms=T0)
+        assert info.value.field == "timerange"
+
     async def test_progress(self, two_symbols: Path, autojump_clock: trio.testing.MockClock) -> None:
-        calls: list[tuple[int, int]] = []
+        calls: list[tuple[int, int, int]] = []
         feed = ReplayFeed(
             directory=two_symbols,
             router=MarketRouter(),
-            on_progress=lambda n, ms: calls.append((n, ms)),
-            cfg=ReplayConfig(progress_every_candles=10),
+            on_progress=lambda done, total, ms: calls.append((done, total, ms)),
+            cfg=ReplayConfig(progress_percent_step=25.0),
         )
         stats = await feed.run()
-        assert [n // 10 for n, _ in calls] == [1, 2, 3, 4]
-        assert all(n >= 10 * (k + 1) for k, (n, _) in enumerate(calls))
-        assert stats.candles_5m + stats.candles_1h == 40
+        total = int(feed.close_times_ms.size)
+        # One call at each quarter of the close times, the last at 100 %, with the close time reached.
+        assert [c[0] for c in calls] == [(total * k + 3) // 4 for k in (1, 2, 3, 4)]
+        assert {c[1] for c in calls} == {total}
+        assert [c[2] for c in calls] == [int(feed.close_times_ms[c[0] - 1]) for c in calls]
+        assert stats.steps == total
 
 
 def slice_real(dst: Path, symbols: list[str], days: int) -> None:

@@ -239,3 +239,69 @@ class TestRotation:
         )
         get_logger("x").info("second_run")
         assert [line["event"] for line in _lines(tmp_path / "events.jsonl")] == ["first_run", "second_run"]
+
+
+class TestRunDirectory:
+    """A replay's run directory: one events file for the whole run, errors only on the console."""
+
+    def test_one_file_across_days(self, tmp_path: Path) -> None:
+        clock = ManualWallClock(T0)
+        configure_logging(cfg=LoggingConfig(), log_dir=tmp_path, clock=clock, console="quiet", rotate=False)
+        get_logger("x").info("day1")
+        clock.advance(3 * DAY_MS)
+        get_logger("x").info("day4")
+        assert _names(tmp_path) == ["events.jsonl"]
+        assert not (tmp_path / "events.jsonl").is_symlink()
+        assert [line["event"] for line in _lines(tmp_path / "events.jsonl")] == ["day1", "day4"]
+
+    def test_single_file_refuses_size_rotation(self, tmp_path: Path) -> None:
+        from futures_actor.logs import RotatingJsonlFile
+
+        with pytest.raises(ValueError, match="max_bytes must be 0"):
+            RotatingJsonlFile(
+                directory=tmp_path, name="t.jsonl", clock=ManualWallClock(T0), max_bytes=10, rotate=False
+            )
+
+    def test_console_level_keeps_info_off_the_console(self, tmp_path: Path) -> None:
+        stream = io.StringIO()
+        configure_logging(
+            cfg=LoggingConfig(),
+            log_dir=tmp_path,
+            clock=ManualWallClock(T0),
+            stream=stream,
+            console_level="error",
+            rotate=False,
+        )
+        log = get_logger("app")
+        log.info("progress_detail")
+        log.warning("something_odd")
+        log.error("broken", detail="x")
+        shown = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
+        assert shown == ["broken"]
+        assert [line["event"] for line in _lines(tmp_path / "events.jsonl")] == [
+            "progress_detail",
+            "something_odd",
+            "broken",
+        ]
+
+    def test_unknown_console_level_refused(self) -> None:
+        with pytest.raises(ValueError, match="console_level"):
+            configure_logging(cfg=LoggingConfig(), log_dir=None, console_level="loud")
+
+    def test_stream_files_reads_rotated_and_single(self, tmp_path: Path) -> None:
+        from futures_actor.logs import stream_files
+
+        for name in ("trades-2025-01-02.jsonl", "trades-2025-01-01.1.jsonl", "trades-2025-01-01.jsonl"):
+            (tmp_path / name).write_text("{}\n")
+        (tmp_path / "trades.rejected.jsonl").write_text("{}\n")
+        os.symlink("trades-2025-01-02.jsonl", tmp_path / "trades.jsonl")
+        assert [p.name for p in stream_files(tmp_path, "trades.jsonl")] == [
+            "trades-2025-01-01.jsonl",
+            "trades-2025-01-01.1.jsonl",
+            "trades-2025-01-02.jsonl",
+        ]
+        single = tmp_path / "run"
+        single.mkdir()
+        (single / "trades.jsonl").write_text("{}\n")
+        assert stream_files(single, "trades.jsonl") == [single / "trades.jsonl"]
+        assert stream_files(tmp_path / "missing", "trades.jsonl") == []
