@@ -74,7 +74,7 @@ from futures_actor.core.health import FaultKind
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot
-from futures_actor.core.risk_state import closed_pnl_from_records
+from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
 from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import count_trades, render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
@@ -334,18 +334,26 @@ class System:
     def _records_of_day(self, day: date) -> list[dict[str, Any]]:
         return list(self.parts.journal.records())
 
-    def _account_snapshot(self) -> AccountSnapshot:
+    def _account_snapshot(self, day: date) -> AccountSnapshot:
+        """The account for the report of UTC `day`: its equities at 00:00 UTC starting and ending it
+        (from the risk calendar, issue 10 #5), the current equity, open risk and positions."""
         snap = self.risk.snapshot()
         equity = snap.equity_usd or 0.0
         self._peak_equity = max(self._peak_equity, equity)
-        day_start = equity
-        risk_state = getattr(self.risk, "risk_state", None)
+        day_start, day_end = equity, None
+        risk_state = self.risk.risk_state
         if risk_state is not None:
-            day_start = float(getattr(risk_state, "day_start_equity", equity) or equity)
+            start_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * _MS_PER_S)
+            bounds = day_equity_bounds(risk_state, day_start_ms=start_ms, equity_now=equity)
+            if bounds is not None:
+                day_start, day_end = bounds
+            else:
+                log.warning("report_day_equity_unknown", day=day.isoformat())
         return AccountSnapshot(
             equity_usd=equity,
             unrealized_pnl_usd=0.0,
             day_start_equity_usd=day_start if day_start > 0 else max(equity, 1e-9),
+            day_end_equity_usd=day_end,
             peak_equity_usd=max(self._peak_equity, equity, 1e-9),
             open_risk_usd=snap.open_risk_usd,
             open_positions=snap.positions,

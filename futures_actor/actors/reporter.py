@@ -3,7 +3,8 @@
 Inbox: `ReporterMsg`.
 - `ScheduledTick(job=DAILY_REPORT)` at 00:05 UTC of day D builds the report of day D-1 (and, when the
   scheduler says slots were missed, of each missed day before it, oldest first) from `load_records(day)`
-  (trade records, LOG_SCHEMA dicts) and `account()` (an `AccountSnapshot`), writes
+  (trade records, LOG_SCHEMA dicts) and `account(day)` (an `AccountSnapshot` with the equities at
+  00:00 UTC starting and ending the day), writes
   `daily-report-YYYY-MM-DD.json` in the log directory (temp file, fsync, rename) and sends its text to
   Telegram. Malformed records are listed in the report, never dropped silently.
 - Alerts — kill switch, safe mode in/out, position opened (final entry fill) / closed, errors (`Alert`) —
@@ -60,7 +61,7 @@ class Reporter:
         mode: str,
         log_dir: Path,
         load_records: Callable[[date], Iterable[Mapping[str, Any]]],
-        account: Callable[[], AccountSnapshot],
+        account: Callable[[date], AccountSnapshot],
         telegram: TelegramSender | None = None,
     ) -> None:
         self._mode = mode
@@ -123,7 +124,7 @@ class Reporter:
     def daily_report(self, day: date) -> DailyReport | None:
         """Build, write and send the report of `day`; None (logged and alerted) if it failed."""
         try:
-            report = build_daily_report(day, list(self._load_records(day)), self._account())
+            report = build_daily_report(day, list(self._load_records(day)), self._account(day))
             self._log_dir.mkdir(parents=True, exist_ok=True)
             path = self._log_dir / report_file_name(day)
             write_json_atomic(path, msgspec.to_builtins(report), fsync=True)

@@ -52,10 +52,12 @@ class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
 
     equity_usd: float
     unrealized_pnl_usd: float
-    day_start_equity_usd: float
+    day_start_equity_usd: float  # at 00:00 UTC starting the report's day
     peak_equity_usd: float
     open_risk_usd: float
     open_positions: int
+    # At 00:00 UTC ending the report's day (None: not known, the current equity stands in).
+    day_end_equity_usd: float | None = None
 
 
 class RecordProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,7 +73,7 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     unrealized_pnl_usd: float
     equity_usd: float
     day_start_equity_usd: float
-    day_pnl_pct: float
+    day_pnl_pct: float  # (day end equity − day start equity) / day start equity, both at 00:00 UTC
     drawdown_pct: float
     max_intraday_drawdown_pct: float
     trade_count: int
@@ -87,6 +89,7 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     unfilled_entries: int
     trade_ids: tuple[str, ...]
     problems: tuple[RecordProblem, ...] = ()
+    day_end_equity_usd: float = 0.0
 
 
 def report_file_name(day: date) -> str:
@@ -106,6 +109,8 @@ def _check_account(account: AccountSnapshot) -> None:
     _finite("account.equity_usd", account.equity_usd, positive=True)
     _finite("account.day_start_equity_usd", account.day_start_equity_usd, positive=True)
     _finite("account.peak_equity_usd", account.peak_equity_usd, positive=True)
+    if account.day_end_equity_usd is not None:
+        _finite("account.day_end_equity_usd", account.day_end_equity_usd)
     _finite("account.unrealized_pnl_usd", account.unrealized_pnl_usd)
     _finite("account.open_risk_usd", account.open_risk_usd)
     if not isinstance(account.open_positions, int) or account.open_positions < 0:
@@ -203,6 +208,7 @@ def build_daily_report(
         peak = max(peak, running)
         max_dd = max(max_dd, (peak - running) / peak)
     peak_equity = max(account.peak_equity_usd, equity)
+    day_end = account.day_end_equity_usd if account.day_end_equity_usd is not None else equity
 
     return DailyReport(
         day=day.isoformat(),
@@ -210,7 +216,8 @@ def build_daily_report(
         unrealized_pnl_usd=account.unrealized_pnl_usd,
         equity_usd=equity,
         day_start_equity_usd=account.day_start_equity_usd,
-        day_pnl_pct=(equity - account.day_start_equity_usd) / account.day_start_equity_usd,
+        day_pnl_pct=(day_end - account.day_start_equity_usd) / account.day_start_equity_usd,
+        day_end_equity_usd=day_end,
         drawdown_pct=(peak_equity - equity) / peak_equity,
         max_intraday_drawdown_pct=max_dd,
         trade_count=count,
@@ -233,7 +240,7 @@ def render_report_text(report: DailyReport, *, mode: str) -> str:
     """The plain-text message sent to Telegram."""
     lines = [
         f"[{mode}] Daily report {report.day} (UTC)",
-        f"Equity: {report.equity_usd:,.2f} USDT ({report.day_pnl_pct:+.2%} today)",
+        f"Equity: {report.equity_usd:,.2f} USDT ({report.day_pnl_pct:+.2%} on the day)",
         f"Realized: {report.realized_pnl_usd:+,.2f}  Unrealized: {report.unrealized_pnl_usd:+,.2f}",
         f"Drawdown: {report.drawdown_pct:.2%} (intraday max {report.max_intraday_drawdown_pct:.2%})",
         f"Trades: {report.trade_count}  Win rate: {report.win_rate:.0%}  Expectancy: {report.expectancy_r:+.2f}R",

@@ -14,6 +14,10 @@ Policy:
   days from the moment it is hit, then `reduced_risk_days` days at `reduced_risk_after_pause_pct`,
   then normal risk. The pause is recorded as end times, so it survives restarts and week rolls.
   A pause is never shortened or restarted while it runs.
+- Start equities belong to 00:00 UTC exactly (issue 10): the equity passed to `roll` is the last one
+  seen before the boundary (nothing between it and midnight changed it). The start of the day before
+  is kept, so that the daily report (built at 00:05, after or before the roll) gets the day's start and
+  end equity from `day_equity_bounds`.
 - A start equity ≤ 0 makes the ratio undefined: entries are refused (capital protection).
 - In LIVE a paused bot keeps trading on paper (`shadow_only`); in PAPER_LIVE it simply waits.
 """
@@ -39,6 +43,7 @@ __all__ = [
     "RiskStateError",
     "apply_weekly_stop",
     "closed_pnl_from_records",
+    "day_equity_bounds",
     "decode_risk_state",
     "derive_risk_state",
     "encode_risk_state",
@@ -101,6 +106,9 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     pause_until_ms: int = 0
     reduced_risk_until_ms: int = 0
     weekly_stop_hit_ms: int = 0  # when the running (or last) pause started
+    # The day before the current one: its 00:00 UTC start and start equity (0: unknown).
+    prev_day_start_ms: int = 0
+    prev_day_start_equity: float = 0.0
     # Trades whose pnl is already booked (most recent last): execution may report a closed trade
     # again after a crash, and a loss must never be counted twice toward the daily/weekly stops.
     booked_trade_ids: tuple[str, ...] = ()
@@ -171,10 +179,33 @@ def roll(state: RiskState, *, now_ms: int, equity_usd: float) -> RiskState:
     week = utc_week_start(now_ms)
     changes: dict[str, float | int] = {}
     if day > state.day_start_ms:
-        changes.update(day_start_ms=day, day_start_equity=float(equity_usd), realized_pnl_day=0.0)
+        if day == state.day_start_ms + DAY_MS:
+            prev_ms, prev_equity = state.day_start_ms, state.day_start_equity
+        else:  # quiet days in between: the day before this one started where it ended
+            prev_ms, prev_equity = day - DAY_MS, float(equity_usd)
+        changes.update(
+            day_start_ms=day,
+            day_start_equity=float(equity_usd),
+            realized_pnl_day=0.0,
+            prev_day_start_ms=prev_ms,
+            prev_day_start_equity=prev_equity,
+        )
     if week > state.week_start_ms:
         changes.update(week_start_ms=week, week_start_equity=float(equity_usd), realized_pnl_week=0.0)
     return msgspec.structs.replace(state, **changes) if changes else state
+
+
+def day_equity_bounds(
+    state: RiskState, *, day_start_ms: int, equity_now: float
+) -> tuple[float, float] | None:
+    """(equity at 00:00 UTC starting the day, equity at 00:00 UTC ending it) of the UTC day starting at
+    `day_start_ms`; the end is `equity_now` while that day is still the calendar's current day (not
+    rolled yet). None when the calendar no longer knows the day."""
+    if day_start_ms == state.day_start_ms:
+        return state.day_start_equity, float(equity_now)
+    if day_start_ms == state.prev_day_start_ms and state.prev_day_start_equity > 0:
+        return state.prev_day_start_equity, state.day_start_equity
+    return None
 
 
 def record_realized_pnl(

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import msgspec
+import pytest
 import trio
 import trio.testing
 
@@ -100,3 +101,8 @@ async def test_seven_paper_days_on_four_symbols(
         assert report["day"] == day
         assert set(report["trade_ids"]) <= set(ids)
         assert set(report["trade_ids"]) <= by_close_day.get(day, set()), day
+        # The day's PnL is measured between the 00:00 UTC equities around the day (issue 10 #5).
+        start, end = report["day_start_equity_usd"], report["day_end_equity_usd"]
+        assert report["day_pnl_pct"] == pytest.approx((end - start) / start)
+        if report["realized_pnl_usd"] != 0.0:
+            assert report["day_pnl_pct"] != 0.0, day

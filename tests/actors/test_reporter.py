@@ -167,7 +167,7 @@ async def test_daily_report_alerts_and_a_dead_telegram(
             mode="PAPER_LIVE",
             log_dir=tmp_path,
             load_records=lambda day: records.get(day, []),
-            account=lambda: ACCOUNT,
+            account=lambda day: ACCOUNT,
             telegram=sender,
         )
         send, recv = trio.open_memory_channel[ReporterMsg](16)
@@ -212,7 +212,7 @@ async def test_daily_report_alerts_and_a_dead_telegram(
 
 
 def test_report_failure_is_logged_not_fatal(tmp_path: Path) -> None:
-    def broken_account() -> AccountSnapshot:
+    def broken_account(day: date) -> AccountSnapshot:
         raise OSError("balance fetch failed")
 
     reporter = Reporter(

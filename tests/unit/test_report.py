@@ -173,3 +173,38 @@ class TestBadInput:
         )
         with pytest.raises(ReportInputError, match=r"account\.equity_usd"):
             build_daily_report(DAY, [], bad)
+
+
+class TestDayPnlFromMidnightEquities:
+    """Issue 10 #5: the day's PnL is the equity at 00:00 UTC after the day over the one at 00:00 before."""
+
+    def test_uses_the_day_end_equity(self) -> None:
+        account = AccountSnapshot(
+            equity_usd=10_300.0,  # at 00:05 of the next day
+            unrealized_pnl_usd=0.0,
+            day_start_equity_usd=10_000.0,
+            day_end_equity_usd=10_162.06,
+            peak_equity_usd=10_300.0,
+            open_risk_usd=0.0,
+            open_positions=0,
+        )
+        report = build_daily_report(DAY, [], account)
+        assert report.day_pnl_pct == pytest.approx(0.016206)
+        assert report.day_end_equity_usd == 10_162.06
+        assert "+1.62 % on the day" in render_report_text(report, mode="PAPER_LIVE").replace("%", " %")
+
+    def test_without_day_end_the_current_equity(self) -> None:
+        assert build_daily_report(DAY, [], ACCOUNT).day_pnl_pct == pytest.approx(0.005)
+
+    def test_bad_day_end_is_named(self) -> None:
+        bad = AccountSnapshot(
+            equity_usd=1.0,
+            unrealized_pnl_usd=0.0,
+            day_start_equity_usd=1.0,
+            day_end_equity_usd=float("nan"),
+            peak_equity_usd=1.0,
+            open_risk_usd=0.0,
+            open_positions=0,
+        )
+        with pytest.raises(ReportInputError, match="day_end_equity_usd"):
+            build_daily_report(DAY, [], bad)

@@ -233,3 +233,35 @@ class TestDerivedFromTheTradeLog:
         assert state.realized_pnl_day == 0.0
         assert state.realized_pnl_week == 0.0
         assert entry_gate(state, now_ms=self.NOW, cfg=self.CFG).allowed
+
+
+class TestDayEquityBounds:
+    """Issue 10 #5: the start and end equity of a UTC day belong to 00:00 UTC, whenever the report asks."""
+
+    def test_closed_day_after_the_roll(self) -> None:
+        from futures_actor.core.risk_state import day_equity_bounds
+
+        d0 = utc_day_start(WED_NOON)
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000.0)
+        s = roll(s, now_ms=d0 + DAY_MS + 1_000, equity_usd=10_162.06)  # first event after midnight
+        assert day_equity_bounds(s, day_start_ms=d0, equity_now=10_300.0) == (10_000.0, 10_162.06)
+        # The new day started at the midnight equity.
+        assert day_equity_bounds(s, day_start_ms=d0 + DAY_MS, equity_now=10_300.0) == (10_162.06, 10_300.0)
+
+    def test_report_before_the_roll(self) -> None:
+        from futures_actor.core.risk_state import day_equity_bounds
+
+        d0 = utc_day_start(WED_NOON)
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000.0)
+        # Nothing rolled the calendar yet at 00:05: the day ends at the equity now.
+        assert day_equity_bounds(s, day_start_ms=d0, equity_now=10_050.0) == (10_000.0, 10_050.0)
+
+    def test_quiet_days_in_between(self) -> None:
+        from futures_actor.core.risk_state import day_equity_bounds
+
+        d0 = utc_day_start(WED_NOON)
+        s = new_risk_state(now_ms=WED_NOON, equity_usd=10_000.0)
+        s = roll(s, now_ms=d0 + 3 * DAY_MS + 5, equity_usd=9_900.0)
+        # Nothing happened for three days: the day before the roll started and ended at 9 900.
+        assert day_equity_bounds(s, day_start_ms=d0 + 2 * DAY_MS, equity_now=9_950.0) == (9_900.0, 9_900.0)
+        assert day_equity_bounds(s, day_start_ms=d0 - DAY_MS, equity_now=9_950.0) is None
