@@ -587,10 +587,23 @@ class System:
             match msg:
                 case CandleClosed(interval=interval) if interval == trend_tf:
                     await self._risk_send.send(msg)
+                case MarkUpdated() if self.parts.replay:
+                    # Replay's recorded funding reaches the paper exchange(s) (issue 10 #4); live
+                    # paper gets the mark stream through its own tap.
+                    for paper in self._replay_papers():
+                        _feed_replay_funding(paper, msg)
+                    await self._exec_send.send(msg)
                 case BookUpdated() | MarkUpdated():
                     await self._exec_send.send(msg)
                 case _:
                     pass
+
+    def _replay_papers(self) -> list[PaperExchange]:
+        """The paper exchanges a replay's funding must reach: the bot's and the shadow book's."""
+        papers = [] if self.parts.paper is None else [self.parts.paper]
+        if self.shadow is not None:
+            papers.append(self.shadow.paper)
+        return papers
 
     # ------------------------------------------------------------------ run and stop
 
@@ -744,6 +757,15 @@ def _feed_paper(paper: PaperExchange, msg: Any) -> None:
                 pass
     except Exception as exc:
         log.error("paper_market_input_rejected", error=str(exc))
+
+
+def _feed_replay_funding(paper: PaperExchange, msg: MarkUpdated) -> None:
+    """Replay: a recorded funding rate (`MarkUpdated.ts_ms` is its funding time) for a paper exchange;
+    the mark is not pinned (the candle path stays the mark). Bad input is logged, never raised."""
+    try:
+        paper.on_funding(msg.symbol, msg.funding_rate, msg.ts_ms)
+    except Exception as exc:
+        log.error("paper_funding_input_rejected", symbol=msg.symbol, error=str(exc))
 
 
 def _close_key(record: Mapping[str, Any]) -> str:

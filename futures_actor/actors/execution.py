@@ -69,6 +69,7 @@ from futures_actor.actors.messages import (
     BookUpdated,
     EntryAbandoned,
     EntryFilled,
+    FundingBooked,
     KillSwitch,
     MarkUpdated,
     PositionUpdated,
@@ -598,11 +599,20 @@ class Execution:
 
     async def _on_funding(self, ev: GatewayFundingPaid) -> None:
         lc = next((t for t in self._trades.values() if t.symbol == ev.symbol and t.position_qty > 0), None)
+        booked = FundingBooked(
+            trade_id="" if lc is None else lc.trade_id,
+            symbol=ev.symbol,
+            amount_usd=float(ev.amount),
+            ts_ms=ev.ts_ms or self._now(),
+        )
         if lc is None:
             self._log.info("funding_unowned", symbol=ev.symbol, amount=str(ev.amount))
+            await self._emit("risk", booked)
             return
         self._log.info("funding_paid", trade_id=lc.trade_id, symbol=ev.symbol, amount=str(ev.amount))
         await self._drive(lc, lcm.FundingPaid(amount=float(ev.amount)))
+        # After the lifecycle holds it: risk books funding when paid (issue 10 #4).
+        await self._emit("risk", booked)
 
     # ------------------------------------------------------------------------------------- driving
 

@@ -30,6 +30,7 @@ __all__ = [
     "CandleClosed",
     "EntryAbandoned",
     "EntryFilled",
+    "FundingBooked",
     "KillSwitch",
     "MarkUpdated",
     "PortfolioSynced",
@@ -151,6 +152,17 @@ class EntryAbandoned(_Msg, frozen=True):
     trade_id: str
     symbol: str
     reason: str
+
+
+class FundingBooked(_Msg, frozen=True):
+    """Funding settled on a position (signed: negative = paid). Risk books it in the daily / weekly
+    calendar when it is paid (BOT_SPEC §8.8), not when the trade closes; `trade_id` is empty for a
+    position no trade owns."""
+
+    trade_id: str
+    symbol: str
+    amount_usd: float
+    ts_ms: int
 
 
 class PositionUpdated(_Msg, frozen=True):

@@ -58,6 +58,7 @@ from futures_actor.actors.messages import (
     CandleClosed,
     EntryAbandoned,
     EntryFilled,
+    FundingBooked,
     KillSwitch,
     PortfolioSynced,
     PositionUpdated,
@@ -91,9 +92,10 @@ from futures_actor.core.risk_state import (
     RiskState,
     RiskStateError,
     apply_weekly_stop,
+    book_funding,
+    book_trade_close,
     derive_risk_state,
     new_risk_state,
-    record_realized_pnl,
     roll,
 )
 from futures_actor.core.rounding import RoundingInputError
@@ -160,6 +162,7 @@ RiskInbox = (
     | EntryAbandoned
     | PositionUpdated
     | TradeClosed
+    | FundingBooked
     | ShadowTradeClosed
     | AccountUpdated
     | PortfolioSynced
@@ -382,6 +385,8 @@ class PortfolioRisk:
                 self._on_position_updated(msg)
             case TradeClosed():
                 self._on_trade_closed(msg)
+            case FundingBooked():
+                self._on_funding_booked(msg)
             case ShadowTradeClosed():
                 self._on_shadow_trade_closed(msg)
             case AccountUpdated():
@@ -904,9 +909,15 @@ class PortfolioRisk:
         else:
             equity = self._equity if self._equity is not None else self._risk_state.day_start_equity
             before = self._risk_state
-            self._risk_state = record_realized_pnl(
-                before, pnl_usd=pnl, now_ms=now_ms, equity_usd=equity, cfg=self._cfg.risk
-            ).with_booked(msg.trade_id)
+            # Funding was booked when paid (FundingBooked): only the rest is booked now.
+            self._risk_state = book_trade_close(
+                before,
+                trade_id=msg.trade_id,
+                pnl_usd=pnl,
+                now_ms=now_ms,
+                equity_usd=equity,
+                cfg=self._cfg.risk,
+            )
             if self._risk_state.pause_until_ms != before.pause_until_ms:
                 self._log.warning(
                     "weekly_stop_hit",
@@ -950,6 +961,45 @@ class PortfolioRisk:
                 pnl_r_multiple=pnl / float(risk_usd),
                 reason=result.get("reason") if isinstance(result, dict) else None,
             )
+
+    def _on_funding_booked(self, msg: FundingBooked) -> None:
+        """Funding is realized PnL when it is paid: into today's and this week's calendar at once."""
+        amount = msg.amount_usd
+        if self._risk_state is None or not (isinstance(amount, int | float) and math.isfinite(amount)):
+            self._log.error(
+                "risk_funding_rejected", trade_id=msg.trade_id, symbol=msg.symbol, amount_usd=amount
+            )
+            return
+        if msg.trade_id and self._risk_state.already_booked(msg.trade_id):
+            # The trade's close was booked already (its record holds this funding): nothing to add.
+            self._log.warning("risk_funding_after_close", trade_id=msg.trade_id, amount_usd=amount)
+            return
+        equity = self._equity if self._equity is not None else self._risk_state.day_start_equity
+        before = self._risk_state
+        self._risk_state = book_funding(
+            before,
+            trade_id=msg.trade_id,
+            amount_usd=float(amount),
+            now_ms=self._clock.now_ms(),
+            equity_usd=equity,
+            cfg=self._cfg.risk,
+        )
+        if self._risk_state.pause_until_ms != before.pause_until_ms:
+            self._log.warning(
+                "weekly_stop_hit",
+                week_pnl_pct=self._risk_state.week_pnl_pct(),
+                pause_until_ms=self._risk_state.pause_until_ms,
+                reduced_risk_until_ms=self._risk_state.reduced_risk_until_ms,
+            )
+        self._log.info(
+            "risk_funding_booked",
+            trade_id=msg.trade_id,
+            symbol=msg.symbol,
+            amount_usd=float(amount),
+            day_pnl_pct=self._risk_state.day_pnl_pct(),
+            week_pnl_pct=self._risk_state.week_pnl_pct(),
+        )
+        self._persist()
 
     def _on_shadow_trade_closed(self, msg: ShadowTradeClosed) -> None:
         """A shadow trade ended: the performance layer learns from it; risk state is untouched."""

@@ -13,6 +13,8 @@ Market input, per symbol (all synchronous, called by the market-data side):
   fill when the opposite side trades through them. Without a book (replay), mid = the path price.
 - `on_mark(symbol, mark, funding_rate, next_funding_ms, ts_ms)`: mark price and funding schedule.
   The mark is the newest observation among `on_mark` and the path.
+- `on_funding(symbol, funding_rate, funding_ms)` (replay): a recorded funding rate, applied at its
+  time without pinning the mark.
 
 Time: trio time mapped to wall ms by the injected clock (`now_ms`). `run()` sleeps to the next
 scheduled event, computed analytically on the linear segments (a limit crossing, a knot while a
@@ -493,6 +495,20 @@ class PaperExchange:
         if next_funding_ms > self._funding_applied.get(symbol, -1):
             m.next_funding_ms = next_funding_ms
         self._advance(t)
+        self._commit()
+
+    def on_funding(self, symbol: str, funding_rate: float | Decimal, funding_ms: int) -> None:
+        """Replay: the funding rate realised at `funding_ms` (recorded funding history). Applied once,
+        at that time (now if it is already past), to the position then held, at the mark of that
+        moment. Unlike `on_mark` it does not pin the mark: stops keep following the candle path."""
+        rate = _rate(funding_rate, symbol=symbol)
+        self._sync()
+        m = self._market(symbol)
+        if funding_ms > self._funding_applied.get(symbol, -1):
+            m.funding_rate = rate
+            m.next_funding_ms = funding_ms
+            self._dirty = True
+        self._advance(self._t)
         self._commit()
 
     def _add_knots(self, symbol: str, m: _Market, knots: list[tuple[int, Fraction]]) -> None:

@@ -42,6 +42,8 @@ __all__ = [
     "RiskState",
     "RiskStateError",
     "apply_weekly_stop",
+    "book_funding",
+    "book_trade_close",
     "closed_pnl_from_records",
     "day_equity_bounds",
     "decode_risk_state",
@@ -106,6 +108,9 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     pause_until_ms: int = 0
     reduced_risk_until_ms: int = 0
     weekly_stop_hit_ms: int = 0  # when the running (or last) pause started
+    # Funding booked in the calendar when it was paid, per open trade (trade id, signed USD): the
+    # trade's close then books its net PnL minus this part, so nothing is counted twice.
+    funding_booked: tuple[tuple[str, float], ...] = ()
     # The day before the current one: its 00:00 UTC start and start equity (0: unknown).
     prev_day_start_ms: int = 0
     prev_day_start_equity: float = 0.0
@@ -119,6 +124,9 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     def with_booked(self, trade_id: str) -> RiskState:
         kept = self.booked_trade_ids[-(BOOKED_TRADE_IDS_KEPT - 1) :]
         return msgspec.structs.replace(self, booked_trade_ids=(*kept, trade_id))
+
+    def funding_booked_for(self, trade_id: str) -> float:
+        return math.fsum(amount for tid, amount in self.funding_booked if tid == trade_id)
 
     def paused(self, now_ms: int) -> bool:
         return now_ms < self.pause_until_ms
@@ -224,6 +232,33 @@ def record_realized_pnl(
         realized_pnl_week=state.realized_pnl_week + pnl_usd,
     )
     return apply_weekly_stop(state, now_ms=now_ms, cfg=cfg)
+
+
+def book_funding(
+    state: RiskState, *, trade_id: str, amount_usd: float, now_ms: int, equity_usd: float, cfg: RiskConfig
+) -> RiskState:
+    """Funding paid now (signed) is realized PnL of today and this week; remembered per trade so that
+    the trade's close books only the rest (`book_trade_close`). An empty `trade_id`: a position no
+    trade owns, booked and forgotten."""
+    state = record_realized_pnl(state, pnl_usd=amount_usd, now_ms=now_ms, equity_usd=equity_usd, cfg=cfg)
+    if not trade_id:
+        return state
+    kept = state.funding_booked[-(BOOKED_TRADE_IDS_KEPT - 1) :]
+    return msgspec.structs.replace(state, funding_booked=(*kept, (trade_id, float(amount_usd))))
+
+
+def book_trade_close(
+    state: RiskState, *, trade_id: str, pnl_usd: float, now_ms: int, equity_usd: float, cfg: RiskConfig
+) -> RiskState:
+    """A closed trade's net PnL (fees and funding included), less the funding already booked when it
+    was paid; marks the trade booked (a re-reported close is then ignored by the caller)."""
+    _check_money(pnl_usd, "pnl_usd")
+    already = state.funding_booked_for(trade_id)
+    state = record_realized_pnl(
+        state, pnl_usd=pnl_usd - already, now_ms=now_ms, equity_usd=equity_usd, cfg=cfg
+    )
+    rest = tuple(item for item in state.funding_booked if item[0] != trade_id)
+    return msgspec.structs.replace(state, funding_booked=rest).with_booked(trade_id)
 
 
 def apply_weekly_stop(state: RiskState, *, now_ms: int, cfg: RiskConfig) -> RiskState:
