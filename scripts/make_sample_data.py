@@ -29,6 +29,10 @@ END_MS = 1_740_787_200_000
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT")
 INTERVALS = ("5m", "1h")
 
+# Hourly klines only (small) of six more symbols over the same 60 days, for cross-symbol tests
+# (correlation, indicators). In a sub-directory: the replay needs 5m klines too.
+HOURLY_ONLY = ("BCHUSDT", "BNBUSDT", "DOGEUSDT", "INJUSDT", "OPUSDT", "ZECUSDT")
+
 # A second, short window for stress tests: INJUSDT across the 2025-10-10 liquidation cascade (a 0.91
 # log-return 5m candle). Kept in a sub-directory so that `--replay data/sample` does not pick it up.
 STRESS_SYMBOL = "INJUSDT"
@@ -110,6 +114,11 @@ def klines_and_funding(src: Path, out: Path) -> None:
         (out / "funding" / f"{symbol}.csv").write_text(
             "".join(time_filtered(funding, START_MS, END_MS)), encoding="utf-8"
         )
+    hourly = out / "hourly"
+    hourly.mkdir(exist_ok=True)
+    for symbol in HOURLY_ONLY:
+        lines = read_lines(src / "klines" / f"{symbol}-1h.csv.gz")
+        write_gzip(hourly / f"{symbol}-1h.csv.gz", time_filtered(lines, START_MS, END_MS))
     stress = out / "stress"
     stress.mkdir(exist_ok=True)
     five = read_lines(src / "klines" / f"{STRESS_SYMBOL}-5m.csv.gz")

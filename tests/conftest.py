@@ -1,4 +1,4 @@
-"""Shared test fixtures: the bundled real-data sample, and the location of the optional full data set."""
+"""Shared test fixtures: the bundled real-data sample (the suite never reads anything outside the repository)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import trio.testing
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = REPO_ROOT / "data" / "sample"
 """The recorded data the repository ships (`data/sample/README.md`): klines, funding, exchangeInfo, payloads."""
-SAMPLE_PAYLOADS = SAMPLE_DIR / "binance-payloads"
-SAMPLE_EXCHANGE_INFO = SAMPLE_DIR / "exchangeInfo_mainnet_2024-10-02.json"
-SHARED_DIR = REPO_ROOT / ".." / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -23,18 +20,6 @@ def sample_dir() -> Path:
     if not (SAMPLE_DIR / "BTCUSDT-5m.csv.gz").is_file():
         raise FileNotFoundError(f"bundled sample data missing at {SAMPLE_DIR} (see data/sample/README.md)")
     return SAMPLE_DIR
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """`../shared` beside the repository root (CI clones the repo with it there). Never skipped:
-    if it is missing, every test that needs it fails loudly."""
-    if not (SHARED_DIR / "data" / "klines").is_dir():
-        raise FileNotFoundError(
-            f"shared data directory not found at {SHARED_DIR.resolve()} "
-            "(expected ../shared beside the repository root, with data/klines/)"
-        )
-    return SHARED_DIR
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The bot's configuration: one frozen tree of msgspec Structs, loaded once at start-up.
 
 This module owns every tunable of BOT_SPEC (§13). It extends the original example config
-(`shared/spec/seed-data/CONFIG.example.json`) with the keys the spec names. Loading is strict:
+(`spec/seed-data/CONFIG.example.json`) with the keys the spec names. Loading is strict:
 an unknown key, a wrong type, a value out of range or thresholds out of order is refused with a
 `ConfigError` whose message names the key path, the value and what is allowed. Nothing here
 connects anywhere, so a bad config stops the bot before it touches an exchange.

@@ -1,6 +1,6 @@
-"""The trade record schema (`shared/spec/seed-data/LOG_SCHEMA.json`) as code, and its validator.
+"""The trade record schema (`spec/seed-data/LOG_SCHEMA.json`) as code, and its validator.
 
-`TRADE_RECORD_SCHEMA` is the seed schema verbatim (a test asserts it equals the shared file). Its leaves
+`TRADE_RECORD_SCHEMA` is the seed schema verbatim (a test asserts it equals the seed file). Its leaves
 are type names: `UUID`, `ISO8601` (UTC, e.g. `2026-11-24T10:15:00.000Z`), `string`, `number` (a finite
 JSON number, not a boolean), or an enumeration `A|B|C`. Every field is required and no other field is
 allowed: the trade log matches the schema field for field (BOT_SPEC §11).

@@ -32,8 +32,9 @@ from futures_actor.startup import derive_rules
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-KLINES = SHARED / "data" / "klines"
+# The recorded klines bundled with the repository: 60 days from 2024-12-31 00:00 UTC (data/sample/README.md).
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+KLINES = SAMPLE
 CSV_HEADER = "open_time_ms,open,high,low,close,volume,close_time_ms,quote_volume,trades,taker_buy_base,taker_buy_quote\n"
 
 
@@ -53,7 +54,7 @@ def write_klines(directory: Path, symbol: str, interval: str, candles: Iterable[
 
 
 def copy_real_klines(directory: Path, symbol: str, *, days: float, start_row: int = 0) -> None:
-    """A slice of the shared recorded klines of `symbol` (5m and 1h, same span) into `directory`."""
+    """A slice of the bundled recorded klines of `symbol` (5m and 1h, same span) into `directory`."""
     from futures_actor.data.klines_csv import read_klines_candles
 
     n5 = int(days * 288)
@@ -232,7 +233,7 @@ class Harness:
 # `period_s` and applies them to the venue at once: paper `on_trade_price` / `on_mark`, or a trade on
 # the fake Binance exchange (`binance.sim`) reached through the real REST client and user stream.
 
-EXCHANGE_INFO = SHARED / "data" / "binance-payloads" / "rest" / "exchangeInfo_mainnet_2024-10-02.json"
+EXCHANGE_INFO = SAMPLE / "exchangeInfo_mainnet_2024-10-02.json"
 SIM_API_KEY = "acceptance-sim-key"
 SIM_API_SECRET = "acceptance-sim-secret-0123456789"
 SIM_REST_BASE = "https://fapi.binance.com"

@@ -4,7 +4,7 @@ real actors: a paper system on a scripted market (`ScriptedRig`).
 Positions are opened the way the bot opens them: a signal approved by PortfolioRisk, an entry
 filled by the paper exchange, a stop placed by execution. The 1h closes the correlation filter
 needs reach PortfolioRisk as `CandleClosed` messages (what the system's market tap forwards):
-for AC7 the recorded BTCUSDT / ETHUSDT hours of January 2025 from the shared data, for AC8
+for AC7 the recorded BTCUSDT / ETHUSDT hours of January 2025 from the bundled sample, for AC8
 independent random walks (uncorrelated, so only the limit under test can reject).
 """
 

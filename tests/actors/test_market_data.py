@@ -37,7 +37,7 @@ M5 = 300_000
 START_MS = 486_111 * HOUR + 10_000  # 10 s past a whole hour
 REST_BASE = "https://fapi.test"
 WS_BASE = "wss://fstream.test"
-SHARED_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded data
 
 
 @pytest.fixture
@@ -622,12 +622,10 @@ class TestAgainstSim:
 
     async def test_recorded_candles_flow_through(self, autojump_clock: trio.testing.MockClock) -> None:
         first, n_hist, n_live = 1_735_603_200_000, 720, 24  # 2024-12-31 00:00 UTC; 60 h of history
-        recorded = read_klines_candles(
-            SHARED_DATA / "klines" / "BTCUSDT-5m.csv.gz", interval="5m", limit=n_hist + n_live
-        )
+        recorded = read_klines_candles(SAMPLE / "BTCUSDT-5m.csv.gz", interval="5m", limit=n_hist + n_live)
         start = first + n_hist * M5 + 10_000
         info, specs = load_exchange_info(
-            SHARED_DATA / "binance-payloads" / "rest" / "exchangeInfo_mainnet_2024-10-02.json",
+            SAMPLE / "exchangeInfo_mainnet_2024-10-02.json",
             symbols=["BTCUSDT"],
         )
         ex = SimExchange(

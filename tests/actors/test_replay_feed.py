@@ -26,7 +26,7 @@ HOUR = 3_600_000
 DAY = 86_400_000
 T0 = 486_111 * HOUR  # a whole hour (and day-independent)
 HEADER = "open_time_ms,open,high,low,close,volume,close_time_ms,quote_volume,trades,taker_buy_base,taker_buy_quote\n"
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded klines and funding
 
 
 def write_klines(
@@ -289,11 +289,11 @@ def slice_real(dst: Path, symbols: list[str], days: int) -> None:
     kd.mkdir(parents=True)
     for sym in symbols:
         for tf, per_day in (("5m", 288), ("1h", 24)):
-            with gzip.open(SHARED / "klines" / f"{sym}-{tf}.csv.gz", "rt") as src:
+            with gzip.open(SAMPLE / f"{sym}-{tf}.csv.gz", "rt") as src:
                 lines = [next(src) for _ in range(per_day * days + 1)]
             with gzip.open(kd / f"{sym}-{tf}.csv.gz", "wt") as out:
                 out.write("".join(lines))
-        with open(SHARED / "funding" / f"{sym}.csv") as src:
+        with open(SAMPLE / "funding" / f"{sym}.csv") as src:
             lines = [next(src) for _ in range(3 * days + 2)]
         (dst / "funding").mkdir(exist_ok=True)
         (dst / "funding" / f"{sym}.csv").write_text("".join(lines))

@@ -1,4 +1,4 @@
-"""SymbolActor scenarios on real BTCUSDT klines (shared/data), under trio's autojump mock clock."""
+"""SymbolActor scenarios on real BTCUSDT klines (the bundled data/sample), under trio's autojump mock clock."""
 
 from __future__ import annotations
 
@@ -83,13 +83,13 @@ def _expected(klines_dir: Path) -> list[tuple[Features, RegimeResult, tuple[Sign
 
 
 @pytest.fixture
-def candles(shared_dir: Path) -> tuple[list[Candle], list[Candle]]:
-    return _load(shared_dir / "data" / "klines")
+def candles(sample_dir: Path) -> tuple[list[Candle], list[Candle]]:
+    return _load(sample_dir)
 
 
 @pytest.fixture
-def expected(shared_dir: Path) -> list[tuple[Features, RegimeResult, tuple[Signal, ...]]]:
-    return _expected(shared_dir / "data" / "klines")
+def expected(sample_dir: Path) -> list[tuple[Features, RegimeResult, tuple[Signal, ...]]]:
+    return _expected(sample_dir)
 
 
 def close_ms(c: Candle) -> int:

@@ -24,7 +24,8 @@ from futures_actor.binance.rest import BinanceRestClient, kline_weight
 from futures_actor.core.config import ExchangeConfig
 from futures_actor.core.secrets import Secret
 
-PAYLOADS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "binance-payloads"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded data
+PAYLOADS = SAMPLE / "binance-payloads"
 KEY = "test-api-key"
 SECRET = "test-secret-value-0123456789"
 START_MS = 1_750_000_020_000  # a whole minute
@@ -621,7 +622,11 @@ class TestRateLimits:
 
 
 def _load(name: str) -> bytes:
-    return (PAYLOADS / "rest" / name).read_bytes()
+    """A recorded REST response; the mainnet exchangeInfo sits at the sample's top (the replay reads it)."""
+    for directory in (PAYLOADS / "rest", SAMPLE):
+        if (directory / name).is_file():
+            return (directory / name).read_bytes()
+    raise FileNotFoundError(f"{name}: no such recorded payload under {SAMPLE}")
 
 
 class TestEndpoints:
@@ -649,7 +654,14 @@ class TestEndpoints:
         )
         assert btc.market_max_qty == Decimal(120)
         assert all(r.symbol == s for s, r in rules.items())
-        assert len(rules) > 200
+        # The recorded file, cut to 14 symbols: every perpetual that is trading, not the pending listing.
+        recorded = json.loads(_load("exchangeInfo_mainnet_2024-10-02.json"))["symbols"]
+        assert len(recorded) == 14
+        assert set(rules) == {
+            s["symbol"] for s in recorded if (s["contractType"], s["status"]) == ("PERPETUAL", "TRADING")
+        }
+        assert "BTCSTUSDT" not in rules  # PENDING_TRADING
+        assert len(rules) == 13
 
     async def test_klines_range_pages(self, autojump_clock: trio.testing.MockClock) -> None:
         """A 3,500-candle span is fetched in three pages with no gap and no duplicate."""
@@ -721,8 +733,8 @@ class TestEndpoints:
             book = await client.book_ticker("BTCUSDT")
             funding = await client.funding_rate_history("BTCUSDT", start_ms=0)
             info = await client.funding_info()
-        assert len(tickers) == 455
-        assert len(premium) == 521
+        assert len(tickers) == len(json.loads(_load("ticker24hr_all_testnet_2025-01-11.json"))) == 23
+        assert len(premium) == len(json.loads(_load("premiumIndex_all_mainnet_2025-06-17.json"))) == 12
         hype = next(p for p in premium if p.symbol == "HYPEUSDT")
         assert hype.funding_rate is not None
         assert hype.next_funding_time > 0

@@ -31,9 +31,9 @@ from futures_actor.core.secrets import Secret
 from futures_actor.core.types import Candle
 from futures_actor.data.klines_csv import read_klines_candles
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-EXCHANGE_INFO = SHARED / "data" / "binance-payloads" / "rest" / "exchangeInfo_mainnet_2024-10-02.json"
-KLINES_5M = SHARED / "data" / "klines" / "BTCUSDT-5m.csv.gz"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded data
+EXCHANGE_INFO = SAMPLE / "exchangeInfo_mainnet_2024-10-02.json"
+KLINES_5M = SAMPLE / "BTCUSDT-5m.csv.gz"
 API_KEY = "vs-sim-key"
 API_SECRET = "vs-sim-secret-0123456789"
 FIVE_MIN_MS = 300_000

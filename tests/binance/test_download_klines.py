@@ -15,7 +15,7 @@ import trio.testing
 
 from futures_actor.tools.download_klines import FUNDING_HEADER, KLINE_HEADER, amain, run_download_klines
 
-SHARED_KLINES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "klines"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded klines
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 STEP = {"5m": 300_000, "1h": 3_600_000}
 FUNDING_STEP = 8 * 3_600_000
@@ -81,8 +81,8 @@ ARGS = ["--symbols", "BTCUSDT,ETHUSDT", "--intervals", "5m,1h", "--days", "3", "
 class TestDownload:
     """The replay format, complete and resumable."""
 
-    async def test_header_matches_shared_format(self) -> None:
-        with gzip.open(SHARED_KLINES / "BTCUSDT-5m.csv.gz", "rt") as fh:
+    async def test_header_matches_the_recorded_format(self) -> None:
+        with gzip.open(SAMPLE / "BTCUSDT-5m.csv.gz", "rt") as fh:
             assert fh.readline().strip() == KLINE_HEADER
 
     async def test_fresh_download_then_resume(

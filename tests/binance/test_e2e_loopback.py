@@ -25,14 +25,9 @@ from futures_actor.core.types import Candle
 
 pytestmark = pytest.mark.realclock
 
+# The recorded mainnet exchangeInfo bundled with the repository (data/sample/README.md).
 EXCHANGE_INFO = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "binance-payloads"
-    / "rest"
-    / "exchangeInfo_mainnet_2024-10-02.json"
+    Path(__file__).resolve().parents[2] / "data" / "sample" / "exchangeInfo_mainnet_2024-10-02.json"
 )
 API_KEY = "e2e-key"
 API_SECRET = "e2e-secret-0123456789"

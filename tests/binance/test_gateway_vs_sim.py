@@ -47,14 +47,9 @@ from futures_actor.core.config import BotConfig, ExchangeConfig
 from futures_actor.core.secrets import Secret
 from futures_actor.core.types import Candle
 
+# The recorded mainnet exchangeInfo bundled with the repository (data/sample/README.md).
 EXCHANGE_INFO = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "binance-payloads"
-    / "rest"
-    / "exchangeInfo_mainnet_2024-10-02.json"
+    Path(__file__).resolve().parents[2] / "data" / "sample" / "exchangeInfo_mainnet_2024-10-02.json"
 )
 API_KEY = "gw-sim-key"
 API_SECRET = "gw-sim-secret-0123456789"

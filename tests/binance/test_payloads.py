@@ -32,12 +32,13 @@ from futures_actor.binance.models import (
 )
 from futures_actor.binance.user_stream import decode_user_event
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "binance-payloads"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded data
+DATA = SAMPLE / "binance-payloads"
 REST = DATA / "rest"
 WS = DATA / "ws"
 
 REST_FILES: list[tuple[str, Any]] = [
-    ("exchangeInfo_mainnet_2024-10-02.json", ExchangeInfo),
+    ("../../exchangeInfo_mainnet_2024-10-02.json", ExchangeInfo),
     ("exchangeInfo_testnet_2025-01-09.json", ExchangeInfo),
     ("exchangeInfo_testnet_2022-02-19_trimmed_nautilus.json", ExchangeInfo),
     ("ticker24hr_all_testnet_2025-01-11.json", list[Ticker24h]),

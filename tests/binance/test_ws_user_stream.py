@@ -25,7 +25,7 @@ from futures_actor.binance.user_stream import ResyncNeeded, UserStream, UserStre
 from futures_actor.binance.ws_conn import memory_connector
 from futures_actor.core.config import ExchangeConfig
 
-WS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "binance-payloads" / "ws"
+WS = Path(__file__).resolve().parents[2] / "data" / "sample" / "binance-payloads" / "ws"
 
 ORDER_UPDATE = {
     "e": "ORDER_TRADE_UPDATE",

@@ -18,14 +18,9 @@ from futures_actor.core.config import BotConfig
 API_KEY = "sim-test-key"
 API_SECRET = "sim-test-secret"
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
+# The recorded mainnet exchangeInfo bundled with the repository (data/sample/README.md).
 EXCHANGE_INFO = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "binance-payloads"
-    / "rest"
-    / "exchangeInfo_mainnet_2024-10-02.json"
+    Path(__file__).resolve().parents[2] / "data" / "sample" / "exchangeInfo_mainnet_2024-10-02.json"
 )
 
 

@@ -21,8 +21,7 @@ from futures_actor.core.config import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO / ".." / "shared"
-SEED_CONFIG = SHARED / "spec" / "seed-data" / "CONFIG.example.json"
+SEED_CONFIG = REPO / "spec" / "seed-data" / "CONFIG.example.json"  # the specification's seed config
 EXAMPLE_CONFIG = REPO / "config" / "config.example.json"
 
 

@@ -22,16 +22,19 @@ from futures_actor.core.correlation import (
 
 HOUR_MS = 3_600_000
 LOOKBACK = 72
+# The 1h candle of the bundled sample (2025-01-29 04:00 UTC) ending 72 hours in which BTC and ETH moved
+# together (corr 0.91, ETH beta 1.09) and XRP a little less (corr 0.87 with BTC).
+END = 700
 
 
-def load_1h(shared_dir: Path, symbol: str) -> tuple[list[int], list[float]]:
-    with gzip.open(shared_dir / "data" / "klines" / f"{symbol}-1h.csv.gz", "rt") as f:
+def load_1h(sample_dir: Path, symbol: str) -> tuple[list[int], list[float]]:
+    with gzip.open(sample_dir / f"{symbol}-1h.csv.gz", "rt") as f:
         rows = list(csv.DictReader(f))
     return [int(r["open_time_ms"]) for r in rows], [float(r["close"]) for r in rows]
 
 
-def window(shared_dir: Path, symbol: str, end_index: int, bars: int = LOOKBACK + 1) -> HourlyCloses:
-    times, closes = load_1h(shared_dir, symbol)
+def window(sample_dir: Path, symbol: str, end_index: int, bars: int = LOOKBACK + 1) -> HourlyCloses:
+    times, closes = load_1h(sample_dir, symbol)
     return HourlyCloses(
         symbol=symbol,
         last_open_time_ms=times[end_index],
@@ -42,9 +45,9 @@ def window(shared_dir: Path, symbol: str, end_index: int, bars: int = LOOKBACK +
 class TestStatistics:
     """Pearson and beta agree with numpy's reference computations."""
 
-    def test_pearson_matches_corrcoef_on_real_data(self, shared_dir: Path) -> None:
-        a = window(shared_dir, "BTCUSDT", 9000)
-        b = window(shared_dir, "ETHUSDT", 9000)
+    def test_pearson_matches_corrcoef_on_real_data(self, sample_dir: Path) -> None:
+        a = window(sample_dir, "BTCUSDT", END)
+        b = window(sample_dir, "ETHUSDT", END)
         ra, rb = log_returns(a.closes), log_returns(b.closes)
         assert ra.size == LOOKBACK
         r = pearson(ra, rb)
@@ -76,18 +79,18 @@ class TestStatistics:
 class TestAlignment:
     """Pairs are measured on the same hours; short history is unknown, never uncorrelated."""
 
-    def test_newer_series_is_cut_to_the_common_hours(self, shared_dir: Path) -> None:
-        a = window(shared_dir, "BTCUSDT", 9000)
-        b_long = window(shared_dir, "ETHUSDT", 9003, bars=LOOKBACK + 4)
+    def test_newer_series_is_cut_to_the_common_hours(self, sample_dir: Path) -> None:
+        a = window(sample_dir, "BTCUSDT", END)
+        b_long = window(sample_dir, "ETHUSDT", END + 3, bars=LOOKBACK + 4)
         pair = aligned_log_returns(a, b_long, LOOKBACK)
         assert pair is not None
-        same = aligned_log_returns(a, window(shared_dir, "ETHUSDT", 9000), LOOKBACK)
+        same = aligned_log_returns(a, window(sample_dir, "ETHUSDT", END), LOOKBACK)
         assert same is not None
         np.testing.assert_array_equal(pair[1], same[1])
 
-    def test_insufficient_history_is_none(self, shared_dir: Path) -> None:
-        a = window(shared_dir, "BTCUSDT", 9000, bars=LOOKBACK)  # 71 returns
-        b = window(shared_dir, "ETHUSDT", 9000)
+    def test_insufficient_history_is_none(self, sample_dir: Path) -> None:
+        a = window(sample_dir, "BTCUSDT", END, bars=LOOKBACK)  # 71 returns
+        b = window(sample_dir, "ETHUSDT", END)
         assert aligned_log_returns(a, b, LOOKBACK) is None
 
     def test_misaligned_open_time_refused(self) -> None:
@@ -100,8 +103,8 @@ class TestAlignment:
 class TestMatrix:
     """The matrix the risk engine reads: pairs, betas, buckets."""
 
-    def test_real_matrix(self, shared_dir: Path) -> None:
-        series = {s: window(shared_dir, s, 9000) for s in ("BTCUSDT", "ETHUSDT", "XRPUSDT")}
+    def test_real_matrix(self, sample_dir: Path) -> None:
+        series = {s: window(sample_dir, s, END) for s in ("BTCUSDT", "ETHUSDT", "XRPUSDT")}
         m = build_correlation_matrix(series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=1)
         assert m.correlation("BTCUSDT", "ETHUSDT") == m.correlation("ETHUSDT", "BTCUSDT")
         assert m.correlation("BTCUSDT", "BTCUSDT") == 1.0
@@ -112,16 +115,28 @@ class TestMatrix:
         assert m.bucket("BTCUSDT", 0.85) == ("BTCUSDT", "ETHUSDT", "XRPUSDT")
         assert m.bucket("BTCUSDT", 0.9) == ("BTCUSDT", "ETHUSDT")
 
-    def test_new_listing_has_no_correlation(self, shared_dir: Path) -> None:
-        # HYPEUSDT was listed 2025-05-30: ten hours of history are not enough.
-        times, _ = load_1h(shared_dir, "HYPEUSDT")
-        first = times[0]
-        btc_times, _ = load_1h(shared_dir, "BTCUSDT")
-        i = btc_times.index(first + 10 * HOUR_MS)
-        hype_t, hype_c = load_1h(shared_dir, "HYPEUSDT")
-        hype = HourlyCloses(symbol="HYPEUSDT", last_open_time_ms=hype_t[10], closes=tuple(hype_c[:11]))
-        series = {"BTCUSDT": window(shared_dir, "BTCUSDT", i), "HYPEUSDT": hype}
+    def test_new_listing_has_no_correlation(self, sample_dir: Path) -> None:
+        # A symbol listed ten hours ago: eleven real hourly closes (SOLUSDT's last eleven before END, under
+        # another name) are not enough for a 72-hour correlation or beta.
+        _, sol_c = load_1h(sample_dir, "SOLUSDT")
+        new = HourlyCloses(
+            symbol="NEWUSDT",
+            last_open_time_ms=load_1h(sample_dir, "BTCUSDT")[0][END],
+            closes=tuple(sol_c[END - 10 : END + 1]),
+        )
+        series = {"BTCUSDT": window(sample_dir, "BTCUSDT", END), "NEWUSDT": new}
         m = build_correlation_matrix(series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=1)
-        assert m.correlation("BTCUSDT", "HYPEUSDT") is None
-        assert m.beta_of("HYPEUSDT") is None
+        assert m.correlation("BTCUSDT", "NEWUSDT") is None
+        assert m.beta_of("NEWUSDT") is None
         assert m.beta_of("BTCUSDT") == 1.0
+        # The same real closes with the full 72 hours do have both.
+        full = HourlyCloses(
+            symbol="NEWUSDT",
+            last_open_time_ms=new.last_open_time_ms,
+            closes=tuple(sol_c[END - LOOKBACK : END + 1]),
+        )
+        m2 = build_correlation_matrix(
+            {**series, "NEWUSDT": full}, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=1
+        )
+        assert m2.correlation("BTCUSDT", "NEWUSDT") is not None
+        assert m2.beta_of("NEWUSDT") is not None

@@ -21,11 +21,17 @@ HOUR_MS = 3_600_000
 LOOKBACK = 72
 HISTORY = LOOKBACK + 1 + 24  # what PortfolioRisk keeps: lookback + 1 + slack
 THRESHOLDS = (-1.0, 0.0, 0.3, 0.5, 0.7, 0.85, 0.95)
+# A listing in the middle of the data: the real ZECUSDT closes from this hour on, as "LISTEDUSDT".
+LISTED = "LISTEDUSDT"
+LISTED_FROM = 600
 
 
-def load_all_1h(shared_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+def load_all_1h(sample_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """The 1h closes of every symbol of the bundled sample (top level and `hourly/`), same 60 days."""
     out: dict[str, tuple[list[int], list[float]]] = {}
-    for path in sorted((shared_dir / "data" / "klines").glob("*USDT-1h.csv.gz")):
+    for path in sorted(
+        [*sample_dir.glob("*USDT-1h.csv.gz"), *(sample_dir / "hourly").glob("*USDT-1h.csv.gz")]
+    ):
         with gzip.open(path, "rt") as f:
             rows = list(csv.DictReader(f))
         out[path.name.split("-")[0]] = (
@@ -36,9 +42,11 @@ def load_all_1h(shared_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
 
 
 @pytest.fixture(scope="module")
-def hourly(shared_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
-    data = load_all_1h(shared_dir)
-    assert len(data) >= 10
+def hourly(sample_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
+    data = load_all_1h(sample_dir)
+    assert len(data) == 10
+    times, closes = data["ZECUSDT"]
+    data[LISTED] = (times[LISTED_FROM:], closes[LISTED_FROM:])
     return data
 
 
@@ -72,10 +80,14 @@ def assert_same(full: CorrelationMatrix, lazy: LazyCorrelationMatrix, symbols: l
 class TestLazyEqualsFull:
     def test_real_data_at_several_hours(self, hourly: dict[str, tuple[list[int], list[float]]]) -> None:
         btc_times = hourly["BTCUSDT"][0]
-        hype_start = hourly["HYPEUSDT"][0][0]
-        hype_idx = btc_times.index(hype_start)
-        # early (HYPE absent), HYPE just listed (too short), HYPE barely enough, middle, end
-        ends = [btc_times[200], btc_times[hype_idx + 10], btc_times[hype_idx + LOOKBACK + 1], btc_times[5000]]
+        listed_idx = btc_times.index(hourly[LISTED][0][0])
+        # early (the listing absent), just listed (too short), barely enough, middle, end
+        ends = [
+            btc_times[200],
+            btc_times[listed_idx + 10],
+            btc_times[listed_idx + LOOKBACK + 1],
+            btc_times[1000],
+        ]
         ends.append(btc_times[-1])
         lags = [{}, {"ETHUSDT": 1, "SOLUSDT": 3}, {"BTCUSDT": 2}]
         checked = 0
@@ -100,11 +112,11 @@ class TestLazyEqualsFull:
         self, hourly: dict[str, tuple[list[int], list[float]]]
     ) -> None:
         # the comparison above must cover None and above-threshold answers, or it proves little
-        hype_start = hourly["HYPEUSDT"][0][0]
-        series = snapshot(hourly, hype_start + 10 * HOUR_MS, {})
+        listed_start = hourly[LISTED][0][0]
+        series = snapshot(hourly, listed_start + 10 * HOUR_MS, {})
         lazy = lazy_correlation_matrix(series, lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=0)
-        assert lazy.correlation("HYPEUSDT", "BTCUSDT") is None
-        assert lazy.beta_of("HYPEUSDT") is None
+        assert lazy.correlation(LISTED, "BTCUSDT") is None
+        assert lazy.beta_of(LISTED) is None
         end = hourly["BTCUSDT"][0][-1]
         lazy = lazy_correlation_matrix(
             snapshot(hourly, end, {}), lookback=LOOKBACK, reference_symbol="BTCUSDT", as_of_ms=0

@@ -19,7 +19,9 @@ from futures_actor.core.models import Features
 from futures_actor.core.types import INTERVAL_MS, Candle
 from futures_actor.data.klines_csv import arrays_to_candles, read_klines
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"  # bundled recorded klines
+# Where each symbol's 5m and 1h files are: INJUSDT's are the sample's stress slice (2025-10-01 to 10-14).
+KLINES_DIR = {"BTCUSDT": SAMPLE, "INJUSDT": SAMPLE / "stress"}
 MS_5M = INTERVAL_MS["5m"]
 MS_1H = INTERVAL_MS["1h"]
 CFG = BotConfig()
@@ -30,10 +32,10 @@ REL = 1e-9
 def real(symbol: str, start: int, stop: int) -> tuple[list[Candle], list[Candle]]:
     """5m candles [start, stop) of the file and every 1h candle up to the slice's end."""
     five = arrays_to_candles(
-        read_klines(SHARED / "data" / "klines" / f"{symbol}-5m.csv.gz", interval="5m", limit=stop)
+        read_klines(KLINES_DIR[symbol] / f"{symbol}-5m.csv.gz", interval="5m", limit=stop)
     )
     five = five[start:]
-    hour = arrays_to_candles(read_klines(SHARED / "data" / "klines" / f"{symbol}-1h.csv.gz", interval="1h"))
+    hour = arrays_to_candles(read_klines(KLINES_DIR[symbol] / f"{symbol}-1h.csv.gz", interval="1h"))
     end = five[-1].open_time_ms + MS_5M
     return five, [c for c in hour if c.open_time_ms + MS_1H <= end]
 
@@ -52,8 +54,9 @@ def assert_close(ours: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], *,
     assert err.max() <= rel, f"max relative error {err.max():.3e}"
 
 
-# BTC from the first candle; INJ across the 2025-10-10 liquidation cascade (a 0.91 log-return candle).
-CASES = {"BTCUSDT": (0, 20_000), "INJUSDT": (78_000, 90_000)}
+# BTC from the first candle (the whole 60-day sample); INJ across the 2025-10-10 liquidation cascade
+# (a 0.91 log-return candle), the whole stress slice.
+CASES = {"BTCUSDT": (0, 17_280), "INJUSDT": (0, 4_032)}
 
 
 @pytest.mark.parametrize("symbol", sorted(CASES))
@@ -184,7 +187,7 @@ class TestContinuity:
         assert engine.on_5m(five[300]).features == reference[300].features
 
     def test_replace_history_converges_to_full_run(self) -> None:
-        five, hour = real("BTCUSDT", 0, 20_000)
+        five, hour = real("BTCUSDT", 0, 17_280)
         full = compute_features(symbol="BTCUSDT", config=CFG, candles_5m=five, candles_1h=hour)
         engine = SymbolFeatureEngine(symbol="BTCUSDT", config=CFG)
         n5, n1 = CFG.market_data.history_5m_bars, CFG.market_data.history_1h_bars

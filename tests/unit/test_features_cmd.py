@@ -21,18 +21,18 @@ N_5M = 3_000
 N_1H = 260
 
 
-def real_lines(shared_dir: Path, name: str, n: int) -> list[str]:
-    with gzip.open(shared_dir / "data" / "klines" / name, "rt", encoding="utf-8") as fh:
+def real_lines(sample_dir: Path, name: str, n: int) -> list[str]:
+    with gzip.open(sample_dir / name, "rt", encoding="utf-8") as fh:
         return [next(fh) for _ in range(n + 1)]  # header + n rows
 
 
 @pytest.fixture
-def inputs(tmp_path: Path, shared_dir: Path) -> tuple[Path, Path]:
+def inputs(tmp_path: Path, sample_dir: Path) -> tuple[Path, Path]:
     five = tmp_path / "BTCUSDT-5m.csv.gz"
     hour = tmp_path / "BTCUSDT-1h.csv"  # plain CSV: gzip is chosen by extension
     with gzip.open(five, "wt", encoding="utf-8") as fh:
-        fh.writelines(real_lines(shared_dir, "BTCUSDT-5m.csv.gz", N_5M))
-    hour.write_text("".join(real_lines(shared_dir, "BTCUSDT-1h.csv.gz", N_1H)), encoding="utf-8")
+        fh.writelines(real_lines(sample_dir, "BTCUSDT-5m.csv.gz", N_5M))
+    hour.write_text("".join(real_lines(sample_dir, "BTCUSDT-1h.csv.gz", N_1H)), encoding="utf-8")
     return five, hour
 
 
@@ -93,10 +93,10 @@ class TestFeaturesCommand:
         assert {r["regime"] for r in rows} >= {"TREND", "CHOP_NO_TRADE"}
 
     def test_gap_in_file_restarts_and_warns(
-        self, inputs: tuple[Path, Path], tmp_path: Path, shared_dir: Path
+        self, inputs: tuple[Path, Path], tmp_path: Path, sample_dir: Path
     ) -> None:
         _, hour = inputs
-        lines = real_lines(shared_dir, "BTCUSDT-5m.csv.gz", 400)
+        lines = real_lines(sample_dir, "BTCUSDT-5m.csv.gz", 400)
         gapped = tmp_path / "gap-5m.csv"
         gapped.write_text("".join(lines[:301] + lines[311:]), encoding="utf-8")  # rows 300..309 missing
         out = tmp_path / "out.csv"
@@ -155,10 +155,10 @@ class TestFeaturesCommandErrors:
         assert not (tmp_path / "o.csv").exists()
 
     def test_bad_row_names_file_line_column(
-        self, tmp_path: Path, inputs: tuple[Path, Path], shared_dir: Path
+        self, tmp_path: Path, inputs: tuple[Path, Path], sample_dir: Path
     ) -> None:
         _, hour = inputs
-        lines = real_lines(shared_dir, "BTCUSDT-5m.csv.gz", 10)
+        lines = real_lines(sample_dir, "BTCUSDT-5m.csv.gz", 10)
         fields = lines[4].split(",")
         fields[2] = "abc"
         lines[4] = ",".join(fields)
@@ -275,11 +275,12 @@ class TestKlinesReader:
         with pytest.raises(KlinesFileError, match="interval"):
             read_klines(p, interval="2m")
 
-    def test_every_real_file_reads(self, shared_dir: Path) -> None:
-        """The 1h files of every symbol pass validation (the 5m ones are read by other tests)."""
-        files = sorted((shared_dir / "data" / "klines").glob("*-1h.csv.gz"))
+    def test_every_real_file_reads(self, sample_dir: Path) -> None:
+        """Every bundled 1h file passes validation (the 5m ones are read by other tests): 60 days of
+        4 + 6 symbols, and the 34-day INJUSDT stress slice."""
+        files = sorted(sample_dir.rglob("*-1h.csv.gz"))
         assert len(files) == 11
         for f in files:
             a = read_klines(f, interval="1h")
-            assert len(a) > 6_000
+            assert len(a) == (816 if f.parent.name == "stress" else 1_440)
             assert np.all(np.diff(a.open_time_ms) == 3_600_000)

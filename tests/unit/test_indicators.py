@@ -1,4 +1,4 @@
-"""Indicators against TA-Lib on the real klines of every symbol (5m slice and full 1h), BOT_SPEC §4."""
+"""Indicators against TA-Lib on every bundled real klines file (5m and 1h), BOT_SPEC §4."""
 
 from __future__ import annotations
 
@@ -15,28 +15,22 @@ from futures_actor.core import indicators as ind
 from futures_actor.core.candles import CandleArrays
 from futures_actor.data.klines_csv import read_klines
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "DOGEUSDT",
-    "BNBUSDT",
-    "BCHUSDT",
-    "INJUSDT",
-    "OPUSDT",
-    "ZECUSDT",
-    "HYPEUSDT",
-)
-SLICE_5M = 20_000
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+# Every kline file of the bundled sample, by path below it: 60 days of 5m and 1h for four symbols, 1h only
+# for six more, and INJUSDT across the 2025-10-10 liquidation cascade (5m and 1h).
+FILES = sorted(str(p.relative_to(SAMPLE)) for p in SAMPLE.rglob("*USDT-*.csv.gz"))
 REL = 1e-9
 
 
 @cache
+def klines_file(name: str) -> CandleArrays:
+    interval = name.rsplit("-", 1)[1].removesuffix(".csv.gz")
+    return read_klines(SAMPLE / name, interval=interval)
+
+
 def klines(symbol: str, interval: str) -> CandleArrays:
-    path = SHARED / "data" / "klines" / f"{symbol}-{interval}.csv.gz"
-    return read_klines(path, interval=interval, limit=SLICE_5M if interval == "5m" else None)
+    sub = "stress/" if symbol == "INJUSDT" else ""
+    return klines_file(f"{sub}{symbol}-{interval}.csv.gz")
 
 
 def assert_close(ours: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], *, rel: float = REL) -> None:
@@ -52,34 +46,34 @@ def assert_close(ours: npt.NDArray[np.float64], ref: npt.NDArray[np.float64], *,
     assert err.max() <= rel, f"max relative error {err.max():.3e} at {np.argmax(err)}"
 
 
-def test_shared_dir_fixture_points_at_data(shared_dir: Path) -> None:
-    assert shared_dir.resolve() == SHARED.resolve()
+def test_every_bundled_file_is_covered(sample_dir: Path) -> None:
+    assert sample_dir.resolve() == SAMPLE.resolve()
+    assert len(FILES) == 4 * 2 + 6 + 2
 
 
-@pytest.mark.parametrize("interval", ["5m", "1h"])
-@pytest.mark.parametrize("symbol", SYMBOLS)
+@pytest.mark.parametrize("name", FILES)
 class TestAgainstTalib:
     """Every indicator equals TA-Lib to 1e-9 relative on real data, with the same warm-up."""
 
-    def test_ema(self, symbol: str, interval: str) -> None:
-        c = klines(symbol, interval).close
+    def test_ema(self, name: str) -> None:
+        c = klines_file(name).close
         for n in (20, 50):
             assert_close(ind.ema(c, n), talib.EMA(c, timeperiod=n))
 
-    def test_rsi(self, symbol: str, interval: str) -> None:
-        c = klines(symbol, interval).close
+    def test_rsi(self, name: str) -> None:
+        c = klines_file(name).close
         assert_close(ind.rsi(c, 14), talib.RSI(c, timeperiod=14))
 
-    def test_atr(self, symbol: str, interval: str) -> None:
-        k = klines(symbol, interval)
+    def test_atr(self, name: str) -> None:
+        k = klines_file(name)
         assert_close(ind.atr(k.high, k.low, k.close, 14), talib.ATR(k.high, k.low, k.close, timeperiod=14))
 
-    def test_adx(self, symbol: str, interval: str) -> None:
-        k = klines(symbol, interval)
+    def test_adx(self, name: str) -> None:
+        k = klines_file(name)
         assert_close(ind.adx(k.high, k.low, k.close, 14), talib.ADX(k.high, k.low, k.close, timeperiod=14))
 
-    def test_bollinger_bands(self, symbol: str, interval: str) -> None:
-        c = klines(symbol, interval).close
+    def test_bollinger_bands(self, name: str) -> None:
+        c = klines_file(name).close
         upper, middle, lower = ind.bollinger(c, 20, 2.0)
         t_upper, t_middle, t_lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0, matype=0)
         assert_close(upper, t_upper)
@@ -107,7 +101,7 @@ class TestIncrementalWindowStats:
         assert_close(std, (upper - middle) / 2.0, rel=1e-9)
 
     def test_volume_zscore_matches_batch_on_real_volumes(self) -> None:
-        v = klines("DOGEUSDT", "5m").volume
+        v = klines("XRPUSDT", "5m").volume
         stats = ind.RollingWindowStats(100)
         z = np.full(v.shape, np.nan)
         for i, x in enumerate(v.tolist()):

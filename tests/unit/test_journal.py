@@ -19,8 +19,7 @@ from futures_actor.logs import reset_logging
 from futures_actor.state.journal import DuplicateTradeId, InvalidTradeRecord, TradeJournal
 from futures_actor.state.log_schema import TRADE_RECORD_SCHEMA, validate_trade_record
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-SCHEMA_FILE = SHARED / "spec" / "seed-data" / "LOG_SCHEMA.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "spec" / "seed-data" / "LOG_SCHEMA.json"
 T0 = 1_764_028_799_000  # 2025-11-24T23:59:59.000Z
 DAY_MS = 86_400_000
 
@@ -88,12 +87,12 @@ def _ids(path: Path) -> list[str]:
 
 
 class TestSchema:
-    """The schema in code is the shared seed schema, and the validator enforces it."""
+    """The schema in code is the specification's seed schema, and the validator enforces it."""
 
-    def test_matches_shared_file_exactly(self) -> None:
-        shared = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-        assert shared == TRADE_RECORD_SCHEMA
-        assert json.dumps(shared) == json.dumps(TRADE_RECORD_SCHEMA)  # same key order too
+    def test_matches_seed_file_exactly(self) -> None:
+        seed = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+        assert seed == TRADE_RECORD_SCHEMA
+        assert json.dumps(seed) == json.dumps(TRADE_RECORD_SCHEMA)  # same key order too
 
     def test_sample_is_valid(self) -> None:
         assert validate_trade_record(record()) == []

@@ -81,8 +81,10 @@ def record(
     }
 
 
-def test_seed_schema_fields_are_what_the_test_records_use(shared_dir: Path) -> None:
-    schema = json.loads((shared_dir / "spec" / "seed-data" / "LOG_SCHEMA.json").read_text())
+def test_seed_schema_fields_are_what_the_test_records_use() -> None:
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "spec" / "seed-data" / "LOG_SCHEMA.json").read_text()
+    )
     rec = record(1, close="2025-03-04T01:00:00.000Z", pnl=1.0, r=0.1)
     assert set(schema) == set(rec)
     for key, sub in schema.items():

@@ -392,9 +392,10 @@ class TestCorrelation:
         m = matrix(-0.9, {"BTCUSDT": 1.0, "ETHUSDT": -0.8})
         rejected(evaluate(signal(side=Side.SHORT), portfolio(e), ctx(correlations=m), CFG), "CORRELATION")
 
-    def test_real_btc_eth_window(self, shared_dir: Path) -> None:
+    def test_real_btc_eth_window(self, sample_dir: Path) -> None:
         """AC7 on the recorded klines: BTC and ETH 72h corr > 0.85; a long on one blocks a long on the other."""
-        series = {s: _real_window(shared_dir, s, 9000) for s in ("BTCUSDT", "ETHUSDT")}
+        # 1h candle 700 of the bundled sample: 2025-01-29 04:00 UTC, BTC/ETH 72h corr 0.91.
+        series = {s: _real_window(sample_dir, s, 700) for s in ("BTCUSDT", "ETHUSDT")}
         m = build_correlation_matrix(series, lookback=72, reference_symbol="BTCUSDT", as_of_ms=NOW)
         corr = m.correlation("BTCUSDT", "ETHUSDT")
         assert corr is not None
@@ -416,8 +417,8 @@ def _load_1h(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]]:
     return tuple(int(r["open_time_ms"]) for r in rows), tuple(float(r["close"]) for r in rows)
 
 
-def _real_window(shared_dir: Path, symbol: str, end: int) -> HourlyCloses:
-    times, closes = _load_1h(shared_dir / "data" / "klines" / f"{symbol}-1h.csv.gz")
+def _real_window(sample_dir: Path, symbol: str, end: int) -> HourlyCloses:
+    times, closes = _load_1h(sample_dir / f"{symbol}-1h.csv.gz")
     return HourlyCloses(symbol=symbol, last_open_time_ms=times[end], closes=closes[end - 72 : end + 1])
 
 

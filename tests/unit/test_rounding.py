@@ -20,12 +20,12 @@ from futures_actor.core.rounding import (
 )
 from futures_actor.core.types import Side, SymbolRules
 
-EXCHANGE_INFO = "data/binance-payloads/rest/exchangeInfo_mainnet_2024-10-02.json"
+EXCHANGE_INFO = "exchangeInfo_mainnet_2024-10-02.json"  # in the bundled data/sample
 
 
-def rules_from_exchange_info(shared_dir: Path, symbol: str) -> SymbolRules:
+def rules_from_exchange_info(sample_dir: Path, symbol: str) -> SymbolRules:
     """SymbolRules read straight from the recorded exchangeInfo filters."""
-    data = json.loads((shared_dir / EXCHANGE_INFO).read_text())
+    data = json.loads((sample_dir / EXCHANGE_INFO).read_text())
     info = next(s for s in data["symbols"] if s["symbol"] == symbol)
     f = {x["filterType"]: x for x in info["filters"]}
     return SymbolRules(
@@ -45,13 +45,13 @@ def rules_from_exchange_info(shared_dir: Path, symbol: str) -> SymbolRules:
 
 
 @pytest.fixture
-def btc(shared_dir: Path) -> SymbolRules:
-    return rules_from_exchange_info(shared_dir, "BTCUSDT")
+def btc(sample_dir: Path) -> SymbolRules:
+    return rules_from_exchange_info(sample_dir, "BTCUSDT")
 
 
 @pytest.fixture
-def pepe(shared_dir: Path) -> SymbolRules:
-    return rules_from_exchange_info(shared_dir, "1000PEPEUSDT")
+def pepe(sample_dir: Path) -> SymbolRules:
+    return rules_from_exchange_info(sample_dir, "1000PEPEUSDT")
 
 
 class TestRealFilters:

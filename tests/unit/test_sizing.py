@@ -21,12 +21,12 @@ from futures_actor.core.sizing import (
 )
 from futures_actor.core.types import Side, SymbolRules
 
-EXCHANGE_INFO = "data/binance-payloads/rest/exchangeInfo_mainnet_2024-10-02.json"
+EXCHANGE_INFO = "exchangeInfo_mainnet_2024-10-02.json"  # in the bundled data/sample
 
 
 @pytest.fixture
-def btc(shared_dir: Path) -> SymbolRules:
-    data = json.loads((shared_dir / EXCHANGE_INFO).read_text())
+def btc(sample_dir: Path) -> SymbolRules:
+    data = json.loads((sample_dir / EXCHANGE_INFO).read_text())
     info = next(s for s in data["symbols"] if s["symbol"] == "BTCUSDT")
     f = {x["filterType"]: x for x in info["filters"]}
     return SymbolRules(

@@ -21,7 +21,7 @@ from futures_actor.core.universe import (
     select_universe,
 )
 
-REST = "data/binance-payloads/rest"
+REST = "binance-payloads/rest"  # in the bundled data/sample
 
 
 def cfg(**universe: object) -> BotConfig:
@@ -198,9 +198,9 @@ class TestHelpers:
 class TestRecordedExchange:
     """On the recorded testnet exchangeInfo and 24h tickers: every symbol gets one verdict."""
 
-    def test_every_symbol_accounted_for(self, shared_dir: Path) -> None:
-        info = json.loads((shared_dir / REST / "exchangeInfo_testnet_2025-01-09.json").read_text())
-        tickers = json.loads((shared_dir / REST / "ticker24hr_all_testnet_2025-01-11.json").read_text())
+    def test_every_symbol_accounted_for(self, sample_dir: Path) -> None:
+        info = json.loads((sample_dir / REST / "exchangeInfo_testnet_2025-01-09.json").read_text())
+        tickers = json.loads((sample_dir / REST / "ticker24hr_all_testnet_2025-01-11.json").read_text())
         listings = tuple(
             SymbolListing(
                 symbol=s["symbol"],
