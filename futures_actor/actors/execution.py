@@ -951,6 +951,7 @@ class Execution:
                     avg_price=state.entry_cost / state.entry_filled,
                     stop_price=state.stop_price,
                     final=entry_done,
+                    leverage=plan.leverage,
                 ),
             )
         pos = lc.position_qty if not lc.closed else Decimal(0)

@@ -144,6 +144,7 @@ class EntryFilled(_Msg, frozen=True):
     avg_price: Decimal
     stop_price: Decimal
     final: bool  # no further entry fills will come (filled, or the rest cancelled)
+    leverage: float = 1.0  # the plan's (unknown: 1, the whole notional counts as margin)
 
 
 class EntryAbandoned(_Msg, frozen=True):

@@ -277,6 +277,8 @@ class PortfolioRisk:
 
         self._equity: float | None = None
         self._available: float | None = None
+        self._wallet: float | None = None
+        self._unrealized = 0.0
         self._exposures: dict[str, Exposure] = {}  # trade id (or foreign:<symbol>) -> exposure
         self._hourly: dict[str, _Hourly] = {}
         self._matrix: CorrelationMatrix | None = None
@@ -638,6 +640,8 @@ class PortfolioRisk:
             available_balance_usd=available,
             exposures=tuple(self._exposures.values()),
             risk_state=state,
+            wallet_balance_usd=self._wallet,
+            unrealized_pnl_usd=self._unrealized,
         )
         ctx = RiskContext(
             rules=self._rules[report.symbol],
@@ -676,6 +680,7 @@ class PortfolioRisk:
             stop_price=float(plan.stop_price),
             pending=True,
             trade_id=plan.trade_id,
+            leverage=plan.leverage,
         )
         self._guard.mark(report.symbol, report.candle_open_time_ms)
         if not decision.exploration:
@@ -865,6 +870,7 @@ class PortfolioRisk:
             stop_price=stop if stop > 0 else None,
             pending=not msg.final,
             trade_id=msg.trade_id,
+            leverage=previous.leverage if previous is not None else max(msg.leverage, 1.0),
         )
         self._log.info(
             "risk_entry_filled", trade_id=msg.trade_id, symbol=msg.symbol, filled_qty=qty, final=msg.final
@@ -1048,12 +1054,19 @@ class PortfolioRisk:
             self._roll(now_ms, equity=self._equity if self._equity is not None else msg.equity_usd)
         self._equity = float(msg.equity_usd)
         self._available = float(msg.available_balance_usd)
+        wallet, unrealized = msg.wallet_balance_usd, msg.unrealized_pnl_usd
+        finite = all(isinstance(v, int | float) and math.isfinite(v) for v in (wallet, unrealized))
+        self._wallet = float(wallet) if finite else None
+        self._unrealized = float(unrealized) if finite else 0.0
         self._persist()
 
     def _on_synced(self, msg: PortfolioSynced) -> None:
         synced: dict[str, Exposure] = {}
         for e in msg.exposures:
             key = e.trade_id if e.trade_id else f"{_FOREIGN_KEY_PREFIX}{e.symbol}"
+            known = self._exposures.get(key)
+            if known is not None and e.leverage == 1.0 and known.leverage != 1.0:
+                e = msgspec.structs.replace(e, leverage=known.leverage)
             synced[key] = e
         # Our reservations that execution has not seen yet stay reserved.
         for key, e in self._exposures.items():

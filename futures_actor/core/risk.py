@@ -121,19 +121,42 @@ class Exposure(msgspec.Struct, frozen=True, kw_only=True):
     pending: bool = False  # an entry order still working (nothing or part filled)
     foreign: bool = False  # not placed by us (no client id prefix); counts all the same
     trade_id: str = ""
+    leverage: float = 1.0  # unknown (foreign, adopted) ⇒ 1: the whole notional is margin
 
     @property
     def notional_usd(self) -> float:
         return abs(self.quantity) * self.entry_price
 
+    @property
+    def margin_usd(self) -> float:
+        """Initial margin the venue holds for it (position or open entry order): notional / leverage."""
+        return self.notional_usd / max(self.leverage, 1.0)
+
 
 class PortfolioSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """Account view at decision time."""
+    """Account view at decision time.
+
+    `available_balance_usd` is the venue's last report; with `wallet_balance_usd` known, the free
+    margin rule also derives it (wallet + unrealized loss − margin of every exposure, reservations
+    the venue has not seen yet included) and uses the smaller of the two (issue 10 #10)."""
 
     equity_usd: float
     available_balance_usd: float
     exposures: tuple[Exposure, ...] = ()
     risk_state: RiskState
+    wallet_balance_usd: float | None = None
+    unrealized_pnl_usd: float = 0.0
+
+    def usable_balance_usd(self) -> float:
+        """The venue's available balance as it stands with every exposure listed (see the class)."""
+        if self.wallet_balance_usd is None:
+            return self.available_balance_usd
+        derived = (
+            self.wallet_balance_usd
+            + min(self.unrealized_pnl_usd, 0.0)
+            - math.fsum(e.margin_usd for e in self.exposures)
+        )
+        return min(self.available_balance_usd, derived)
 
 
 class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +238,9 @@ def _validate(signal: Signal, portfolio: PortfolioSnapshot, ctx: RiskContext) ->
     _finite(signal.leverage, "signal.leverage")
     _finite(portfolio.equity_usd, "portfolio.equity_usd")
     _finite(portfolio.available_balance_usd, "portfolio.available_balance_usd")
+    if portfolio.wallet_balance_usd is not None:
+        _finite(portfolio.wallet_balance_usd, "portfolio.wallet_balance_usd")
+    _finite(portfolio.unrealized_pnl_usd, "portfolio.unrealized_pnl_usd")
     if signal.regime is Regime.CHOP_NO_TRADE:
         raise RiskInputError(field="signal.regime", value=str(signal.regime), expected="a tradable regime")
     for name in ("mid_price", "mark_price"):
@@ -394,15 +420,19 @@ def evaluate(
             max_total_open_risk_pct=risk.max_total_open_risk_pct,
         )
 
-    # Free margin (rule 7).
+    # Free margin (rule 7), on the venue's available balance: wallet minus the margin of positions
+    # and open entry orders, our reservations included, so that an approval is an order it accepts.
     margin = notional / signal.leverage
-    free = portfolio.available_balance_usd * (1.0 - risk.margin_buffer_pct)
+    available = portfolio.usable_balance_usd()
+    free = available * (1.0 - risk.margin_buffer_pct)
     if margin > free:
         return _reject(
             RiskCode.MARGIN,
             "not enough free margin",
             margin_required_usd=margin,
-            available_usd=portfolio.available_balance_usd,
+            available_usd=available,
+            venue_available_usd=portfolio.available_balance_usd,
+            exposures_margin_usd=math.fsum(e.margin_usd for e in exposures),
             usable_usd=free,
             margin_buffer_pct=risk.margin_buffer_pct,
         )

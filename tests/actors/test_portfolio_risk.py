@@ -889,3 +889,36 @@ class TestLossBeyondRisk:
             with capture_logs() as logs:
                 await h.send(msg)
             assert not any(e["event"] == "loss_beyond_risk" for e in logs)
+
+
+class TestFreeMarginOnTheVenuesBalance:
+    """Issue 10 #10: the free-margin rule counts the margin of every position and reservation, so an
+    approval is an order the venue accepts even before the venue's next balance report."""
+
+    async def test_second_entry_rejected_before_the_balance_report(self, autojump_clock: Any) -> None:
+        cfg = cfg_with(margin_buffer_pct=0.3)
+        series = hourly_series(correlated_pair=False)
+        async with running(cfg=cfg, symbols=SYMBOLS, hourly=series) as h:
+            first = await h.decide_one(AAA)
+            assert first.plan is not None
+            margin = first.plan.margin_used_usd  # ~4 242 at 2x: fits 10 000 × 0.7
+            # The second needs as much: (10 000 − 4 242) × 0.7 = 4 030 does not fit it.
+            assert (10_000.0 - margin) * 0.7 < margin <= 7_000.0
+            await h.fill(h.submitted()[0])
+            # No AccountUpdated since: the venue's last report still says 10 000 available.
+            second = await h.decide_one(BBB)
+            assert code(second) == "MARGIN"
+            assert second.rejection is not None
+            values = second.rejection.values
+            assert values["venue_available_usd"] == 10_000.0
+            assert values["available_usd"] == pytest.approx(10_000.0 - margin)
+
+    async def test_enough_margin_still_approved(self, autojump_clock: Any) -> None:
+        series = hourly_series(correlated_pair=False)
+        async with running(symbols=SYMBOLS, hourly=series) as h:
+            first = await h.decide_one(AAA)
+            assert first.plan is not None
+            await h.fill(h.submitted()[0])
+            # 2x: ~4 237 margin each; 10 000 − 4 237 leaves 5 763 × 0.9 for the second.
+            second = await h.decide_one(BBB)
+            assert second.plan is not None
