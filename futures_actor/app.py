@@ -79,7 +79,7 @@ from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import count_trades, render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
 from futures_actor.logs import LogSink, configure_logging, get_logger, reset_logging, stream_files
-from futures_actor.startup import replay_rules, replay_universe, select_live_universe
+from futures_actor.startup import replay_rules, replay_universe_selection, select_live_universe
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
 from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
@@ -150,11 +150,20 @@ class SystemParts:
     api_weight: Callable[[], int] | None = None
     # Daily universe refresh (BOT_SPEC §2): given the symbols still managed (a position or working
     # orders), the newly selected symbols and the exchange rules; and how market data follows it.
+    # It may add the new beta reference symbol as a third element.
     refresh_universe: (
-        Callable[[Sequence[str]], Awaitable[tuple[list[str], dict[str, SymbolRules]]]] | None
+        Callable[
+            [Sequence[str]],
+            Awaitable[
+                tuple[list[str], dict[str, SymbolRules]] | tuple[list[str], dict[str, SymbolRules], str]
+            ],
+        ]
+        | None
     ) = None
     set_market_symbols: Callable[[Sequence[str]], Awaitable[None]] | None = None
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    # The hedge rule's beta reference: the selected symbol of highest volume (BOT_SPEC §8.5).
+    reference_symbol: str = ""
 
 
 @dataclass
@@ -209,6 +218,7 @@ class System:
             metrics=self.metrics,
             closed_pnl=closed_pnl_from_records(parts.journal.records()),
             shadow_send=self.shadow.inbox_send if self.shadow is not None else None,
+            reference_symbol=parts.reference_symbol,
         )
         self.execution = Execution(
             cfg=cfg,
@@ -411,16 +421,19 @@ class System:
             return
         managed = sorted({lc.symbol for lc in self.execution.open_trades()})
         try:
-            selected, rules = await refresh(managed)
+            refreshed = await refresh(managed)
         except Exception as exc:
             log.error("universe_refresh_failed", error_type=type(exc).__name__, error=str(exc))
             self.report_fault("SERVER_ERROR", None, f"universe refresh failed: {type(exc).__name__}")
             return
+        selected, rules = refreshed[0], refreshed[1]
+        reference = refreshed[2] if len(refreshed) == 3 else ""
         monitored = list(dict.fromkeys([*selected, *managed]))
         changed = UniverseChanged(
             tradable=tuple(selected),
             monitored=tuple(monitored),
             rules={s: rules[s] for s in monitored if s in rules},
+            reference_symbol=reference,
         )
         # Rules reach the paper exchanges, execution and risk before a new symbol's first report.
         if self.parts.paper is not None:
@@ -918,7 +931,8 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
     if isinstance(found, str):
         print(f"futures-actor: {found}", file=sys.stderr)
         return EXIT_CONFIG
-    symbols, prices = replay_universe(replay_dir, found, cfg)
+    selection, prices = replay_universe_selection(replay_dir, found, cfg)
+    symbols = list(selection.selected)
     if not symbols:
         print(f"futures-actor: replay: no symbol of {found} passes the universe rules", file=sys.stderr)
         return EXIT_CONFIG
@@ -1022,6 +1036,7 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
                 paper=paper,
                 replay=True,
                 kill_file_watch=False,
+                reference_symbol=selection.reference_symbol,
             )
             system = System(parts)
             system_box["system"] = system
@@ -1160,9 +1175,9 @@ async def run_live(options: RunOptions) -> int:
 
                 async def refresh_universe(
                     managed: Sequence[str],
-                ) -> tuple[list[str], dict[str, SymbolRules]]:
+                ) -> tuple[list[str], dict[str, SymbolRules], str]:
                     fresh, fresh_rules = await select_live_universe(rest, cfg, managed=managed)
-                    return list(fresh.selected), fresh_rules
+                    return list(fresh.selected), fresh_rules, fresh.reference_symbol
 
                 async def history(symbol: str) -> tuple[list[Candle], list[Candle]]:
                     return await market_holder["md"].history(symbol)
@@ -1186,6 +1201,7 @@ async def run_live(options: RunOptions) -> int:
                     api_weight=lambda: rest.limiter.used_weight,
                     telegram=telegram,
                     refresh_universe=refresh_universe,
+                    reference_symbol=selection.reference_symbol,
                     set_market_symbols=lambda syms: market_holder["md"].set_symbols(syms),
                 )
                 system = System(parts)

@@ -39,6 +39,7 @@ __all__ = [
     "derive_rules",
     "replay_rules",
     "replay_universe",
+    "replay_universe_selection",
     "select_live_universe",
 ]
 
@@ -183,10 +184,19 @@ def replay_rules(
 def replay_universe(
     directory: Path, symbols: Sequence[str], cfg: BotConfig, *, at_ms: int | None = None
 ) -> tuple[list[str], dict[str, float]]:
+    """The replay universe: (selected, first close by symbol); see `replay_universe_selection`."""
+    selection, price = replay_universe_selection(directory, symbols, cfg, at_ms=at_ms)
+    return list(selection.selected), price
+
+
+def replay_universe_selection(
+    directory: Path, symbols: Sequence[str], cfg: BotConfig, *, at_ms: int | None = None
+) -> tuple[UniverseSelection, dict[str, float]]:
     """The replay universe: BOT_SPEC §2 rules that recorded klines support, evaluated at the start.
 
     Quote volume is estimated as Σ close × volume over the first day of 5m candles; spread and funding
-    count as passing (no book or funding snapshot in the klines). Returns (selected, first close by symbol).
+    count as passing (no book or funding snapshot in the klines). Returns the selection (with the beta
+    reference: the selected symbol of highest quote volume) and the first close by symbol.
     """
     volume: dict[str, float] = {}
     price: dict[str, float] = {}
@@ -226,7 +236,7 @@ def replay_universe(
     selection = select_universe(inputs, cfg)
     for ex in selection.excluded:
         log.info("replay_symbol_excluded", symbol=ex.symbol, code=ex.code, message=ex.message)
-    return list(selection.selected), price
+    return selection, price
 
 
 def read_json(path: Path) -> object:

@@ -245,6 +245,8 @@ class UniverseChanged(_Msg, frozen=True):
     tradable: tuple[str, ...]
     monitored: tuple[str, ...]
     rules: dict[str, SymbolRules]
+    # The hedge rule's beta reference: the selected symbol of highest volume ("" = keep the current).
+    reference_symbol: str = ""
 
 
 class StopIntake(_Msg, frozen=True):

@@ -251,6 +251,7 @@ class PortfolioRisk:
         metrics: MetricsSink | None = None,
         closed_pnl: Sequence[ClosedPnl] = (),
         shadow_send: trio.MemorySendChannel[Any] | None = None,
+        reference_symbol: str = "",
     ) -> None:
         if mode not in ("PAPER_LIVE", "LIVE"):
             raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
@@ -272,7 +273,11 @@ class PortfolioRisk:
         self._risk_state = risk_state
         self._metrics = metrics
         self._log = get_logger("portfolio_risk")
-        self._reference_symbol = cfg.risk.beta_reference_symbol or (self._symbols[0] if self._symbols else "")
+        # BOT_SPEC §8.5: beta to the monitored symbol of highest volume, as the universe selection
+        # computed it (`core.universe`); the configured one wins; the first symbol only as a fallback.
+        self._reference_symbol = (
+            cfg.risk.beta_reference_symbol or reference_symbol or (self._symbols[0] if self._symbols else "")
+        )
         self._trailing: dict[str, TrailingRule | None] = {s.name: s.trailing for s in build_strategies(cfg)}
 
         self._equity: float | None = None
@@ -404,13 +409,19 @@ class PortfolioRisk:
             case Resume():
                 self._kill_switch = False
                 self._log.warning("risk_kill_switch", on=False, reason=msg.reason)
-            case UniverseChanged(tradable=tradable, monitored=monitored, rules=rules):
+            case UniverseChanged(tradable=tradable, monitored=monitored, rules=rules, reference_symbol=ref):
                 self._tradable = frozenset(tradable)
                 self._monitored = frozenset(monitored)
                 self._symbols = tuple(monitored)
                 self._rules.update(rules)
+                if ref and not self._cfg.risk.beta_reference_symbol and ref != self._reference_symbol:
+                    self._reference_symbol = ref
+                    self._matrix_dirty = True  # betas are measured against the new reference
                 self._log.info(
-                    "risk_universe_changed", tradable=sorted(tradable), monitored=sorted(monitored)
+                    "risk_universe_changed",
+                    tradable=sorted(tradable),
+                    monitored=sorted(monitored),
+                    beta_reference=self._reference_symbol,
                 )
             case StopIntake():
                 self._trading_state = TradingState.REDUCING

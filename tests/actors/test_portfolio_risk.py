@@ -276,6 +276,7 @@ async def running(
     hourly: Mapping[str, list[float]] | None = None,
     closed_pnl: tuple[ClosedPnl, ...] = (),
     shadow_send: trio.MemorySendChannel[Any] | None = None,
+    reference_symbol: str = "",
 ) -> AsyncIterator[Harness]:
     wall = clock if clock is not None else ManualWallClock(START)
     inbox_send, inbox_recv = open_risk_inbox()
@@ -293,6 +294,7 @@ async def running(
         metrics=metrics,
         closed_pnl=closed_pnl,
         shadow_send=shadow_send,
+        reference_symbol=reference_symbol,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(actor.run, inbox_recv)
@@ -922,3 +924,37 @@ class TestFreeMarginOnTheVenuesBalance:
             # 2x: ~4 237 margin each; 10 000 − 4 237 leaves 5 763 × 0.9 for the second.
             second = await h.decide_one(BBB)
             assert second.plan is not None
+
+
+class TestBetaReference:
+    """Issue 10 #8: the hedge rule's beta is measured against the highest-volume monitored symbol the
+    universe selection computed, passed in and updated on the universe refresh."""
+
+    async def test_passed_in_and_updated_on_refresh(self, autojump_clock: Any) -> None:
+        series = hourly_series(correlated_pair=True)
+        with capture_logs() as logs:
+            async with running(symbols=SYMBOLS, hourly=series, reference_symbol=BBB) as h:
+                started = next(e for e in logs if e["event"] == "risk_started")
+                assert started["beta_reference"] == BBB
+                matrix = h.actor._correlations(h.clock.now_ms())
+                assert matrix is not None
+                assert matrix.beta_of(BBB) == pytest.approx(1.0)
+                await h.send(
+                    UniverseChanged(
+                        tradable=SYMBOLS, monitored=SYMBOLS, rules=dict(RULES), reference_symbol=CCC
+                    )
+                )
+                changed = next(e for e in logs if e["event"] == "risk_universe_changed")
+                assert changed["beta_reference"] == CCC
+                matrix = h.actor._correlations(h.clock.now_ms())
+                assert matrix is not None
+                assert matrix.beta_of(CCC) == pytest.approx(1.0)
+                assert matrix.beta_of(BBB) != pytest.approx(1.0)
+
+    async def test_configured_reference_wins(self, autojump_clock: Any) -> None:
+        with capture_logs() as logs:
+            async with running(
+                cfg=cfg_with(beta_reference_symbol=CCC), symbols=SYMBOLS, reference_symbol=BBB
+            ):
+                pass
+        assert next(e for e in logs if e["event"] == "risk_started")["beta_reference"] == CCC
