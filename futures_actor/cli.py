@@ -10,6 +10,12 @@ PAPER_LIVE config is refused (exit 2); a LIVE config without `--live` runs PAPER
 
 Operator kill switch: `kill` writes `<state_dir>/control/kill` (JSON: time and reason); the running bot
 watches for it, flattens every position and stops entering. `resume` removes the file.
+
+Config file and paths: `--config PATH`, else `config/config.json`, else `config/config.example.json` (in the
+working directory), else the example config shipped inside the package (every key at its default), so the
+console script runs from any directory. Relative `state.state_dir` and `logging.log_dir` of a config file are
+resolved against the config's base directory (`config_base_dir`), never the working directory, so the bot
+and a `kill`/`resume` run from elsewhere with the same `--config` agree on the state directory.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from futures_actor import __version__
 from futures_actor.core.clock import SystemWallClock, iso_utc
 from futures_actor.core.config import BotConfig, ConfigError, Mode, config_to_dict, load_config
 from futures_actor.core.secrets import MASK, Secrets, load_dotenv
@@ -52,6 +59,8 @@ EXIT_CONFIG = 2
 
 DEFAULT_CONFIG = Path("config/config.json")
 EXAMPLE_CONFIG = Path("config/config.example.json")
+PACKAGED_EXAMPLE_NAME = "config.example.json"
+CONFIG_DIR_NAME = "config"
 DEFAULT_ENV_FILE = Path(".env")
 CONTROL_DIR = "control"
 KILL_FILE = "kill"
@@ -91,6 +100,32 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     warnings: tuple[str, ...] = ()
 
 
+def packaged_example_config() -> Path:
+    """The example config shipped inside the package (equal to `config/config.example.json`)."""
+    return Path(__file__).resolve().parent / PACKAGED_EXAMPLE_NAME
+
+
+def config_base_dir(config_path: Path) -> Path:
+    """The directory that relative paths in the config file `config_path` are resolved against.
+
+    For `<dir>/config/<name>.json` (the layout of this repository and of the container) it is `<dir>`;
+    for any other file, the directory holding it; for the example shipped in the package (used when
+    there is no config file at all), the working directory. Relative in, relative out (`config/config.json`
+    gives `.`), so paths stay as short as the operator wrote them.
+    """
+    if config_path.resolve() == packaged_example_config():
+        return Path()
+    parent = config_path.parent
+    return parent.parent if parent.name == CONFIG_DIR_NAME else parent
+
+
+def resolve_config_dir(value: str, config_path: Path) -> Path:
+    """A directory named in the config (`state.state_dir`, `logging.log_dir`): `~` expanded, and a
+    relative path taken from `config_base_dir(config_path)`."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_base_dir(config_path) / path
+
+
 def kill_file_path(state_dir: Path) -> Path:
     """`<state_dir>/control/kill`: present means "kill switch engaged" until `resume` removes it."""
     return state_dir / CONTROL_DIR / KILL_FILE
@@ -111,7 +146,9 @@ commands:
                          bot cancels working orders, closes every position and stops entering
   resume                 remove <state_dir>/control/kill
 
-config: --config PATH, else config/config.json, else config/config.example.json (with a warning).
+config: --config PATH, else config/config.json, else config/config.example.json, else the example shipped
+with the package (with a warning). Relative state/log dirs of a config file are taken from its directory
+(the one above it when that is named config/), so kill/resume find the bot from any working directory.
 secrets: only from the environment (a .env file in the working directory is read; it never overrides
 variables already set): the variable names are in the config (exchange.api_key_env, ...).
 exit codes: 0 ok, 2 usage or configuration error (nothing was sent anywhere), 1 runtime failure.
@@ -125,21 +162,23 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="PATH",
         type=Path,
         default=default,
-        help="config file (default: config/config.json, falling back to config/config.example.json)",
+        help="config file (default: config/config.json, else config/config.example.json, else the example "
+        "shipped with the package)",
     )
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
         type=Path,
         default=default,
-        help="state directory (default: state.state_dir)",
+        help="state directory (default: state.state_dir; relative to the config's directory, or to the "
+        "directory above it when that is named config/)",
     )
     parser.add_argument(
         "--log-dir",
         metavar="DIR",
         type=Path,
         default=default,
-        help="log directory (default: logging.log_dir)",
+        help="log directory (default: logging.log_dir, relative as for --state-dir)",
     )
     parser.add_argument(
         "--env-file",
@@ -158,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--paper", action="store_true", help="paper trading on live market data (PAPER_LIVE)")
     mode.add_argument(
@@ -218,10 +258,18 @@ def _resolve_config_path(explicit: Path | None, stderr: TextIO, warnings: list[s
         return explicit
     if DEFAULT_CONFIG.is_file():
         return DEFAULT_CONFIG
-    message = f"{DEFAULT_CONFIG} not found; using {EXAMPLE_CONFIG} (every key at its default)"
+    if EXAMPLE_CONFIG.is_file():
+        message = f"{DEFAULT_CONFIG} not found; using {EXAMPLE_CONFIG} (every key at its default)"
+        path = EXAMPLE_CONFIG
+    else:
+        path = packaged_example_config()
+        message = (
+            f"{DEFAULT_CONFIG} not found; using the example config shipped with the package ({path}, every "
+            "key at its default; relative paths from the working directory)"
+        )
     _warn(message, stderr)
     warnings.append(message)
-    return EXAMPLE_CONFIG
+    return path
 
 
 _DAY_MS = 86_400_000
@@ -302,8 +350,14 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
         config_path=config_path,
         mode=mode,
         testnet=bool(args.testnet),
-        log_dir=args.log_dir if args.log_dir is not None else Path(cfg.logging.log_dir),
-        state_dir=args.state_dir if args.state_dir is not None else Path(cfg.state.state_dir),
+        log_dir=args.log_dir
+        if args.log_dir is not None
+        else resolve_config_dir(cfg.logging.log_dir, config_path),
+        state_dir=(
+            args.state_dir
+            if args.state_dir is not None
+            else resolve_config_dir(cfg.state.state_dir, config_path)
+        ),
         replay_dir=args.replay,
         replay_start_ms=start_ms,
         replay_end_ms=end_ms,
@@ -339,17 +393,31 @@ def _check_config(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> i
 
 
 def _state_dir_for_control(args: argparse.Namespace, stderr: TextIO) -> Path:
+    """The state directory the running bot uses, resolved exactly as `resolve_run_options` does.
+
+    The kill file must land where the running bot looks: a config that cannot be read is an error,
+    never a silent fall-back to a default directory; a state directory that does not exist is refused
+    (no bot has run with it, so none would see the switch there).
+    """
     if args.state_dir is not None:
-        return Path(args.state_dir)
-    # The kill file must land where the running bot looks: a config that cannot be read is an error,
-    # never a silent fall-back to a default directory.
-    cfg = load_config(_resolve_config_path(args.config, stderr, []))
-    return Path(cfg.state.state_dir)
+        state_dir = Path(args.state_dir)
+        source = "--state-dir"
+    else:
+        config_path = _resolve_config_path(args.config, stderr, [])
+        state_dir = resolve_config_dir(load_config(config_path).state.state_dir, config_path)
+        source = f"state.state_dir of {config_path}"
+    if not state_dir.is_dir():
+        raise UsageError(
+            f"{args.command}: state directory {state_dir.resolve()} ({source}) does not exist: no bot has run "
+            "with it, so none would see the kill switch there. Give the running bot's --config or --state-dir "
+            "(create the directory first to engage the switch before a bot's first start)."
+        )
+    return state_dir
 
 
 def _kill(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     path = kill_file_path(_state_dir_for_control(args, stderr))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(exist_ok=True)
     body = {"requested_at": iso_utc(SystemWallClock().now_ms()), "reason": args.reason, "pid": os.getpid()}
     tmp = path.with_name(f".{KILL_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(body) + "\n", encoding="utf-8")

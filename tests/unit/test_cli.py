@@ -283,6 +283,7 @@ class TestKillResume:
     """kill writes <state_dir>/control/kill, resume removes it."""
 
     def test_kill_and_resume(self, tmp_path: Path) -> None:
+        (tmp_path / "st").mkdir()  # a bot's state directory (kill refuses one that does not exist)
         code, out, _ = run("kill", "--state-dir", "st", "--reason", "drill")
         assert code == EXIT_OK
         path = kill_file_path(Path("st"))
@@ -295,6 +296,7 @@ class TestKillResume:
 
     def test_state_dir_from_config(self, tmp_path: Path) -> None:
         cfg = write_config(tmp_path, {"state": {"state_dir": "from-config"}})
+        (tmp_path / "from-config").mkdir()
         assert run("kill", "--config", str(cfg))[0] == EXIT_OK
         assert (tmp_path / "from-config" / "control" / "kill").is_file()
 
