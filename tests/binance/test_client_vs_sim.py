@@ -254,9 +254,12 @@ class TestEndpoints:
             with pytest.raises(ApiError) as hedge:
                 await c.set_position_mode(hedge=True)
             lev = await c.set_leverage("BTCUSDT", 3)
+            (fresh,) = await c.position_risk("BTCUSDT")
+            await c.set_margin_type("BTCUSDT", "ISOLATED")  # a fresh account is cross: changed
             await c.set_margin_type("BTCUSDT", "ISOLATED")  # already isolated: -4046 is success
+            ex.multi_assets = True
             with pytest.raises(ApiError) as crossed:
-                await c.set_margin_type("BTCUSDT", "CROSSED")
+                await c.set_margin_type("ETHUSDT", "ISOLATED")
             (btc,) = await c.position_risk("BTCUSDT")
         assert acct.total_wallet_balance == ex.wallet_balance()
         assert acct.assets[0].asset == "USDT"
@@ -266,9 +269,10 @@ class TestEndpoints:
         assert hedge.value.code == -4067
         assert (lev.symbol, lev.leverage) == ("BTCUSDT", 3)
         assert btc.leverage == 3
-        assert crossed.value.code == -4168
+        assert (fresh.margin_type, btc.margin_type) == ("cross", "isolated")
+        assert crossed.value.code == -4168  # isolated is refused under Multi-Assets mode
         assert statuses(ex, "POST", "/fapi/v1/positionSide/dual") == [400, 400]
-        assert statuses(ex, "POST", "/fapi/v1/marginType") == [400, 400]  # -4046 then -4168
+        assert statuses(ex, "POST", "/fapi/v1/marginType") == [200, 400, 400]  # ok, -4046, -4168
 
     async def test_fills_show_in_user_trades_and_income(
         self, ex: SimExchange, autojump_clock: trio.testing.MockClock
@@ -282,16 +286,20 @@ class TestEndpoints:
                 quantity=D("0.010"),
                 resp_type="RESULT",
             )
+            # A place response carries no avgPrice since 2026-07: the query has it.
+            queried = await c.query_order("BTCUSDT", orig_client_order_id="vs-mkt-1")
             trades = await c.user_trades("BTCUSDT")
             by_order = await c.user_trades("BTCUSDT", order_id=order.order_id)
             fees = await c.income(income_type="COMMISSION")
             everything = await c.income(symbol="BTCUSDT")
             (pos,) = await c.position_risk("BTCUSDT")
         assert order.status == "FILLED"
+        assert order.executed_qty == D("0.010")
+        assert order.avg_price is None
         ask = last_price(ex) + D("0.10")
         slip = D(repr(BotConfig().execution.paper_slippage_market_pct))
-        assert order.avg_price == (ask * (1 + slip)).quantize(D("0.1"), rounding=ROUND_CEILING)
-        assert trades[0].price == order.avg_price
+        assert queried.avg_price == (ask * (1 + slip)).quantize(D("0.1"), rounding=ROUND_CEILING)
+        assert trades[0].price == queried.avg_price
         assert len(trades) == 1
         assert trades == by_order
         assert (trades[0].order_id, trades[0].qty, trades[0].side) == (order.order_id, D("0.010"), "BUY")

@@ -208,9 +208,12 @@ class TestEndpoints:
         assert imm.json()["code"] == -2021
 
     async def test_account_endpoints(self, ex: SimExchange) -> None:
-        assert (
-            await call(ex, "POST", "/fapi/v1/marginType", {"symbol": "BTCUSDT", "marginType": "ISOLATED"})
-        ).json()["code"] == -4046
+        isolated = {"symbol": "BTCUSDT", "marginType": "ISOLATED"}
+        assert (await call(ex, "POST", "/fapi/v1/marginType", isolated)).json() == {
+            "code": 200,
+            "msg": "success",
+        }
+        assert (await call(ex, "POST", "/fapi/v1/marginType", isolated)).json()["code"] == -4046
         assert (await call(ex, "POST", "/fapi/v1/leverage", {"symbol": "BTCUSDT", "leverage": 2})).json()[
             "leverage"
         ] == 2

@@ -32,6 +32,9 @@ Public API (what the client, execution and paper engineers call):
     ex.faults.timestamp_errors(n)             # -1021 burst
     ex.faults.lose_response_of_next_order("timeout" | "503")   # executed, answer lost
     ex.faults.set_latency(s); ex.faults.silence_ws("private"); ex.expire_listen_key()
+    ex.faults.user_events("drop" | "duplicate" | "reorder", times=1)   # user-data stream faults
+    ex.faults.server_pings(180.0); ex.faults.cut_ws_after(86_400.0)   # Binance's pings and 24 h cut
+    ex.admin_enabled = True   # /admin/faults, /admin/requests, /admin/state, /admin/price (the tool)
     # WebSocket drop: cancel the nursery serving it, or `ex.drop_subscribers(route)`.
     # introspection
     ex.requests (RecordedRequest: time_ms, method, path, params, client_id, status), ex.client_ids_sent(),
@@ -39,15 +42,22 @@ Public API (what the client, execution and paper engineers call):
     ex.user_events (every user-data payload pushed, in order), ex.engine (orders, algos, account)
 
 REST endpoints: time, ping, exchangeInfo, klines (any interval that is a multiple of the base one,
-aggregated without look-ahead), ticker/24hr, ticker/bookTicker, premiumIndex, v2 ticker/price; listenKey
-POST/PUT/DELETE (API key only); SIGNED: order POST/GET/DELETE (LIMIT and MARKET only; conditional types
--> -4120), openOrders, allOpenOrders, algoOrder POST/GET/DELETE, openAlgoOrders, algoOpenOrders, leverage,
-marginType, positionSide/dual (one-way only), positionRisk v2/v3, balance v2/v3, account v2/v3, income,
-userTrades. Signed requests: HMAC-SHA256 over query + body (signature last), timestamp / recvWindow
-checked on the exchange clock (-1021), -1022, -2014/-2015 (HTTP 401), errors as {"code", "msg"}.
+aggregated without look-ahead), ticker/24hr, ticker/bookTicker, premiumIndex, v2 ticker/price, depth
+(synthetic levels a tick apart), fundingRate, fundingInfo; listenKey POST/PUT/DELETE (API key only);
+SIGNED: order POST (newOrderRespType ACK answers NEW, RESULT the final state) / GET / DELETE / PUT
+(modify a resting LIMIT: same orderId, AMENDMENT event), openOrder, openOrders, allOrders, batchOrders
+(at most 5, per-item errors), allOpenOrders, algoOrder POST/GET/DELETE, openAlgoOrders, allAlgoOrders,
+algoOpenOrders, leverage, marginType (a fresh account is CROSSED; -4046/-4047/-4048/-4168),
+positionSide/dual (one-way only), multiAssetsMargin GET/POST, positionRisk v2 (every symbol) / v3 (active
+symbols, no leverage or marginType), balance v2/v3, account v2 (every symbol) / v3 (active symbols),
+leverageBracket (synthesized from the maximum leverage), commissionRate, symbolConfig, accountConfig,
+sapi apiRestrictions, income, userTrades. Weight and order counts per `limits` (headers, 429, 418 bans).
+Signed requests: HMAC-SHA256 over query + body (signature last), timestamp / recvWindow checked on the
+exchange clock (-1021), -1022, -2014/-2015 (HTTP 401), errors as {"code", "msg"}.
 
-Not simulated: hedge mode, cross margin, liquidation, batch orders, order modification, GTD, priceMatch,
-STP, priceProtect, depth. The pure matching engine (`matching`, `account`) is reused by the paper exchange.
+Not simulated: hedge mode, cross-margin accounting (cross is reported, margin is computed isolated),
+liquidation, GTD, priceMatch, STP, priceProtect. The pure matching engine (`matching`, `account`) is
+reused by the paper exchange.
 """
 
 from __future__ import annotations

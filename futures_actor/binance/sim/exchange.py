@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import math
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -25,7 +24,13 @@ import msgspec
 import trio
 
 from futures_actor.binance.sim.account import QUOTE_ASSET, Account
-from futures_actor.binance.sim.faults import UNKNOWN_503_MSG, Faults
+from futures_actor.binance.sim.faults import (
+    UNKNOWN_503_MSG,
+    WS_MAX_CONNECTION_S,
+    WS_SERVER_PING_S,
+    Faults,
+)
+from futures_actor.binance.sim.limits import VenueLimits
 from futures_actor.binance.sim.matching import (
     ALGO_TYPES,
     AccountEvent,
@@ -56,6 +61,49 @@ KLINES_MAX_LIMIT = 1500
 FUNDING_INTERVAL_MS = 8 * 3_600_000
 DEFAULT_FUNDING_RATE = Decimal("0.0001")  # Binance's baseline (interest rate, 0.01% per 8 h)
 BOOK_QTY = Decimal("10")  # quantity shown at the simulated best bid and ask
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
+DEPTH_DEFAULT_LIMIT = 500
+FUNDING_HISTORY_DEFAULT_LIMIT = 100
+FUNDING_HISTORY_MAX_LIMIT = 1000
+FUNDING_HISTORY_NO_TIMES = 200  # rows returned when neither startTime nor endTime is sent
+ALL_ORDERS_DEFAULT_LIMIT = 500
+ALL_ORDERS_MAX_LIMIT = 1000
+BATCH_MAX_ORDERS = 5
+ADMIN_PREFIX = "/admin/"
+# A fresh Binance account: every symbol starts in cross margin.
+DEFAULT_MARGIN_TYPE = "CROSSED"
+# Leverage brackets synthesized when none were recorded: (initial leverage, notional cap, maint. margin
+# ratio), shaped like Binance's BTCUSDT table; floors and `cum` follow from the caps and ratios.
+_BRACKET_TABLE: tuple[tuple[int, int, str], ...] = (
+    (125, 50_000, "0.004"),
+    (100, 600_000, "0.005"),
+    (75, 3_000_000, "0.0065"),
+    (50, 12_000_000, "0.01"),
+    (25, 70_000_000, "0.02"),
+    (20, 100_000_000, "0.025"),
+    (10, 230_000_000, "0.05"),
+    (5, 480_000_000, "0.1"),
+    (4, 600_000_000, "0.125"),
+    (3, 800_000_000, "0.15"),
+    (2, 1_200_000_000, "0.25"),
+    (1, 1_800_000_000, "0.5"),
+)
+# The API key's permissions as `GET /sapi/v1/account/apiRestrictions` reports them (a safe bot key).
+DEFAULT_API_RESTRICTIONS: dict[str, Any] = {
+    "ipRestrict": True,
+    "createTime": 1_700_000_000_000,
+    "enableReading": True,
+    "enableFutures": True,
+    "enableWithdrawals": False,
+    "enableInternalTransfer": False,
+    "permitsUniversalTransfer": False,
+    "enableVanillaOptions": False,
+    "enableSpotAndMarginTrading": False,
+    "enableMargin": False,
+    "enablePortfolioMarginTrading": False,
+    "enableFixApiTrade": False,
+    "enableFixReadOnly": False,
+}
 SUBSCRIBER_BUFFER = 4096
 LISTEN_KEY_LEN = 64
 
@@ -123,6 +171,7 @@ class _Market:
         self.forming: Candle | None = None
         self.funding_times: list[int] = []
         self.funding_rates: list[Decimal] = []
+        self.funding_paid: list[tuple[int, Decimal, Decimal]] = []  # (time, rate, mark) as applied
         self.rate = DEFAULT_FUNDING_RATE
         self.volume_24h = 0.0
 
@@ -142,6 +191,7 @@ class SimExchange:
         base_interval: str = "5m",
         initial_balance: Decimal | None = None,
         engine_state: bytes | None = None,
+        enforce_rate_limits: bool = True,
     ) -> None:
         if base_interval not in INTERVAL_MS:
             raise ValueError(f"base_interval {base_interval!r}: expected one of {list(INTERVAL_MS)}")
@@ -161,9 +211,17 @@ class SimExchange:
             self.engine = MatchingEngine(
                 execution=execution, symbols=specs, account=Account(initial_balance=balance), now_ms=start_ms
             )
+            for sym in specs:  # a fresh account: cross margin everywhere until the client changes it
+                self.engine.account.set_margin_type(sym, DEFAULT_MARGIN_TYPE)
         self.now_ms = max(start_ms, self.engine.now_ms)
         self.engine.now_ms = self.now_ms
         self.faults = Faults()
+        self.limits = VenueLimits(enforced=enforce_rate_limits)
+        self.api_restrictions: dict[str, Any] = dict(DEFAULT_API_RESTRICTIONS)
+        self.ws_pings_sent = 0
+        self.admin_enabled = False  # `/admin/...` (fault injection, request log): the tool turns it on
+        self.hedge_mode = False  # dualSidePosition; the fake trades one-way only, this is what it reports
+        self._execution = execution
         self.markets = {s: _Market(s) for s in specs}
         self.requests: list[RecordedRequest] = []
         self.user_events: list[dict[str, Any]] = []
@@ -321,6 +379,8 @@ class SimExchange:
     def _fund(self, symbol: str) -> None:
         t = self._next_funding[symbol]
         rate = self._funding_rate_at(symbol, t)
+        mark = self.engine.mark_price(symbol) or self.engine.last_price(symbol) or ZERO
+        self.markets[symbol].funding_paid.append((t, rate, mark))
         self._publish(self.engine.apply_funding(symbol, rate))
         self._next_funding[symbol] = self._funding_after(symbol, t)
 
@@ -370,6 +430,9 @@ class SimExchange:
 
     def handle_now(self, req: SimRequest) -> SimResponse:
         params = self._params(req)
+        if req.path.startswith(ADMIN_PREFIX):  # not part of the request log it serves
+            status, body, headers = self._admin(req, params)
+            return SimResponse(status=status, body=msgspec.json.encode(body), headers=headers)
         cid = params.get("newClientOrderId") or params.get("clientAlgoId") or params.get("origClientOrderId")
         record = RecordedRequest(
             time_ms=self.now_ms, method=req.method, path=req.path, params=params, client_id=cid
@@ -394,17 +457,13 @@ class SimExchange:
         f = self.faults
         if f.ban_until_ms is not None:
             if self.now_ms < f.ban_until_ms:
-                wait = math.ceil((f.ban_until_ms - self.now_ms) / 1000)
-                return (
-                    418,
-                    {
-                        "code": -1003,
-                        "msg": f"Way too many requests; IP(127.0.0.1) banned until {f.ban_until_ms}. "
-                        "Please use the websocket for live updates to avoid bans.",
-                    },
-                    {"Retry-After": str(wait)},
-                )
+                ban = self.limits.ban(self.now_ms, f.ban_until_ms)
+                return ban.status, {"code": ban.code, "msg": ban.msg}, ban.headers
             f.ban_until_ms = None
+        verdict = self.limits.admit(self.now_ms, req.method, req.path, params)
+        if verdict is not None:
+            return verdict.status, {"code": verdict.code, "msg": verdict.msg}, verdict.headers
+        counted = self.limits.headers(req.method, req.path)
         fault = f.take_http(req.path)
         if fault is not None:
             headers = {"Retry-After": str(fault.retry_after_s)} if fault.retry_after_s is not None else {}
@@ -412,21 +471,127 @@ class SimExchange:
                 "code": fault.code if fault.code is not None else -1001 if fault.status >= 500 else -1000,
                 "msg": fault.msg,
             }
-            return fault.status, body, headers
+            return fault.status, body, {**counted, **headers}
         route = self._routes.get((req.method, req.path))
         if route is None:
             known = any(p == req.path for _, p in self._routes)
             if known:
-                return 405, {"code": -1000, "msg": f"Method {req.method} not allowed on {req.path}."}, {}
-            return 404, {"code": -5000, "msg": f"Path {req.path}, Method {req.method} is invalid"}, {}
+                return (
+                    405,
+                    {"code": -1000, "msg": f"Method {req.method} not allowed on {req.path}."},
+                    counted,
+                )
+            return 404, {"code": -5000, "msg": f"Path {req.path}, Method {req.method} is invalid"}, counted
         security, fn = route
         try:
             if security != "NONE":
                 self._authenticate(req, params, signed=security == "SIGNED")
             result = fn(params)
         except Rejection as rej:
-            return rej.status, {"code": rej.code, "msg": rej.msg}, {}
-        return 200, result, {}
+            return rej.status, {"code": rej.code, "msg": rej.msg}, counted
+        return 200, result, counted
+
+    # ------------------------------------------------------------ admin (loopback tool only)
+
+    def _admin(self, req: SimRequest, p: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        """Fault injection, the request log and a state summary, for soak tests and users.
+
+        `GET /admin/requests?since=N` (the log from index N), `GET /admin/state`,
+        `POST /admin/faults?kind=...` (one fault, parameters as in `Faults`), `DELETE /admin/faults`,
+        `POST /admin/price?symbol=&price=[&mark=]`, `POST /admin/drop_ws?route=`. Never signed: served
+        only when `admin_enabled` (the `sim-exchange` tool binds 127.0.0.1).
+        """
+        if not self.admin_enabled:
+            return 404, {"code": -5000, "msg": f"Path {req.path}, Method {req.method} is invalid"}, {}
+        key = (req.method, req.path.removeprefix(ADMIN_PREFIX).rstrip("/"))
+        try:
+            match key:
+                case ("GET", "requests"):
+                    since = int(p.get("since", "0"))
+                    return 200, [msgspec.to_builtins(r) for r in self.requests[since:]], {}
+                case ("GET", "state"):
+                    return 200, self._admin_state(), {}
+                case ("POST", "faults"):
+                    return 200, self._arm_fault(p), {}
+                case ("DELETE", "faults"):
+                    self.faults = Faults()
+                    return 200, {"cleared": True}, {}
+                case ("POST", "price"):
+                    self.set_price(p["symbol"], p["price"], mark=p.get("mark"))
+                    return 200, {"symbol": p["symbol"], "price": p["price"]}, {}
+                case ("POST", "drop_ws"):
+                    return 200, {"dropped": self.drop_subscribers(p.get("route") or None)}, {}
+        except (KeyError, ValueError, InvalidOperation) as exc:
+            return (
+                400,
+                {"code": -1102, "msg": f"admin {key[0]} {key[1]}: bad or missing parameter: {exc}"},
+                {},
+            )
+        return 404, {"code": -5000, "msg": f"admin: unknown {key[0]} {req.path}"}, {}
+
+    def _admin_state(self) -> dict[str, Any]:
+        acc = self.engine.account
+        return {
+            "now_ms": self.now_ms,
+            "used_weight_1m": self.limits.used_weight,
+            "orders_10s": self.limits.orders_10s,
+            "orders_1m": self.limits.orders_1m,
+            "banned_until_ms": self.limits.banned_until_ms,
+            "wallet_balance": _s(acc.wallet_balance),
+            "positions": {s: _s(pos.amount) for s, pos in acc.positions().items() if pos.amount},
+            "open_orders": len(self.engine.open_orders()),
+            "open_algo_orders": len(self.engine.open_algos()),
+            "requests": len(self.requests),
+            "subscribers": len(self.subscribers),
+            "multi_assets": self.multi_assets,
+        }
+
+    def _arm_fault(self, p: dict[str, str]) -> dict[str, Any]:
+        f = self.faults
+        kind = p["kind"]
+        times = int(p.get("times", "1"))
+        path = p.get("path") or None
+        match kind:
+            case "fail_next":
+                f.fail_next(
+                    path,
+                    status=int(p.get("status", "503")),
+                    times=times,
+                    code=int(p["code"]) if "code" in p else None,
+                    msg=p.get("msg", "Service Unavailable."),
+                )
+            case "rate_limit_next":
+                f.rate_limit_next(path, retry_after_s=int(p.get("retry_after_s", "1")), times=times)
+            case "ban_until":
+                f.ban_until(int(p["until_ms"]))
+            case "timestamp_errors":
+                f.timestamp_errors(times)
+            case "lose_response_of_next_order":
+                mode = p.get("mode", "timeout")
+                if mode not in ("timeout", "503"):
+                    raise ValueError(f"mode={mode!r}, expected timeout or 503")
+                for _ in range(times):
+                    f.lose_response_of_next_order(mode)  # type: ignore[arg-type]
+            case "silence_ws":
+                f.silence_ws(p["route"])
+            case "unsilence_ws":
+                f.unsilence_ws(p["route"])
+            case "latency":
+                f.set_latency(float(p["seconds"]))
+            case "server_pings":
+                f.server_pings(float(p.get("interval_s", str(WS_SERVER_PING_S))))
+            case "cut_ws_after":
+                f.cut_ws_after(float(p.get("seconds", str(WS_MAX_CONNECTION_S))))
+            case "drop_user_events" | "duplicate_user_events" | "reorder_user_events":
+                f.user_events(kind.removesuffix("_user_events"), times=times)  # type: ignore[arg-type]
+            case _:
+                raise ValueError(
+                    f"kind={kind!r}, expected fail_next, rate_limit_next, ban_until, timestamp_errors, "
+                    "lose_response_of_next_order, silence_ws, unsilence_ws, latency, server_pings, "
+                    "cut_ws_after, drop_user_events, "
+                    "duplicate_user_events or reorder_user_events"
+                )
+        return {"armed": kind}
 
     def _authenticate(self, req: SimRequest, params: dict[str, str], *, signed: bool) -> None:
         key = req.headers.get("x-mbx-apikey")
@@ -477,30 +642,44 @@ class SimExchange:
             ("GET", "/fapi/v1/ticker/bookTicker"): (n, lambda p: self._per_symbol(p, self._book_rest)),
             ("GET", "/fapi/v1/premiumIndex"): (n, lambda p: self._per_symbol(p, self._premium)),
             ("GET", "/fapi/v2/ticker/price"): (n, lambda p: self._per_symbol(p, self._price_row)),
+            ("GET", "/fapi/v1/depth"): (n, self._r_depth),
+            ("GET", "/fapi/v1/fundingRate"): (n, self._r_funding_rate),
+            ("GET", "/fapi/v1/fundingInfo"): (n, self._r_funding_info),
             ("POST", "/fapi/v1/listenKey"): (k, self._r_listen_key_post),
             ("PUT", "/fapi/v1/listenKey"): (k, self._r_listen_key_put),
             ("DELETE", "/fapi/v1/listenKey"): (k, self._r_listen_key_delete),
             ("POST", "/fapi/v1/order"): (s, self._r_new_order),
             ("GET", "/fapi/v1/order"): (s, self._r_query_order),
             ("DELETE", "/fapi/v1/order"): (s, self._r_cancel_order),
+            ("PUT", "/fapi/v1/order"): (s, self._r_modify_order),
+            ("GET", "/fapi/v1/openOrder"): (s, self._r_open_order),
             ("GET", "/fapi/v1/openOrders"): (s, self._r_open_orders),
+            ("GET", "/fapi/v1/allOrders"): (s, self._r_all_orders),
+            ("POST", "/fapi/v1/batchOrders"): (s, self._r_batch_orders),
             ("DELETE", "/fapi/v1/allOpenOrders"): (s, self._r_cancel_all),
             ("POST", "/fapi/v1/algoOrder"): (s, self._r_new_algo),
             ("GET", "/fapi/v1/algoOrder"): (s, self._r_query_algo),
             ("DELETE", "/fapi/v1/algoOrder"): (s, self._r_cancel_algo),
             ("GET", "/fapi/v1/openAlgoOrders"): (s, self._r_open_algos),
+            ("GET", "/fapi/v1/allAlgoOrders"): (s, self._r_all_algos),
             ("DELETE", "/fapi/v1/algoOpenOrders"): (s, self._r_cancel_all_algos),
             ("POST", "/fapi/v1/leverage"): (s, self._r_leverage),
             ("POST", "/fapi/v1/marginType"): (s, self._r_margin_type),
-            ("GET", "/fapi/v1/positionSide/dual"): (s, lambda p: {"dualSidePosition": False}),
+            ("GET", "/fapi/v1/positionSide/dual"): (s, lambda p: {"dualSidePosition": self.hedge_mode}),
             ("POST", "/fapi/v1/positionSide/dual"): (s, self._r_position_mode),
             ("GET", "/fapi/v1/multiAssetsMargin"): (s, lambda p: {"multiAssetsMargin": self.multi_assets}),
+            ("POST", "/fapi/v1/multiAssetsMargin"): (s, self._r_multi_assets),
             ("GET", "/fapi/v2/positionRisk"): (s, self._r_position_risk),
-            ("GET", "/fapi/v3/positionRisk"): (s, self._r_position_risk),
+            ("GET", "/fapi/v3/positionRisk"): (s, self._r_position_risk_v3),
             ("GET", "/fapi/v2/balance"): (s, lambda p: self._balance_rows()),
             ("GET", "/fapi/v3/balance"): (s, lambda p: self._balance_rows()),
-            ("GET", "/fapi/v2/account"): (s, self._r_account),
-            ("GET", "/fapi/v3/account"): (s, self._r_account),
+            ("GET", "/fapi/v2/account"): (s, lambda p: self._r_account(p, all_symbols=True)),
+            ("GET", "/fapi/v3/account"): (s, lambda p: self._r_account(p, all_symbols=False)),
+            ("GET", "/fapi/v1/leverageBracket"): (s, self._r_leverage_bracket),
+            ("GET", "/fapi/v1/commissionRate"): (s, self._r_commission_rate),
+            ("GET", "/fapi/v1/symbolConfig"): (s, self._r_symbol_config),
+            ("GET", "/fapi/v1/accountConfig"): (s, self._r_account_config),
+            ("GET", "/sapi/v1/account/apiRestrictions"): (s, lambda p: dict(self.api_restrictions)),
             ("GET", "/fapi/v1/income"): (s, self._r_income),
             ("GET", "/fapi/v1/userTrades"): (s, self._r_user_trades),
         }
@@ -686,6 +865,75 @@ class SimExchange:
             "time": self.now_ms,
         }
 
+    def _r_depth(self, p: dict[str, str]) -> Any:
+        """A synthetic book around the last price: `limit` levels a tick apart, `BOOK_QTY` each."""
+        sym = self._symbol(p)
+        limit = self._int(p, "limit") or DEPTH_DEFAULT_LIMIT
+        if limit not in DEPTH_LIMITS:
+            raise Rejection(
+                -1130, f"Invalid data sent for a parameter: limit={limit}; expected one of {DEPTH_LIMITS}."
+            )
+        bid, ask = self._book(sym)
+        tick = self.engine.spec(sym).rules.tick_size
+        bids = [[_s(bid - i * tick), _s(BOOK_QTY)] for i in range(limit) if bid - i * tick > 0]
+        asks = [[_s(ask + i * tick), _s(BOOK_QTY)] for i in range(limit)]
+        return {"lastUpdateId": self.now_ms, "E": self.now_ms, "T": self.now_ms, "bids": bids, "asks": asks}
+
+    def _funding_rows(self, sym: str) -> list[tuple[int, Decimal, Decimal]]:
+        m = self.markets[sym]
+        if m.funding_times:
+            mark = self.engine.mark_price(sym) or ZERO
+            applied = {t: mk for t, _, mk in m.funding_paid}
+            return [
+                (t, r, applied.get(t, mark))
+                for t, r in zip(m.funding_times, m.funding_rates)
+                if t <= self.now_ms
+            ]
+        return list(m.funding_paid)
+
+    def _r_funding_rate(self, p: dict[str, str]) -> Any:
+        limit = self._int(p, "limit") or FUNDING_HISTORY_DEFAULT_LIMIT
+        if not 1 <= limit <= FUNDING_HISTORY_MAX_LIMIT:
+            raise Rejection(
+                -1130,
+                f"Invalid data sent for a parameter: limit={limit}; expected 1..{FUNDING_HISTORY_MAX_LIMIT}.",
+            )
+        start, end = self._int(p, "startTime"), self._int(p, "endTime")
+        syms = [self._symbol(p)] if "symbol" in p else list(self.markets)
+        rows = sorted(
+            (t, sym, r, mk)
+            for sym in syms
+            for t, r, mk in self._funding_rows(sym)
+            if (start is None or t >= start) and (end is None or t <= end)
+        )
+        if start is None and end is None:
+            rows = rows[-FUNDING_HISTORY_NO_TIMES:]
+        picked = rows[:limit] if start is not None else rows[-limit:]
+        return [
+            {"symbol": sym, "fundingTime": t, "fundingRate": _s(r), "markPrice": _s(mk)}
+            for t, sym, r, mk in picked
+        ]
+
+    def _r_funding_info(self, p: dict[str, str]) -> Any:
+        """Only symbols whose recorded funding interval differs from the default 8 h."""
+        out = []
+        for sym, m in self.markets.items():
+            times = m.funding_times
+            if len(times) < 2:
+                continue
+            hours = (times[-1] - times[-2]) // 3_600_000
+            if hours and hours * 3_600_000 != FUNDING_INTERVAL_MS:
+                out.append(
+                    {
+                        "symbol": sym,
+                        "adjustedFundingRateCap": "0.02000000",
+                        "adjustedFundingRateFloor": "-0.02000000",
+                        "fundingIntervalHours": int(hours),
+                        "disclaimer": False,
+                    }
+                )
+        return out
+
     # ------------------------------------------------------------ listenKey
 
     def _r_listen_key_post(self, p: dict[str, str]) -> Any:
@@ -761,11 +1009,16 @@ class SimExchange:
             client_order_id=p.get("newClientOrderId"),
         )
         resp_type = p.get("newOrderRespType", "ACK")
+        if resp_type not in ("ACK", "RESULT"):
+            raise Rejection(-1116, f"Invalid newOrderRespType {resp_type!r}; expected ACK or RESULT.")
 
         def place() -> tuple[int, Any]:
             order, events = self.engine.place_order(req)
             self._publish(events)
-            return 0, _order_json(order, full=resp_type == "RESULT")
+            if resp_type == "RESULT":  # the final state (MARKET, IOC, FOK); no avgPrice since 2026-07
+                return 0, _order_json(order, full=False)
+            # ACK: the order as accepted, before any match; its fills arrive on the user stream.
+            return 0, {**_order_json(order, full=False), "status": "NEW", "executedQty": "0", "cumQty": "0"}
 
         return self._placement(place)
 
@@ -794,6 +1047,91 @@ class SimExchange:
     def _r_open_orders(self, p: dict[str, str]) -> Any:
         sym = self._symbol(p) if "symbol" in p else None
         return [_order_json(o, full=True) for o in self.engine.open_orders(sym)]
+
+    def _r_open_order(self, p: dict[str, str]) -> Any:
+        order = self._find(p)
+        if order is None or not order.is_open:
+            raise Rejection(-2013, "Order does not exist.")
+        return _order_json(order, full=True)
+
+    def _r_all_orders(self, p: dict[str, str]) -> Any:
+        sym = self._symbol(p) if "symbol" in p else None
+        from_id = self._int(p, "orderId")
+        start, end = self._int(p, "startTime"), self._int(p, "endTime")
+        limit = self._int(p, "limit") or ALL_ORDERS_DEFAULT_LIMIT
+        if not 1 <= limit <= ALL_ORDERS_MAX_LIMIT:
+            raise Rejection(
+                -1130,
+                f"Invalid data sent for a parameter: limit={limit}; expected 1..{ALL_ORDERS_MAX_LIMIT}.",
+            )
+        rows = [
+            o
+            for o in sorted(self.engine.orders.values(), key=lambda o: o.order_id)
+            if (sym is None or o.symbol == sym)
+            and (from_id is None or o.order_id >= from_id)
+            and (start is None or o.time >= start)
+            and (end is None or o.time <= end)
+        ]
+        picked = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
+        return [_order_json(o, full=True) for o in picked]
+
+    def _r_batch_orders(self, p: dict[str, str]) -> Any:
+        """Up to 5 orders; the answer lists, in request order, each order or its `{code, msg}`."""
+        raw = self._req(p, "batchOrders")
+        try:
+            items = msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise Rejection(-1130, "Data sent for parameter 'batchOrders' is not valid.") from None
+        if not isinstance(items, list) or not items or not all(isinstance(i, dict) for i in items):
+            raise Rejection(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+        if len(items) > BATCH_MAX_ORDERS:
+            raise Rejection(
+                -1130,
+                f"Data sent for parameter 'batchOrders' is not valid: at most {BATCH_MAX_ORDERS} orders.",
+            )
+        out: list[Any] = []
+        for item in items:
+            one = {str(k): _param_text(v) for k, v in item.items()}
+            try:
+                out.append(self._r_new_order(one))
+            except Rejection as rej:
+                out.append({"code": rej.code, "msg": rej.msg})
+        return out
+
+    def _r_modify_order(self, p: dict[str, str]) -> Any:
+        """Modify a resting LIMIT order's price and quantity: same orderId, re-queued (AMENDMENT)."""
+        order = self._find(p)
+        if order is None or not order.is_open:
+            raise Rejection(-2013, "Order does not exist.")
+        if order.type != "LIMIT":
+            raise Rejection(-4076, "Only limit orders can be modified.")
+        side = self._req(p, "side")
+        if side != order.side:
+            raise Rejection(-4077, "Side does not match the original order.")
+        qty = self._dec(p, "quantity")
+        price = self._dec(p, "price")
+        if qty is None or price is None:
+            self._req(p, "quantity")
+            self._req(p, "price")
+        assert qty is not None
+        assert price is not None
+        if qty <= order.executed_qty:
+            raise Rejection(-4013, "Quantity must be greater than the executed quantity.")
+        if qty == order.orig_qty and price == order.price:
+            raise Rejection(-5027, "No need to modify the order.")
+        spec = self.engine.spec(order.symbol)
+        self.engine._check_price(spec, price, "price")
+        self.engine._check_qty(spec, qty, market=False)
+        order.price = price
+        order.orig_qty = qty
+        order.update_time = self.now_ms
+        events: list[EngineEvent] = [
+            OrderEvent(order=msgspec.structs.replace(order), execution="AMENDMENT", time=self.now_ms)
+        ]
+        # Re-queued at the new price: matched against the current price like any resting order.
+        events += self.engine.on_price(order.symbol, self._last(order.symbol))
+        self._publish(events)
+        return _order_json(order, full=False)
 
     def _r_cancel_all(self, p: dict[str, str]) -> Any:
         self._publish(self.engine.cancel_all_orders(self._symbol(p)))
@@ -854,6 +1192,22 @@ class SimExchange:
         sym = self._symbol(p) if "symbol" in p else None
         return [_algo_json(a, self.engine) for a in self.engine.open_algos(sym)]
 
+    def _r_all_algos(self, p: dict[str, str]) -> Any:
+        sym = self._symbol(p)
+        from_id = self._int(p, "algoId")
+        start, end = self._int(p, "startTime"), self._int(p, "endTime")
+        limit = self._int(p, "limit") or ALL_ORDERS_DEFAULT_LIMIT
+        rows = [
+            a
+            for a in sorted(self.engine.algos.values(), key=lambda a: a.algo_id)
+            if a.symbol == sym
+            and (from_id is None or a.algo_id >= from_id)
+            and (start is None or a.create_time >= start)
+            and (end is None or a.create_time <= end)
+        ]
+        picked = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
+        return [_algo_json(a, self.engine) for a in picked]
+
     def _r_cancel_all_algos(self, p: dict[str, str]) -> Any:
         self._publish(self.engine.cancel_all_algos(self._symbol(p)))
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
@@ -867,18 +1221,55 @@ class SimExchange:
             self._req(p, "leverage")
         assert lev is not None
         self.engine.set_leverage(sym, lev)
-        return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": sym}
+        return {"leverage": lev, "maxNotionalValue": _s(self._max_notional(sym)), "symbol": sym}
 
     def _r_margin_type(self, p: dict[str, str]) -> Any:
-        self.engine.set_margin_type(self._symbol(p), self._req(p, "marginType"))
+        """Binance's rules: -4046 unchanged, -4047 open orders, -4048 a position, -4168 isolated under
+        Multi-Assets mode; success answers `{"code":200,"msg":"success"}`."""
+        sym = self._symbol(p)
+        wanted = self._req(p, "marginType").upper()
+        if wanted not in ("ISOLATED", "CROSSED"):
+            raise Rejection(-1116, "Invalid marginType.")
+        if self.engine.account.margin_type(sym) == wanted:
+            raise Rejection(-4046, "No need to change margin type.")
+        if self.engine.open_orders(sym) or self.engine.open_algos(sym):
+            raise Rejection(-4047, "Margin type cannot be changed if there exists open orders.")
+        if self.engine.account.position(sym).amount != 0:
+            raise Rejection(-4048, "Margin type cannot be changed if there exists position.")
+        if wanted == "ISOLATED" and self.multi_assets:
+            raise Rejection(-4168, "Unable to adjust to isolated-margin mode under the Multi-Assets mode.")
+        self.engine.account.set_margin_type(sym, wanted)
+        return {"code": 200, "msg": "success"}
+
+    def _margin_type_of(self, sym: str) -> str:
+        return self.engine.account.margin_type(sym)
+
+    def _r_multi_assets(self, p: dict[str, str]) -> Any:
+        wanted = self._bool(p, "multiAssetsMargin")
+        if wanted == self.multi_assets:
+            raise Rejection(-4171, "Adjusted Multi-Assets mode is same as current setting.")
+        if wanted and any(self._margin_type_of(s) == "ISOLATED" for s in self.markets):
+            raise Rejection(
+                -4167,
+                "Unable to adjust to Multi-Assets mode with symbols of USDⓈ-M Futures under isolated-margin mode.",
+            )
+        self.multi_assets = wanted
         return {"code": 200, "msg": "success"}
 
     def _r_position_mode(self, p: dict[str, str]) -> Any:
-        if self._bool(p, "dualSidePosition"):
+        wanted = self._bool(p, "dualSidePosition")
+        if wanted == self.hedge_mode:
+            raise Rejection(-4059, "No need to change position side.")
+        if self.engine.open_orders() or self.engine.open_algos():
+            raise Rejection(-4067, "Position side cannot be changed if there exists open orders.")
+        if any(pos.amount != 0 for pos in self.engine.account.positions().values()):
+            raise Rejection(-4068, "Position side cannot be changed if there exists position.")
+        if wanted:
             raise Rejection(
                 -4067, "Position side cannot be changed: the sim exchange supports one-way mode only."
             )
-        raise Rejection(-4059, "No need to change position side.")
+        self.hedge_mode = wanted
+        return {"code": 200, "msg": "success"}
 
     def _position_row(self, sym: str) -> dict[str, Any]:
         acc = self.engine.account
@@ -893,8 +1284,8 @@ class SimExchange:
             "unRealizedProfit": _s(pos.unrealized(mark)),
             "liquidationPrice": "0",
             "leverage": str(acc.leverage(sym)),
-            "maxNotionalValue": "1000000",
-            "marginType": "isolated",
+            "maxNotionalValue": _s(self._max_notional(sym)),
+            "marginType": "isolated" if self._margin_type_of(sym) == "ISOLATED" else "cross",
             "isolatedMargin": _s(pos.isolated_margin + pos.unrealized(mark)),
             "isAutoAddMargin": "false",
             "positionSide": "BOTH",
@@ -940,50 +1331,187 @@ class SimExchange:
             }
         ]
 
-    def _r_account(self, p: dict[str, str]) -> Any:
+    def _r_position_risk_v3(self, p: dict[str, str]) -> Any:
+        """v3: only symbols with a position or open orders; no leverage and no marginType."""
+        syms = [self._symbol(p)] if "symbol" in p else list(self.markets)
+        return [self._position_row_v3(s) for s in syms if self._active(s)]
+
+    def _active(self, sym: str) -> bool:
+        return bool(
+            self.engine.account.position(sym).amount
+            or self.engine.open_orders(sym)
+            or self.engine.open_algos(sym)
+        )
+
+    def _position_row_v3(self, sym: str) -> dict[str, Any]:
+        pos = self.engine.account.position(sym)
+        v2 = self._position_row(sym)
+        mark = self.engine.mark_price(sym) or ZERO
+        notional = abs(pos.amount * mark)
+        return {
+            "symbol": sym,
+            "positionSide": "BOTH",
+            "positionAmt": v2["positionAmt"],
+            "entryPrice": v2["entryPrice"],
+            "breakEvenPrice": v2["breakEvenPrice"],
+            "markPrice": v2["markPrice"],
+            "unRealizedProfit": v2["unRealizedProfit"],
+            "liquidationPrice": v2["liquidationPrice"],
+            "isolatedMargin": v2["isolatedMargin"],
+            "notional": v2["notional"],
+            "marginAsset": QUOTE_ASSET,
+            "isolatedWallet": v2["isolatedWallet"],
+            "initialMargin": _s(pos.isolated_margin),
+            "maintMargin": _s(notional * self._maint_ratio(sym, notional)),
+            "positionInitialMargin": _s(pos.isolated_margin),
+            "openOrderInitialMargin": "0",
+            "adl": 0,
+            "bidNotional": "0",
+            "askNotional": "0",
+            "updateTime": pos.update_time,
+        }
+
+    def _r_account(self, p: dict[str, str], *, all_symbols: bool) -> Any:
+        """v2: `positions[]` lists every symbol (flat ones too); v3: only active ones, fewer fields."""
         t = self._totals()
-        acc = self.engine.account
         positions = []
-        for sym, pos in acc.positions().items():
-            if pos.amount or self.engine.open_orders(sym):
-                row = self._position_row(sym)
-                positions.append(
-                    {
-                        "symbol": sym,
-                        "positionSide": "BOTH",
-                        "positionAmt": row["positionAmt"],
-                        "unrealizedProfit": row["unRealizedProfit"],
-                        "isolatedMargin": row["isolatedMargin"],
-                        "notional": row["notional"],
-                        "isolatedWallet": row["isolatedWallet"],
-                        "entryPrice": row["entryPrice"],
-                        "leverage": row["leverage"],
-                        "isolated": True,
-                        "initialMargin": _s(pos.isolated_margin),
-                        "maintMargin": "0",
-                        "updateTime": pos.update_time,
-                    }
+        for sym in self.markets:
+            if not all_symbols and not self._active(sym):
+                continue
+            pos = self.engine.account.position(sym)
+            row = self._position_row(sym)
+            entry: dict[str, Any] = {
+                "symbol": sym,
+                "positionSide": "BOTH",
+                "positionAmt": row["positionAmt"],
+                "unrealizedProfit": row["unRealizedProfit"],
+                "isolatedMargin": row["isolatedMargin"],
+                "notional": row["notional"],
+                "isolatedWallet": row["isolatedWallet"],
+                "initialMargin": _s(pos.isolated_margin),
+                "maintMargin": "0",
+                "updateTime": pos.update_time,
+            }
+            if all_symbols:
+                entry.update(
+                    positionInitialMargin=_s(pos.isolated_margin),
+                    openOrderInitialMargin="0",
+                    leverage=row["leverage"],
+                    isolated=self._margin_type_of(sym) == "ISOLATED",
+                    entryPrice=row["entryPrice"],
+                    breakEvenPrice=row["breakEvenPrice"],
+                    maxNotional=row["maxNotionalValue"],
+                    bidNotional="0",
+                    askNotional="0",
                 )
+            positions.append(entry)
         return {
             **t,
             "feeTier": 0,
+            "feeBurn": False,
             "canTrade": True,
             "canDeposit": True,
-            "canWithdraw": True,
+            "canWithdraw": bool(self.api_restrictions.get("enableWithdrawals", False)),
             "multiAssetsMargin": self.multi_assets,
             "tradeGroupId": -1,
+            "totalPositionInitialMargin": t["totalInitialMargin"],
+            "totalOpenOrderInitialMargin": "0",
+            "totalCrossWalletBalance": t["totalWalletBalance"],
+            "totalCrossUnPnl": "0",
             "assets": [
                 {
                     "asset": QUOTE_ASSET,
                     "walletBalance": t["totalWalletBalance"],
                     "unrealizedProfit": t["totalUnrealizedProfit"],
                     "marginBalance": t["totalMarginBalance"],
+                    "maintMargin": "0",
+                    "initialMargin": t["totalInitialMargin"],
+                    "positionInitialMargin": t["totalInitialMargin"],
+                    "openOrderInitialMargin": "0",
+                    "crossWalletBalance": t["totalWalletBalance"],
+                    "crossUnPnl": "0",
                     "availableBalance": t["availableBalance"],
                     "maxWithdrawAmount": t["maxWithdrawAmount"],
+                    "marginAvailable": True,
                     "updateTime": self.now_ms,
                 }
             ],
             "positions": positions,
+        }
+
+    # ------------------------------------------------------------ account configuration reads
+
+    def _brackets(self, sym: str) -> list[dict[str, Any]]:
+        max_lev = self.engine.spec(sym).max_leverage
+        rows: list[dict[str, Any]] = []
+        floor, cum, prev_ratio = 0, Decimal(0), Decimal(0)
+        table = [row for row in _BRACKET_TABLE if row[0] <= max_lev]
+        for i, (lev, cap, ratio_s) in enumerate(table, start=1):
+            ratio = Decimal(ratio_s)
+            cum += floor * (ratio - prev_ratio)
+            rows.append(
+                {
+                    "bracket": i,
+                    "initialLeverage": max_lev if i == 1 else lev,
+                    "notionalCap": cap,
+                    "notionalFloor": floor,
+                    "maintMarginRatio": float(ratio),
+                    "cum": float(cum),
+                }
+            )
+            floor, prev_ratio = cap, ratio
+        return rows
+
+    def _max_notional(self, sym: str) -> Decimal:
+        lev = self.engine.account.leverage(sym)
+        caps = [Decimal(b["notionalCap"]) for b in self._brackets(sym) if b["initialLeverage"] >= lev]
+        return max(caps, default=Decimal(_BRACKET_TABLE[0][1]))
+
+    def _maint_ratio(self, sym: str, notional: Decimal) -> Decimal:
+        for b in self._brackets(sym):
+            if notional <= b["notionalCap"]:
+                return Decimal(repr(b["maintMarginRatio"]))
+        return Decimal(_BRACKET_TABLE[-1][2])
+
+    def _r_leverage_bracket(self, p: dict[str, str]) -> Any:
+        if "symbol" in p:
+            sym = self._symbol(p)
+            return {"symbol": sym, "notionalCoef": 1.0, "brackets": self._brackets(sym)}
+        return [{"symbol": s, "notionalCoef": 1.0, "brackets": self._brackets(s)} for s in self.markets]
+
+    def _r_commission_rate(self, p: dict[str, str]) -> Any:
+        sym = self._symbol(p)
+        cfg = self._execution
+        return {
+            "symbol": sym,
+            "makerCommissionRate": _s(Decimal(repr(cfg.maker_fee_pct))),
+            "takerCommissionRate": _s(Decimal(repr(cfg.taker_fee_pct))),
+            "rpiCommissionRate": "0",
+        }
+
+    def _r_symbol_config(self, p: dict[str, str]) -> Any:
+        syms = [self._symbol(p)] if "symbol" in p else list(self.markets)
+        return [
+            {
+                "symbol": s,
+                "marginType": self._margin_type_of(s),
+                "isAutoAddMargin": False,
+                "leverage": self.engine.account.leverage(s),
+                "maxNotionalValue": _s(self._max_notional(s)),
+            }
+            for s in syms
+        ]
+
+    def _r_account_config(self, p: dict[str, str]) -> Any:
+        return {
+            "feeTier": 0,
+            "canTrade": True,
+            "canDeposit": True,
+            "canWithdraw": bool(self.api_restrictions.get("enableWithdrawals", False)),
+            "dualSidePosition": self.hedge_mode,
+            "updateTime": 0,
+            "multiAssetsMargin": self.multi_assets,
+            "tradeGroupId": -1,
         }
 
     def _r_income(self, p: dict[str, str]) -> Any:
@@ -1055,13 +1583,15 @@ class SimExchange:
             self.subscribers.remove(sub)
 
     def _emit_user(self, payload: dict[str, Any]) -> None:
+        """Record and deliver one user-data event; armed faults drop, duplicate or reorder it."""
         self.user_events.append(payload)
         key = self._listen_key
         if key is None or "private" in self.faults.silent_routes:
             return
-        for sub in list(self.subscribers):
-            if sub.route == "private" and key in sub.listen_keys:
-                sub.push(key, payload)
+        for out in self.faults.shape_user_event(payload):
+            for sub in list(self.subscribers):
+                if sub.route == "private" and key in sub.listen_keys:
+                    sub.push(key, out)
 
     def _emit_market(self, route: str, stream: str, payload: dict[str, Any]) -> None:
         if route in self.faults.silent_routes:
@@ -1215,6 +1745,13 @@ class SimExchange:
         if ev.funding_symbol:
             a["S"] = ev.funding_symbol
         return {"e": "ACCOUNT_UPDATE", "E": ev.time, "T": ev.time, "a": a}
+
+
+def _param_text(value: Any) -> str:
+    """A batchOrders item value as a request parameter (JSON booleans as "true"/"false")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _strip_signature(raw: bytes) -> bytes:

@@ -7,15 +7,26 @@ Faults are consumed in the order they were added; a fault limited to a path only
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-__all__ = ["Faults", "HttpFault", "LostResponseMode"]
+__all__ = [
+    "WS_MAX_CONNECTION_S",
+    "WS_SERVER_PING_S",
+    "Faults",
+    "HttpFault",
+    "LostResponseMode",
+    "UserEventFault",
+]
 
 LostResponseMode = Literal["timeout", "503"]
+# What can happen to a user-data event on its way (Binance neither replays nor orders across types).
+UserEventFault = Literal["drop", "duplicate", "reorder"]
 # Binance's 503 body when the request reached the engine but its outcome is unknown (reference §6.1).
 UNKNOWN_503_MSG = "Unknown error, please check your request or try again later."
+WS_SERVER_PING_S = 180.0  # Binance pings every WebSocket every 3 minutes
+WS_MAX_CONNECTION_S = 86_400.0  # and cuts every connection at 24 hours
 
 
 class HttpFault(msgspec.Struct, kw_only=True):
@@ -38,6 +49,10 @@ class Faults:
         self.ban_until_ms: int | None = None
         self.silent_routes: set[str] = set()
         self.drop_requests: list[str | None] = []
+        self.user_event_faults: list[UserEventFault] = []
+        self.ws_ping_interval_s: float | None = None
+        self.ws_max_connection_s: float | None = None
+        self._held: dict[str, Any] | None = None  # an event held back by "reorder"
 
     def set_latency(self, seconds: float) -> None:
         """Every REST response is delayed by `seconds` (trio time: jumps under a mock clock)."""
@@ -89,6 +104,39 @@ class Faults:
 
     def unsilence_ws(self, route: str) -> None:
         self.silent_routes.discard(route)
+
+    def server_pings(self, interval_s: float = WS_SERVER_PING_S) -> None:
+        """WebSockets opened from now on are pinged every `interval_s`, as Binance does; one whose
+        ping goes unanswered for as long is dropped."""
+        self.ws_ping_interval_s = interval_s
+
+    def cut_ws_after(self, seconds: float = WS_MAX_CONNECTION_S) -> None:
+        """WebSockets opened from now on are closed by the server after `seconds` (Binance: 24 h)."""
+        self.ws_max_connection_s = seconds
+
+    def user_events(self, fault: UserEventFault, *, times: int = 1) -> None:
+        """The next `times` user-data events are dropped, sent twice, or held back and sent after
+        the event that follows them (reordered)."""
+        if fault not in ("drop", "duplicate", "reorder"):
+            raise ValueError(f"user event fault {fault!r}: expected drop, duplicate or reorder")
+        self.user_event_faults.extend([fault] * times)
+
+    def shape_user_event(self, payload: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events to deliver now for `payload` under the armed user-event faults."""
+        out: list[dict[str, Any]] = []
+        fault = self.user_event_faults.pop(0) if self.user_event_faults else None
+        if fault == "drop":
+            pass
+        elif fault == "duplicate":
+            out += [payload, payload]
+        elif fault == "reorder" and self._held is None:
+            self._held = payload
+        else:
+            out.append(payload)
+        if self._held is not None and self._held is not payload:
+            out.append(self._held)
+            self._held = None
+        return out
 
     def take_http(self, path: str) -> HttpFault | None:
         for fault in self.http:

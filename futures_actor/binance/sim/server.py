@@ -1,5 +1,9 @@
 """Transports of the fake exchange: httpx.MockTransport, in-memory WebSockets, loopback HTTP/WS server.
 
+Armed as faults (`Faults.server_pings`, `Faults.cut_ws_after`; the `sim-exchange` tool arms both),
+a WebSocket behaves like Binance's: the server pings every 3 min and drops a connection whose ping
+goes unanswered for as long, and cuts every connection at 24 h.
+
 This module owns the byte-level plumbing only; every request and subscription is served by the
 one `SimExchange` state machine. In-process (mock clock): `mock_transport(ex)` and
 `memory_connector(ex, nursery)`. Real sockets (real clock): `serve_http` (HTTP/1.1 with h11 on trio
@@ -104,8 +108,35 @@ async def serve_ws_connection(ex: SimExchange, target: str, ws: WebSocketConnect
     # Streams on the wrong route are accepted but never delivered (Binance's 2026 route split).
     sub.streams = {s for s in streams if _route_of(s) == route}
     ex.subscribe(sub)
+    ping_every = ex.faults.ws_ping_interval_s
+    cut_after = ex.faults.ws_max_connection_s
     try:
         async with trio.open_nursery() as nursery:
+
+            async def ping(every: float) -> None:
+                # Binance pings every 3 minutes; a client that never answers is dropped.
+                while True:
+                    await trio.sleep(every)
+                    try:
+                        with trio.move_on_after(every) as scope:
+                            ex.ws_pings_sent += 1
+                            await ws.ping()
+                    except ConnectionClosed:
+                        nursery.cancel_scope.cancel()
+                        return
+                    if scope.cancelled_caught:
+                        nursery.cancel_scope.cancel()
+                        return
+
+            async def cut(after: float) -> None:
+                # Every connection is closed at 24 hours, whatever it carries.
+                await trio.sleep(after)
+                nursery.cancel_scope.cancel()
+
+            if ping_every is not None:
+                nursery.start_soon(ping, ping_every)
+            if cut_after is not None:
+                nursery.start_soon(cut, cut_after)
 
             async def pump() -> None:
                 try:
