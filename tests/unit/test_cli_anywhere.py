@@ -171,3 +171,22 @@ class TestPackaging:
         assert "h11" in declared
         pinned = (REPO / "requirements.txt").read_text(encoding="utf-8").lower()
         assert "\nh11==" in pinned or pinned.startswith("h11==")
+
+
+class TestReadmeQuickStart:
+    """README's two commands are the real ones: install + replay of the bundled sample, and the suite."""
+
+    def test_two_commands(self) -> None:
+        readme = (REPO / "README.md").read_text(encoding="utf-8")
+        block = (
+            readme.split("## Quick start (two commands)", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+        )
+        commands = [line.split("#", 1)[0].strip() for line in block.splitlines() if line.strip()]
+        assert commands == [
+            "bash scripts/install.sh && .venv/bin/futures-actor --paper --replay data/sample",
+            ".venv/bin/python -m pytest",
+        ]
+        assert (REPO / "data" / "sample" / "BTCUSDT-5m.csv.gz").is_file()
+        ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        assert ".venv/bin/python -m pytest" in [line.strip() for line in ci]
+        assert "../shared" not in readme.split("## Performance", 1)[0]
