@@ -275,7 +275,11 @@ class System:
             store.close()
             raise
         paper = PaperExchange.from_store(
-            store, cfg=parts.cfg.execution, rules=dict(parts.rules), now_ms=parts.wall_clock.now_ms
+            store,
+            cfg=parts.cfg.execution,
+            rules=dict(parts.rules),
+            now_ms=parts.wall_clock.now_ms,
+            persist_mode="on_close" if parts.replay else "every_change",
         )
         inbox_send, inbox_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
         out_send, out_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
@@ -1004,7 +1008,9 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
             directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=sampler.trade_closed
         )
         with StateStore.open(db_path, durable=False) as store:
-            paper = PaperExchange.from_store(store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms)
+            paper = PaperExchange.from_store(
+                store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms, persist_mode="on_close"
+            )
             paper_holder["paper"] = paper
 
             def market(system: System) -> Callable[..., Awaitable[Any]]:

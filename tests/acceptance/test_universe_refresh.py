@@ -49,7 +49,7 @@ async def test_daily_refresh_adds_and_retires_symbol_actors(
         # The paper exchange knows the new symbol's rules: it can take orders for it.
         assert h.paper is not None
         assert h.paper.mid_price("SOLUSDT") is None  # no market data for it in this run
-        assert "SOLUSDT" in h.paper._rules
+        assert "SOLUSDT" in h.paper.rules
         await h.feed.done.wait()
         code = await h.stop()
     h.close()

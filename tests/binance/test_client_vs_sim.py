@@ -296,9 +296,9 @@ class TestEndpoints:
         assert order.status == "FILLED"
         assert order.executed_qty == D("0.010")
         assert order.avg_price is None
-        ask = last_price(ex) + D("0.10")
+        taker = last_price(ex)  # no live book: a taker meets the last price (matching engine policy)
         slip = D(repr(BotConfig().execution.paper_slippage_market_pct))
-        assert queried.avg_price == (ask * (1 + slip)).quantize(D("0.1"), rounding=ROUND_CEILING)
+        assert queried.avg_price == (taker * (1 + slip)).quantize(D("0.1"), rounding=ROUND_CEILING)
         assert trades[0].price == queried.avg_price
         assert len(trades) == 1
         assert trades == by_order

@@ -1,5 +1,8 @@
 """PaperExchange under the mock clock: path fills through the price, TTL, volume caps, slippage, fees,
-stops on the mark, funding, reduce-only and margin errors, persistence and determinism."""
+stops on the mark, funding, reduce-only and margin errors, persistence and determinism.
+
+The fill rules are the matching engine's (tests/sim/test_sim_matching.py): slippage is rounded to the
+tick away from the trader, and without a live book a taker meets the last price on either side."""
 
 from __future__ import annotations
 
@@ -126,9 +129,9 @@ class TestLimitThroughThePrice:
         await rig.until(T0 + 2 * FIVE_M)
         (fill,) = rig.fills()
         assert fill.last_fill_qty == D("1")
-        assert fill.last_fill_price == D("99") * D("1.0002")  # adverse for a buy
+        assert fill.last_fill_price == D("99.1")  # 99 × 1.0002, adverse for a buy: up to the tick
         assert fill.is_maker
-        assert fill.fee == D("1") * D("99") * D("1.0002") * D("0.0002")
+        assert fill.fee == D("99.1") * D("1") * D("0.0002")
         assert fill.order.status == "FILLED"
 
     async def test_fill_time_is_the_first_ms_strictly_through(
@@ -171,23 +174,23 @@ class TestLimitThroughThePrice:
         await rig.until(T0 + FIVE_M)
         fills = rig.fills()
         # High first (nearer the open) at +100 s, low 95 at +200 s: 99.5 is crossed at +125 001 ms
-        # (volume 10×125 001/300 000 → cap 0.416). While the path stays below 99.5 (until it climbs
-        # back through it at +290 s) the order is offered the new volume at least every second (and at
-        # the low knot); the last offer at +289 000 ms brings the cap to 0.963 (10×289 000/300 000 × 0.1,
-        # floored to the step).
+        # (volume 10×125 001/300 000 → cap 0.416). While the path stays below 99.5 (it climbs back
+        # through it at +289 999.1 ms) the order is offered the new volume at least every second (and at
+        # the low knot); the last offer, at +290 000 ms, covers a move that was still below 99.5 for
+        # most of its second: cap 0.966 (10×290 000/300 000 × 0.1, floored to the step).
         assert fills[0].last_fill_qty == D("0.416")
         assert fills[0].ts_ms == T0 + 125_001
         times = [f.ts_ms for f in fills]
         assert times == sorted(set(times))
         assert all(b - a <= 1_000 for a, b in itertools.pairwise(times))
-        assert times[-1] == T0 + 289_000
-        assert sum((f.last_fill_qty for f in fills), D(0)) == D("0.963")
+        assert times[-1] == T0 + 290_000
+        assert sum((f.last_fill_qty for f in fills), D(0)) == D("0.966")
         (working,) = await rig.paper.open_orders()
         assert working.status == "PARTIALLY_FILLED"
-        assert working.executed_qty == D("0.963")
+        assert working.executed_qty == D("0.966")
         (pos,) = await rig.paper.positions()
         assert pos.side == "LONG"
-        assert pos.quantity == D("0.963")
+        assert pos.quantity == D("0.966")
 
 
 class TestMarketAndStops:
@@ -200,11 +203,11 @@ class TestMarketAndStops:
         await rig.paper.place_order(market("m2", "SELL", "1"))
         await settle()
         buy, sell = rig.fills()
-        assert buy.last_fill_price == D("100") * D("1.0008")
-        assert sell.last_fill_price == D("100") * D("0.9992")
+        assert buy.last_fill_price == D("100.1")  # 100 × 1.0008 = 100.08, up to the tick
+        assert sell.last_fill_price == D("99.9")  # bid 100 × 0.9992 = 99.92, down to the tick
         assert not buy.is_maker
-        assert buy.fee == D("100") * D("1.0008") * D("0.0004")
-        assert sell.realized_pnl == (D("99.92") - D("100.08"))
+        assert buy.fee == D("100.1") * D("1") * D("0.0004")
+        assert sell.realized_pnl == (D("99.9") - D("100.1"))
         assert await rig.paper.positions() == []
         acct = await rig.paper.account()
         expected = D(10_000) + sell.realized_pnl - buy.fee - sell.fee
@@ -219,13 +222,13 @@ class TestMarketAndStops:
         await rig.paper.place_order(limit("l1", "SELL", "1", "99"))  # marketable: takes at 100 − slippage
         await settle()
         (taker,) = rig.fills()
-        assert taker.last_fill_price == D("100") * D("0.9992")
+        assert taker.last_fill_price == D("99.9")  # the bid 100 × 0.9992, down to the tick
         assert not taker.is_maker
         await rig.paper.place_order(limit("l2", "SELL", "1", "101"))
         rig.paper.on_trade_price(SYM, 101.5, T0 + 1000)
         await settle()
         maker = rig.fills()[1]
-        assert maker.last_fill_price == D("101") * D("0.9998")
+        assert maker.last_fill_price == D("100.9")  # 101 × 0.9998 = 100.9798, down to the tick
         assert maker.is_maker
         with pytest.raises(E.PostOnlyRejected):
             await rig.paper.place_order(limit("l3", "BUY", "1", "102", time_in_force="GTX"))
@@ -253,7 +256,8 @@ class TestMarketAndStops:
         assert fill.order.is_stop
         assert fill.order.client_id == "s1"
         assert fill.ts_ms == T0 + 2000
-        assert fill.last_fill_price == D("96.9") * D("0.999")  # worse of trigger 98 and bid 96.9
+        # worse of trigger 98 and bid 96.9, × 0.999 = 96.8031, down to the tick
+        assert fill.last_fill_price == D("96.8")
         assert await rig.paper.positions() == []
         assert await rig.paper.open_orders() == []
 
@@ -353,8 +357,24 @@ class TestRejections:
         assert again == big
         assert len(await rig.paper.open_orders()) == 1
         await rig.paper.place_order(market("e7", "BUY", "1"))
-        with pytest.raises(E.ReduceOnlyRejected):  # would flip the long
-            await rig.paper.place_stop(stop("s1", "SELL", "2", "90"))
+        with pytest.raises(E.ReduceOnlyRejected):  # a reduce-only BUY would add to the long
+            await rig.paper.place_stop(stop("s1", "BUY", "1", "110"))
+
+    async def test_reduce_only_stop_larger_than_the_position_closes_only_the_position(
+        self, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+    ) -> None:
+        """As on Binance: accepted, and clipped to the position when it executes (never flips it)."""
+        rig = await open_rig(nursery)
+        rig.paper.on_trade_price(SYM, 100.0, T0)
+        await rig.paper.place_order(market("e1", "BUY", "1"))
+        placed = await rig.paper.place_stop(stop("s1", "SELL", "2", "95"))
+        assert placed.status == "NEW"
+        rig.paper.on_trade_price(SYM, 94.0, T0 + 1000)
+        await settle()
+        fill = rig.fills()[-1]
+        assert fill.order.client_id == "s1"
+        assert fill.last_fill_qty == D("1")
+        assert await rig.paper.positions() == []
 
     async def test_bad_market_input_names_the_field(
         self, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
@@ -434,3 +454,45 @@ class TestStateStore:
             (pos,) = await second.positions()
             assert pos.quantity == D("1")
             assert (await second.account()).wallet_balance == (await first.account()).wallet_balance
+
+
+class TestPersistencePolicy:
+    async def test_on_close_writes_once_when_run_ends_and_resumes(
+        self, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """Replay mode: nothing is written while trading, the whole account once at the end."""
+        clock = TrioWallClock(T0)
+        blobs: list[bytes] = []
+        paper = PaperExchange(
+            cfg=CFG, rules=RULES, now_ms=clock.now_ms, persist=blobs.append, persist_mode="on_close"
+        )
+        async with trio.open_nursery() as n:
+            await n.start(paper.run)
+            paper.on_trade_price(SYM, 100.0, T0)
+            await paper.place_order(market("e1", "BUY", "1"))
+            await paper.place_stop(stop("s1", "SELL", "1", "95"))
+            assert blobs == []
+            n.cancel_scope.cancel()
+        (blob,) = blobs
+        again = PaperExchange(cfg=CFG, rules=RULES, now_ms=clock.now_ms, restore=blob)
+        (pos,) = await again.positions()
+        assert pos.quantity == D("1")
+        assert [o.client_id for o in await again.open_orders()] == ["s1"]
+
+    async def test_snapshot_stays_bounded_however_long_the_account_trades(
+        self, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+    ) -> None:
+        """Closed orders and the account's income / trade rows are trimmed: the blob does not grow
+        with the number of trades (it used to be re-encoded whole, growing, on every change)."""
+        rig = await open_rig(nursery)
+        rig.paper.on_trade_price(SYM, 100.0, T0)
+        sizes: list[int] = []
+        for i in range(1_500):
+            await rig.paper.place_order(market(f"b{i}", "BUY", "1"))
+            await rig.paper.place_order(market(f"s{i}", "SELL", "1", reduce_only=True))
+            if i % 500 == 499:
+                sizes.append(len(rig.paper.snapshot()))
+        assert sizes[-1] <= sizes[0] * 1.5, sizes
+        state = msgspec.json.decode(rig.paper.snapshot())
+        assert len(state["closed_orders"]) <= 2 * 500
+        assert await rig.paper.positions() == []

@@ -6,20 +6,25 @@ of engine events (`OrderEvent`, `AlgoEvent`, `AccountEvent`) in the order they h
 exchange turns them into Binance user-data payloads, the paper exchange into in-process messages.
 
 Policy (BOT_SPEC §9 "Paper"):
-- The book is the last traded price: bid = last, ask = last + one tick. A LIMIT order that is
-  marketable when placed fills at once as taker; otherwise it rests and fills as maker only when the
-  market trades THROUGH its price (a touch is not enough).
+- Without a live book (`on_book`, newer than the last trade) a taker meets the last price on either
+  side, and a LIMIT order is marketable when strictly through it (a limit at the last price rests,
+  for a buy as for a sell); with one, takers meet the ask / bid. A LIMIT order that is marketable when
+  placed fills at once as taker; otherwise it rests and fills as maker only when the market trades
+  THROUGH its price (a touch is not enough), or when the book's opposite side goes through it.
 - A candle is replayed as the path open → nearer extreme → other extreme → close. The jump from the
   previous price to a candle's open, and `on_price`, are gaps (discontinuous); the moves inside a
   candle are continuous. Within a segment, orders are reached in the order the price reaches them.
-- Resting fills are capped per candle and per order by volume × `paper_volume_participation`
-  (rounded down to the step); orders filled at placement, MARKET orders and triggered stops fill in
-  full (book liquidity).
+- Resting fills are capped per order by `paper_volume_participation` × the volume traded on the
+  symbol since the order was placed (rounded down to the step), once the symbol reports volume
+  (`add_volume`; `on_candle` trades a candle's volume at its start); orders filled at placement,
+  MARKET orders and triggered stops fill in full (book liquidity).
 - Slippage is always adverse, per kind: `paper_slippage_limit_pct` (limit fills), `_market_pct`
   (MARKET), `_stop_pct` (triggered conditional market orders), rounded to the tick away from the
   trader. Fees: maker / taker per config on price × qty.
 - Conditional orders trigger on the MARK price (`workingType=MARK_PRICE`) or the last price
   (`CONTRACT_PRICE`, the default). The mark follows the last price unless pinned with `on_mark`.
+  Reached along a continuous move, a triggered market order executes at its trigger level; after a
+  gap or a mark move, at what a taker meets then, and a stop never better than its trigger.
   A triggered order becomes a matching-engine order whose client id is the `clientAlgoId`.
 - closePosition orders expire when their position is closed (GTE_GTC). Reduce-only orders are
   clipped to the position at fill time and expire when there is nothing left to reduce.
@@ -56,6 +61,7 @@ __all__ = [
 ZERO = Decimal(0)
 ONE = Decimal(1)
 ALGO_TYPES = frozenset({"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"})
+_STOP_TYPES = frozenset({"STOP_MARKET", "STOP", "TRAILING_STOP_MARKET"})
 _CLIENT_ID = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 # Protocol facts of Binance USDT-M.
 MAX_OPEN_ALGO_ORDERS = 200
@@ -70,13 +76,17 @@ ER_REDUCE_ONLY = 4
 
 
 class Rejection(Exception):
-    """A request refused with Binance's error `code` and `msg` (HTTP `status`)."""
+    """A request refused with Binance's error `code` and `msg` (HTTP `status`).
 
-    def __init__(self, code: int, msg: str, *, status: int = 400) -> None:
-        super().__init__(f"{code}: {msg}")
+    `detail` names the field, the value and what was expected; it is for our own logs and the paper
+    exchange's errors and never goes on the wire (the fake answers with Binance's `msg` only)."""
+
+    def __init__(self, code: int, msg: str, *, status: int = 400, detail: str = "") -> None:
+        super().__init__(f"{code}: {msg}" + (f" ({detail})" if detail else ""))
         self.code = code
         self.msg = msg
         self.status = status
+        self.detail = detail
 
 
 class SimOrder(msgspec.Struct, kw_only=True):
@@ -100,6 +110,7 @@ class SimOrder(msgspec.Struct, kw_only=True):
     time: int = 0
     update_time: int = 0
     algo_id: int = 0  # the conditional order this one was triggered from
+    volume_seen: Decimal = ZERO  # volume traded on the symbol since placement (caps resting fills)
 
     @property
     def remaining(self) -> Decimal:
@@ -219,6 +230,7 @@ class EngineState(msgspec.Struct, kw_only=True):
     next_algo_id: int
     next_trade_id: int
     now_ms: int
+    has_volume: list[str] = []
 
 
 def _snap(o: SimOrder) -> SimOrder:
@@ -261,6 +273,31 @@ class MatchingEngine:
         self._next_order_id = FIRST_ORDER_ID
         self._next_algo_id = FIRST_ALGO_ID
         self._next_trade_id = FIRST_TRADE_ID
+        self._participation = Decimal(repr(execution.paper_volume_participation))
+        # Symbols whose traded volume is reported: their resting fills are capped by it.
+        self._has_volume: set[str] = set()
+        # Best bid / ask while it is newer than the last trade (`on_book`); a trade makes it stale.
+        self._book: dict[str, tuple[Decimal, Decimal]] = {}
+        # Indexes (performance; rebuilt from `orders` / `algos` on restore): per symbol the orders
+        # that may still be open, by id; per client id the newest order / conditional order.
+        self._sym_orders: dict[str, dict[int, SimOrder]] = {}
+        self._sym_algos: dict[str, dict[int, SimAlgoOrder]] = {}
+        self._cid_order: dict[str, int] = {}
+        self._cid_algo: dict[str, int] = {}
+
+    def _index(self) -> None:
+        self._sym_orders.clear()
+        self._sym_algos.clear()
+        self._cid_order.clear()
+        self._cid_algo.clear()
+        for oid, o in self.orders.items():
+            self._cid_order[o.client_order_id] = oid
+            if o.is_open:
+                self._sym_orders.setdefault(o.symbol, {})[oid] = o
+        for aid, a in self.algos.items():
+            self._cid_algo[a.client_algo_id] = aid
+            if a.is_open:
+                self._sym_algos.setdefault(a.symbol, {})[aid] = a
 
     # ------------------------------------------------------------ persistence
 
@@ -277,6 +314,7 @@ class MatchingEngine:
                 next_algo_id=self._next_algo_id,
                 next_trade_id=self._next_trade_id,
                 now_ms=self.now_ms,
+                has_volume=sorted(self._has_volume),
             )
         )
 
@@ -295,7 +333,40 @@ class MatchingEngine:
         eng._next_order_id = st.next_order_id
         eng._next_algo_id = st.next_algo_id
         eng._next_trade_id = st.next_trade_id
+        eng._has_volume = set(st.has_volume)
+        eng._index()
         return eng
+
+    def prune_closed(self, keep: int) -> None:
+        """Forget all but the `keep` most recent closed orders and closed conditional orders (the
+        paper exchange bounds its memory and its snapshot with this; the fake keeps everything).
+        A triggered order's child is kept as long as its conditional order is."""
+        closed_algos = [aid for aid, a in self.algos.items() if not a.is_open and a.status != "TRIGGERED"]
+        for aid in closed_algos[: max(0, len(closed_algos) - keep)]:
+            a = self.algos.pop(aid)
+            if self._cid_algo.get(a.client_algo_id) == aid:
+                del self._cid_algo[a.client_algo_id]
+        closed = [
+            oid
+            for oid, o in self.orders.items()
+            if not o.is_open and not (o.algo_id and o.algo_id in self.algos)
+        ]
+        for oid in closed[: max(0, len(closed) - keep)]:
+            o = self.orders.pop(oid)
+            if self._cid_order.get(o.client_order_id) == oid:
+                del self._cid_order[o.client_order_id]
+
+    def adopt(self, order: SimOrder | SimAlgoOrder) -> None:
+        """Take over an order kept elsewhere (a migrated paper account): it gets a fresh id here."""
+        if isinstance(order, SimOrder):
+            order.order_id = self._next_order_id
+            self._next_order_id += 1
+            self.orders[order.order_id] = order
+        else:
+            order.algo_id = self._next_algo_id
+            self._next_algo_id += 1
+            self.algos[order.algo_id] = order
+        self._index()
 
     # ------------------------------------------------------------ reads
 
@@ -312,23 +383,52 @@ class MatchingEngine:
         return self._mark.get(symbol, self._last.get(symbol))
 
     def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
-        return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
+        """Open regular orders (of `symbol`, else of every symbol), oldest first."""
+        if symbol is None:
+            out = [o for sym in list(self._sym_orders) for o in self.open_orders(sym)]
+            return sorted(out, key=lambda o: o.order_id) if len(self._sym_orders) > 1 else out
+        idx = self._sym_orders.get(symbol)
+        if not idx:
+            return []
+        done = [oid for oid, o in idx.items() if not o.is_open]
+        for oid in done:
+            del idx[oid]
+        return list(idx.values())
 
     def open_algos(self, symbol: str | None = None) -> list[SimAlgoOrder]:
-        return [a for a in self.algos.values() if a.is_open and (symbol is None or a.symbol == symbol)]
+        """Open conditional orders (of `symbol`, else of every symbol), oldest first."""
+        if symbol is None:
+            out = [a for sym in list(self._sym_algos) for a in self.open_algos(sym)]
+            return sorted(out, key=lambda a: a.algo_id) if len(self._sym_algos) > 1 else out
+        idx = self._sym_algos.get(symbol)
+        if not idx:
+            return []
+        done = [aid for aid, a in idx.items() if not a.is_open]
+        for aid in done:
+            del idx[aid]
+        return list(idx.values())
 
     def find_order(self, symbol: str, *, order_id: int | None, client_id: str | None) -> SimOrder | None:
         if order_id is not None:
             o = self.orders.get(order_id)
-            return o if o is not None and o.symbol == symbol else None
-        found = [o for o in self.orders.values() if o.client_order_id == client_id and o.symbol == symbol]
-        return found[-1] if found else None
+        else:
+            oid = self._cid_order.get(client_id) if client_id is not None else None
+            o = None if oid is None else self.orders.get(oid)
+        return o if o is not None and o.symbol == symbol else None
+
+    def order_by_client_id(self, client_id: str) -> SimOrder | None:
+        """The newest regular order with `client_id`, of any symbol."""
+        oid = self._cid_order.get(client_id)
+        return None if oid is None else self.orders.get(oid)
 
     def find_algo(self, *, algo_id: int | None, client_id: str | None) -> SimAlgoOrder | None:
-        if algo_id is not None:
-            return self.algos.get(algo_id)
-        found = [a for a in self.algos.values() if a.client_algo_id == client_id]
-        return found[-1] if found else None
+        if algo_id is None:
+            algo_id = self._cid_algo.get(client_id) if client_id is not None else None
+        return None if algo_id is None else self.algos.get(algo_id)
+
+    def book(self, symbol: str) -> tuple[Decimal, Decimal] | None:
+        """Best bid / ask from `on_book` while newer than the last trade, else None."""
+        return self._book.get(symbol)
 
     def open_order_margin(self) -> Decimal:
         total = ZERO
@@ -371,37 +471,71 @@ class MatchingEngine:
 
     def _check_price(self, spec: SymbolSpec, price: Decimal, field: str) -> None:
         r = spec.rules
-        if price <= 0:
-            raise Rejection(-4006 if field == "stopPrice" else -1102, f"Parameter '{field}' is not valid.")
+        if not price.is_finite() or price <= 0:
+            raise Rejection(
+                -4006 if field == "stopPrice" else -1102,
+                f"Parameter '{field}' is not valid.",
+                detail=f"{field}={price}, expected > 0",
+            )
         if _decimals(price) > r.price_precision:
-            raise Rejection(-1111, "Precision is over the maximum defined for this asset.")
+            raise Rejection(
+                -1111,
+                "Precision is over the maximum defined for this asset.",
+                detail=f"{field}={price}, expected at most {r.price_precision} decimals",
+            )
         if r.min_price and price < r.min_price:
-            raise Rejection(-4013, "Price less than min price.")
+            raise Rejection(
+                -4013, "Price less than min price.", detail=f"{field}={price}, expected >= {r.min_price}"
+            )
         if r.max_price and price > r.max_price:
-            raise Rejection(-4016, "Price greater than max price.")
+            raise Rejection(
+                -4016, "Price greater than max price.", detail=f"{field}={price}, expected <= {r.max_price}"
+            )
         if not _is_multiple(price, r.min_price, r.tick_size):
-            raise Rejection(-4014, "Price not increased by tick size.")
+            raise Rejection(
+                -4014,
+                "Price not increased by tick size.",
+                detail=f"{field}={price}, expected a multiple of tickSize {r.tick_size}",
+            )
 
     def _check_qty(self, spec: SymbolSpec, qty: Decimal, market: bool) -> None:
         r = spec.rules
-        if qty <= 0:
-            raise Rejection(-4003, "Quantity less than or equal to zero.")
+        if not qty.is_finite() or qty <= 0:
+            raise Rejection(
+                -4003, "Quantity less than or equal to zero.", detail=f"quantity={qty}, expected > 0"
+            )
         if _decimals(qty) > r.quantity_precision:
-            raise Rejection(-1111, "Precision is over the maximum defined for this asset.")
+            raise Rejection(
+                -1111,
+                "Precision is over the maximum defined for this asset.",
+                detail=f"quantity={qty}, expected at most {r.quantity_precision} decimals",
+            )
         step = (r.market_step_size if market else None) or r.step_size
         min_qty = (r.market_min_qty if market else None) or r.min_qty
         max_qty = (r.market_max_qty if market else None) or r.max_qty
         if qty < min_qty:
-            raise Rejection(-4004, "Quantity less than min qty.")
+            raise Rejection(
+                -4004, "Quantity less than min qty.", detail=f"quantity={qty}, expected >= {min_qty}"
+            )
         if qty > max_qty:
-            raise Rejection(-4005, "Quantity greater than max qty.")
+            raise Rejection(
+                -4005, "Quantity greater than max qty.", detail=f"quantity={qty}, expected <= {max_qty}"
+            )
         if not _is_multiple(qty, min_qty, step):
-            raise Rejection(-4023, "Qty not increased by step size.")
+            raise Rejection(
+                -4023,
+                "Qty not increased by step size.",
+                detail=f"quantity={qty}, expected a multiple of stepSize {step}",
+            )
 
     def _check_reduce_only(self, symbol: str, side: str) -> None:
         pos = self.account.position(symbol).amount
         if pos == 0 or (side == "BUY") == (pos > 0):
-            raise Rejection(-2022, "ReduceOnly Order is rejected.")
+            raise Rejection(
+                -2022,
+                "ReduceOnly Order is rejected.",
+                detail=f"reduce-only {side} {symbol} with position {pos}: nothing to reduce on that side",
+            )
 
     def _check_min_notional(self, spec: SymbolSpec, notional: Decimal) -> None:
         if notional < spec.rules.min_notional:
@@ -409,6 +543,7 @@ class MatchingEngine:
                 -4164,
                 f"Order's notional must be no smaller than {spec.rules.min_notional} "
                 "(unless you choose reduce only).",
+                detail=f"notional={notional}, expected >= {spec.rules.min_notional}",
             )
 
     def _opening_qty(self, symbol: str, side: str, qty: Decimal) -> Decimal:
@@ -420,14 +555,42 @@ class MatchingEngine:
     def _check_margin(self, symbol: str, side: str, qty: Decimal, price: Decimal) -> None:
         opening = self._opening_qty(symbol, side, qty)
         required = opening * price / Decimal(self.account.leverage(symbol))
-        if required > self.available_balance():
-            raise Rejection(-2019, "Margin is insufficient.")
+        available = self.available_balance()
+        if required > available:
+            raise Rejection(
+                -2019,
+                "Margin is insufficient.",
+                detail=f"margin {required} needed, available balance {available}",
+            )
 
     def _price_now(self, symbol: str) -> Decimal:
+        """The last price; before the first trade the mark, else the best bid (a paper venue fed only
+        book and mark data)."""
         last = self._last.get(symbol)
+        if last is None:
+            last = self._mark.get(symbol)
+        if last is None and symbol in self._book:
+            last = self._book[symbol][0]
         if last is None:
             raise Rejection(-1000, f"No market price for {symbol} yet (the sim exchange has no data).")
         return last
+
+    def _taker_ref(self, symbol: str, side: str, last: Decimal) -> Decimal:
+        """The price a taker meets: the best ask / bid of a fresh book, else the last price (on both
+        sides: the spread is part of the configured slippage)."""
+        book = self._book.get(symbol)
+        if book is not None:
+            return book[1] if side == "BUY" else book[0]
+        return last
+
+    def _marketable_now(self, symbol: str, side: str, price: Decimal, last: Decimal) -> bool:
+        """Would a limit at `price` take liquidity now? With a fresh book when it reaches the ask (a
+        buy) or the bid (a sell); without one when it is strictly through the last price, so that a
+        limit at the last price rests on either side (no bias between longs and shorts)."""
+        book = self._book.get(symbol)
+        if book is not None:
+            return price >= book[1] if side == "BUY" else price <= book[0]
+        return price > last if side == "BUY" else price < last
 
     def _adverse(self, spec: SymbolSpec, side: str, base: Decimal, pct: float) -> Decimal:
         raw = base * (ONE + Decimal(repr(pct))) if side == "BUY" else base * (ONE - Decimal(repr(pct)))
@@ -458,8 +621,9 @@ class MatchingEngine:
         cid = req.client_order_id
         if cid is not None:
             self._check_client_id(cid)
-            if any(o.client_order_id == cid for o in self.open_orders()):
-                raise Rejection(-4116, "ClientOrderId is duplicated.")
+            dup = self._cid_order.get(cid)
+            if dup is not None and self.orders[dup].is_open:
+                raise Rejection(-4116, "ClientOrderId is duplicated.", detail=f"clientOrderId={cid} is open")
         self._check_qty(spec, req.quantity, market)
         last = self._price_now(req.symbol)
         mark = self.mark_price(req.symbol) or last
@@ -488,7 +652,7 @@ class MatchingEngine:
             self._check_margin(req.symbol, req.side, req.quantity, price_ref)
         if len(self.open_orders(req.symbol)) >= spec.max_num_orders:
             raise Rejection(-2025, "Reach max open order limit.")
-        marketable = market or self._marketable(spec, req.side, req.price or ZERO, last)
+        marketable = market or self._marketable_now(req.symbol, req.side, req.price or ZERO, last)
         if tif == "GTX" and marketable:
             raise Rejection(
                 -5022,
@@ -502,24 +666,20 @@ class MatchingEngine:
             orig_type=req.type,
             tif=tif,
             qty=req.quantity,
-            price=req.price if not market else ZERO,
+            price=ZERO if market or req.price is None else req.price,
             reduce_only=req.reduce_only,
             cid=cid,
         )
         events: list[EngineEvent] = [OrderEvent(order=_snap(order), execution="NEW", time=self.now_ms)]
         if marketable:
             slip = self._cfg.paper_slippage_market_pct if market else self._cfg.paper_slippage_limit_pct
-            base = last + spec.rules.tick_size if req.side == "BUY" else last
-            px = self._adverse(spec, req.side, base, slip)
+            px = self._adverse(spec, req.side, self._taker_ref(req.symbol, req.side, last), slip)
             if not market:
                 px = min(px, order.price) if req.side == "BUY" else max(px, order.price)
             self._fill(order, order.remaining, px, maker=False, events=events)
         elif tif in ("IOC", "FOK"):
             self._finish(order, "EXPIRED", events, expiry_reason=ER_IOC)
         return order, events
-
-    def _marketable(self, spec: SymbolSpec, side: str, price: Decimal, last: Decimal) -> bool:
-        return price >= last + spec.rules.tick_size if side == "BUY" else price <= last
 
     def _new_order(
         self,
@@ -559,6 +719,8 @@ class MatchingEngine:
             algo_id=algo_id,
         )
         self.orders[oid] = order
+        self._sym_orders.setdefault(symbol, {})[oid] = order
+        self._cid_order[order.client_order_id] = oid
         return order
 
     def cancel_order(
@@ -680,8 +842,9 @@ class MatchingEngine:
         cid = req.client_algo_id
         if cid is not None:
             self._check_client_id(cid)
-            if any(a.client_algo_id == cid for a in self.open_algos()):
-                raise Rejection(-4116, "ClientOrderId is duplicated.")
+            dup = self._cid_algo.get(cid)
+            if dup is not None and self.algos[dup].is_open:
+                raise Rejection(-4116, "ClientOrderId is duplicated.", detail=f"clientAlgoId={cid} is open")
         if req.close_position:
             if req.type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
                 raise Rejection(-1106, "Parameter 'closePosition' sent when not required.")
@@ -762,6 +925,8 @@ class MatchingEngine:
             algo.activated = True
             algo.extreme = now_price
         self.algos[aid] = algo
+        self._sym_algos.setdefault(req.symbol, {})[aid] = algo
+        self._cid_algo[algo.client_algo_id] = aid
         return algo, [AlgoEvent(algo=_snap_algo(algo), time=self.now_ms)]
 
     @staticmethod
@@ -836,8 +1001,9 @@ class MatchingEngine:
                 maker=False,
                 events=events,
             )
-        elif self._marketable(spec, child.side, child.price, last):
-            px = self._adverse(spec, child.side, last, self._cfg.paper_slippage_limit_pct)
+        elif self._marketable_now(algo.symbol, child.side, child.price, last):
+            ref = self._taker_ref(algo.symbol, child.side, last)
+            px = self._adverse(spec, child.side, ref, self._cfg.paper_slippage_limit_pct)
             px = min(px, child.price) if child.side == "BUY" else max(px, child.price)
             self._fill(child, child.remaining, px, maker=False, events=events)
 
@@ -846,12 +1012,55 @@ class MatchingEngine:
     def on_price(
         self, symbol: str, price: Decimal, *, mark: Decimal | None = None, volume: Decimal | None = None
     ) -> list[EngineEvent]:
-        """The last price jumps to `price` (a gap); `mark` also pins the mark price."""
+        """The last price jumps to `price` (a gap); `mark` also pins the mark price; `volume` is the
+        volume traded since the previous market call (it raises the cap of resting orders)."""
         self.spec(symbol)
         events: list[EngineEvent] = []
         if mark is not None:
             self._mark_pinned.add(symbol)
-        self._move(symbol, price, mark, continuous=False, caps=self._caps(symbol, volume), events=events)
+        if volume is not None:
+            self.add_volume(symbol, volume)
+        self._move(symbol, price, mark, continuous=False, trade=True, events=events)
+        return events
+
+    def move(self, symbol: str, price: Decimal, *, continuous: bool) -> list[EngineEvent]:
+        """The last price moves to `price`: along a continuous segment from the previous price (orders
+        reached fill at their level) or as a gap (`continuous=False`: stops fill at the new price)."""
+        self.spec(symbol)
+        events: list[EngineEvent] = []
+        self._move(symbol, price, None, continuous=continuous, trade=True, events=events)
+        return events
+
+    def add_volume(self, symbol: str, volume: Decimal) -> None:
+        """`volume` traded on `symbol` now: every open LIMIT order of it may fill that much more times
+        `paper_volume_participation` (from now on, resting fills of `symbol` are volume-capped)."""
+        if not volume.is_finite() or volume < 0:
+            raise Rejection(
+                -1102, "Parameter 'volume' is not valid.", detail=f"volume={volume}, expected >= 0"
+            )
+        self._has_volume.add(symbol)
+        if volume:
+            for o in self.open_orders(symbol):
+                if o.type == "LIMIT":
+                    o.volume_seen += volume
+
+    def on_book(self, symbol: str, bid: Decimal, ask: Decimal) -> list[EngineEvent]:
+        """Best bid / ask now. Marketable limits and MARKET orders take them until the next trade;
+        a resting limit fills (as maker, volume-capped) when the opposite side goes through it."""
+        spec = self.spec(symbol)
+        if not (bid.is_finite() and ask.is_finite()) or bid <= 0 or bid > ask:
+            raise Rejection(
+                -1102,
+                "Parameter 'book' is not valid.",
+                detail=f"bid={bid} ask={ask}, expected 0 < bid <= ask",
+            )
+        self._book[symbol] = (bid, ask)
+        events: list[EngineEvent] = []
+        for o in self.open_orders(symbol):
+            if o.type == "LIMIT" and (
+                (o.side == "BUY" and ask < o.price) or (o.side == "SELL" and bid > o.price)
+            ):
+                self._rest_fill(spec, o, events)
         return events
 
     def on_mark(self, symbol: str, mark: Decimal) -> list[EngineEvent]:
@@ -861,33 +1070,61 @@ class MatchingEngine:
         events: list[EngineEvent] = []
         last = self._last.get(symbol)
         if last is None:
+            # No trade yet (a paper venue fed book and mark only): the mark alone may trigger.
+            prev = self._mark.get(symbol, mark)
             self._mark[symbol] = mark
+            lo, hi = min(prev, mark), max(prev, mark)
+            for algo in self.open_algos(symbol):
+                if algo.working_type == "MARK_PRICE" and algo.is_open:
+                    level = self._algo_hit(algo, prev, mark, lo, hi)
+                    if level is not None:
+                        self._trigger(algo, self._gap_base(symbol, algo, level, mark), events)
             return events
-        self._move(symbol, last, mark, continuous=False, caps=None, events=events)
+        self._move(symbol, last, mark, continuous=False, trade=False, events=events)
         return events
+
+    def _gap_base(self, symbol: str, algo: SimAlgoOrder, level: Decimal, last: Decimal) -> Decimal:
+        """Where a conditional order triggered by a gap or by the mark executes: what a taker meets
+        now, and for a stop never better than its trigger (capital first: the book may have moved)."""
+        base = self._taker_ref(symbol, algo.side, last)
+        if algo.order_type in _STOP_TYPES:
+            base = min(base, level) if algo.side == "SELL" else max(base, level)
+        return base
 
     def unpin_mark(self, symbol: str) -> None:
         self._mark_pinned.discard(symbol)
 
     def on_candle(self, symbol: str, candle: Candle) -> list[EngineEvent]:
-        """Replay one closed candle as open → nearer extreme → other extreme → close."""
+        """Replay one closed candle as open → nearer extreme → other extreme → close; its volume is
+        traded at its start (the cap of every order open then)."""
         self.spec(symbol)
         o, h, low, c = (Decimal(repr(x)) for x in (candle.open, candle.high, candle.low, candle.close))
         path = [o, h, low, c] if (h - o) <= (o - low) else [o, low, h, c]
-        caps = self._caps(symbol, Decimal(repr(candle.volume)))
+        self.add_volume(symbol, Decimal(repr(candle.volume)))
         events: list[EngineEvent] = []
         for i, point in enumerate(path):
-            self._move(symbol, point, None, continuous=i > 0, caps=caps, events=events)
+            self._move(symbol, point, None, continuous=i > 0, trade=True, events=events)
         return events
 
-    def _caps(self, symbol: str, volume: Decimal | None) -> dict[int, Decimal] | None:
-        if volume is None:
-            return None
-        step = self.spec(symbol).rules.step_size
-        cap = volume * Decimal(repr(self._cfg.paper_volume_participation))
-        if step:
-            cap = (cap / step).to_integral_value(rounding=ROUND_FLOOR) * step
-        return {o.order_id: cap for o in self.open_orders(symbol)}
+    def _fillable(self, spec: SymbolSpec, order: SimOrder) -> Decimal:
+        """How much of a resting `order` may fill now: all of it, or, on a symbol with reported
+        volume, participation × volume since placement (down to the step) less what already filled."""
+        qty = order.remaining
+        if order.symbol in self._has_volume:
+            step = spec.rules.step_size
+            cap = order.volume_seen * self._participation
+            if step:
+                cap = (cap / step).to_integral_value(rounding=ROUND_FLOOR) * step
+            qty = min(qty, cap - order.executed_qty)
+        return qty
+
+    def _rest_fill(self, spec: SymbolSpec, order: SimOrder, events: list[EngineEvent]) -> None:
+        """A resting limit the market trades through: maker fill at its price moved adversely."""
+        qty = self._fillable(spec, order)
+        if qty <= 0:
+            return
+        px = self._adverse(spec, order.side, order.price, self._cfg.paper_slippage_limit_pct)
+        self._fill(order, qty, px, maker=True, events=events)
 
     def _move(
         self,
@@ -896,7 +1133,7 @@ class MatchingEngine:
         new_mark: Decimal | None,
         *,
         continuous: bool,
-        caps: dict[int, Decimal] | None,
+        trade: bool,
         events: list[EngineEvent],
     ) -> None:
         a = self._last.get(symbol, new_last)
@@ -905,12 +1142,14 @@ class MatchingEngine:
         mb = new_mark if new_mark is not None else (ma if pinned else new_last)
         self._last[symbol] = new_last
         self._mark[symbol] = mb
+        if trade:
+            self._book.pop(symbol, None)
         spec = self.spec(symbol)
         down = new_last < a
         lo, hi = min(a, new_last), max(a, new_last)
         # (level, order id or -algo id) reached along the last-price segment.
         hits: list[tuple[Decimal, int]] = []
-        for o in self.open_orders(symbol):
+        for o in self.open_orders(symbol) if trade else ():
             if o.type == "LIMIT" and (
                 (o.side == "BUY" and lo < o.price) or (o.side == "SELL" and hi > o.price)
             ):
@@ -923,26 +1162,23 @@ class MatchingEngine:
             level = self._algo_hit(algo, *seg)
             if level is not None:
                 (mark_hits if use_mark and pinned else hits).append((level, -algo.algo_id))
+        if not hits and not mark_hits:
+            return
         hits.sort(key=lambda t: (t[0], t[1]), reverse=down)
         for level, ident in hits + mark_hits:
             if ident > 0:
                 order = self.orders[ident]
-                if not order.is_open:
-                    continue
-                qty = order.remaining
-                if caps is not None:
-                    qty = min(qty, caps.get(ident, ZERO))
-                    if qty <= 0:
-                        continue
-                    caps[ident] = caps.get(ident, ZERO) - qty
-                px = self._adverse(spec, order.side, order.price, self._cfg.paper_slippage_limit_pct)
-                self._fill(order, qty, px, maker=True, events=events)
+                if order.is_open:
+                    self._rest_fill(spec, order, events)
             else:
                 algo = self.algos[-ident]
                 if not algo.is_open:
                     continue
                 mark_driven = algo.working_type == "MARK_PRICE" and pinned
-                base = level if continuous and not mark_driven else new_last
+                # Reached along a continuous move it executes at the level; else see `_gap_base`.
+                base = (
+                    level if continuous and not mark_driven else self._gap_base(symbol, algo, level, new_last)
+                )
                 self._trigger(algo, base, events)
 
     def _algo_hit(
@@ -951,7 +1187,7 @@ class MatchingEngine:
         """The price level at which `algo` triggers on the segment a → b, or None."""
         if algo.order_type != "TRAILING_STOP_MARKET":
             tp = algo.trigger_price
-            if self._triggered(algo.order_type, algo.side, tp, lo if self._wants_low(algo) else hi):
+            if self._triggered(algo.order_type, algo.side, tp, lo if self.wants_low(algo) else hi):
                 return tp if (lo <= tp <= hi) else a
             return None
         cb = (algo.callback_rate or ZERO) / Decimal(100)
@@ -978,7 +1214,7 @@ class MatchingEngine:
         return level if hi >= level else None
 
     @staticmethod
-    def _wants_low(algo: SimAlgoOrder) -> bool:
+    def wants_low(algo: SimAlgoOrder) -> bool:
         """Does `algo` trigger on a falling price (SELL stop, BUY take-profit)?"""
         stop = algo.order_type in ("STOP", "STOP_MARKET")
         return (algo.side == "SELL") == stop
