@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
@@ -38,6 +38,9 @@ from futures_actor import __version__
 from futures_actor.core.clock import SystemWallClock, iso_utc
 from futures_actor.core.config import BotConfig, ConfigError, Mode, config_to_dict, load_config
 from futures_actor.core.secrets import MASK, Secrets, load_dotenv
+
+if TYPE_CHECKING:
+    import trio
 from futures_actor.logs import redact, register_secrets
 
 __all__ = [
@@ -482,6 +485,16 @@ def _run_tool(name: str, argv: list[str], stderr: TextIO) -> int:
     return EXIT_OK if result is None else int(result)
 
 
+def replay_clock() -> trio.abc.Clock:
+    """trio's MockClock with autojump, imported from where it lives: `trio.testing` re-exports it
+    but importing that package imports pytest (~120 ms and test tooling in the bot's process)."""
+    try:
+        from trio._core import MockClock
+    except ImportError:  # a trio that moved it: the public path still works
+        from trio.testing import MockClock
+    return MockClock(autojump_threshold=0)
+
+
 def _run_bot(options: RunOptions) -> int:
     import trio
 
@@ -490,9 +503,7 @@ def _run_bot(options: RunOptions) -> int:
     if options.replay_dir is not None:
         # Replay runs the same actors under trio's mock clock: simulated time jumps whenever every
         # actor is idle, so recorded days pass as fast as the CPU allows, deterministically.
-        from trio.testing import MockClock
-
-        result = trio.run(app.run_bot, options, clock=MockClock(autojump_threshold=0))
+        result = trio.run(app.run_bot, options, clock=replay_clock())
     else:
         result = trio.run(app.run_bot, options)
     return EXIT_OK if result is None else int(result)

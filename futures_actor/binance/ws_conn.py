@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from urllib.parse import urlsplit
 
 import trio
-import trio.testing
 from trio_websocket import WebSocketConnection, open_websocket_url, wrap_client_stream, wrap_server_stream
 
 __all__ = ["WS_MAX_MESSAGE_BYTES", "WsConnector", "WsHandler", "default_connector", "memory_connector"]
@@ -47,6 +46,10 @@ def memory_connector(nursery: trio.Nursery, handler: WsHandler) -> WsConnector:
 
     @asynccontextmanager
     async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
+        # In-memory transport (tests, the in-process fake): trio.testing imports pytest, so it is
+        # imported only here, never by a bot talking to a real socket.
+        import trio.testing
+
         client_stream, server_stream = trio.testing.memory_stream_pair()
 
         async def serve() -> None:

@@ -21,7 +21,6 @@ import h11
 import httpx
 import msgspec
 import trio
-import trio.testing
 from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
@@ -193,6 +192,10 @@ def memory_connector(
 
     @asynccontextmanager
     async def connect(url: str) -> AsyncIterator[WebSocketConnection]:
+        # In-memory transport (tests, the in-process fake): trio.testing imports pytest, so it is
+        # imported only here, never by a bot talking to a real socket.
+        import trio.testing
+
         client_stream, server_stream = trio.testing.memory_stream_pair()
         parts = urlsplit(url)
         resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
