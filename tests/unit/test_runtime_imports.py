@@ -22,7 +22,9 @@ def test_importing_the_bot_does_not_import_pytest_or_trio_testing() -> None:
         + "bad = sorted(m for m in ('pytest', '_pytest', 'trio.testing') if m in sys.modules)\n"
         + "print(','.join(bad))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == ""
 
 
