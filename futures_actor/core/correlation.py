@@ -4,9 +4,12 @@ This module owns the statistics the risk engine compares: the Pearson correlatio
 symbols' 1h log returns over the last `timeframes.corr_lookback_hours` closed 1h candles, and
 each symbol's beta (slope of its returns on the reference symbol's returns). The PortfolioRisk
 actor replaces its matrix when a 1h candle closes and passes it to `risk.evaluate`; it uses a
-`LazyCorrelationMatrix`, which computes a pair (or a beta) the first time it is asked for and
-caches it, so a decision costs one row (the candidate's peers) instead of all n² pairs, with the
-same numbers as `build_correlation_matrix`.
+`LazyCorrelationMatrix`: on the first question after an hourly close it correlates every series
+that ends on the newest hour with enough finite history in one matrix product (all n² pairs at
+once, vectorised); a pair outside that block (a series ending earlier, or too short) is computed
+alone on first request and cached; betas too. The buckets equal those of
+`build_correlation_matrix` (the values agree to rounding: the same formula, summed in another
+order).
 
 Policy: a pair is only measured on the same hours. Each series carries the open time of its last
 closed candle, the two series are aligned on that grid, and the last `lookback` returns of the
@@ -204,6 +207,49 @@ def _check_inputs(series: Mapping[str, HourlyCloses], lookback: int) -> None:
             )
 
 
+class _Block:
+    """Correlations of every series ending on the same hour with a full, finite window, at once."""
+
+    __slots__ = ("corr", "index", "symbols")
+
+    def __init__(self, series: Mapping[str, HourlyCloses], lookback: int) -> None:
+        need = lookback + 1
+        ends: dict[int, int] = {}
+        for s in series.values():
+            if len(s.closes) >= need:
+                ends[s.last_open_time_ms] = ends.get(s.last_open_time_ms, 0) + 1
+        self.symbols: list[str] = []
+        self.index: dict[str, int] = {}
+        self.corr: FloatArray = np.empty((0, 0), dtype=np.float64)
+        if not ends:
+            return
+        end = max(ends, key=lambda t: (ends[t], t))  # the hour most series end on
+        names = sorted(n for n, s in series.items() if s.last_open_time_ms == end and len(s.closes) >= need)
+        window = np.array([series[n].closes[-need:] for n in names], dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            safe = np.where(np.isfinite(window) & (window > 0), window, np.nan)
+            returns = np.diff(np.log(safe), axis=1)
+        finite = np.all(np.isfinite(returns), axis=1)
+        returns = returns[finite]
+        self.symbols = [n for n, ok in zip(names, finite, strict=True) if ok]
+        self.index = {n: i for i, n in enumerate(self.symbols)}
+        centred = returns - returns.mean(axis=1, keepdims=True)
+        cross = centred @ centred.T
+        var = np.diag(cross).copy()
+        var[var <= 0.0] = np.nan  # a flat series: undefined, as `pearson` says
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = cross / np.sqrt(np.outer(var, var))
+        self.corr = np.clip(corr, -1.0, 1.0)
+
+    def get(self, a: str, b: str) -> tuple[bool, float | None]:
+        """(both symbols are in the block, their correlation or None if undefined)."""
+        i, j = self.index.get(a), self.index.get(b)
+        if i is None or j is None:
+            return False, None
+        r = float(self.corr[i, j])
+        return True, None if math.isnan(r) else r
+
+
 class LazyCorrelationMatrix(CorrelationMatrix, frozen=True, kw_only=True):
     """A `CorrelationMatrix` whose pairs and betas are computed on first request, then cached.
 
@@ -216,12 +262,21 @@ class LazyCorrelationMatrix(CorrelationMatrix, frozen=True, kw_only=True):
     series: dict[str, HourlyCloses] = msgspec.field(default_factory=dict)
     pair_cache: dict[tuple[str, str], float | None] = msgspec.field(default_factory=dict)
     beta_cache: dict[str, float | None] = msgspec.field(default_factory=dict)
+    block_cache: list[_Block] = msgspec.field(default_factory=list)  # built on the first question
+
+    def _block(self) -> _Block:
+        if not self.block_cache:
+            self.block_cache.append(_Block(self.series, self.lookback))
+        return self.block_cache[0]
 
     def correlation(self, a: str, b: str) -> float | None:
         if a == b:
             return 1.0
         if a not in self.series or b not in self.series:
             return None
+        in_block, r_block = self._block().get(a, b)
+        if in_block:
+            return r_block
         key = (a, b) if a < b else (b, a)
         if key in self.pair_cache:
             return self.pair_cache[key]
@@ -249,12 +304,21 @@ class LazyCorrelationMatrix(CorrelationMatrix, frozen=True, kw_only=True):
         return b
 
     def bucket(self, symbol: str, threshold: float) -> tuple[str, ...]:
-        """`symbol` and every symbol correlated with it above `threshold`, sorted (computes the row)."""
-        peers = [
-            other
-            for other in self.series
-            if other != symbol and (r := self.correlation(symbol, other)) is not None and r > threshold
-        ]
+        """`symbol` and every symbol correlated with it above `threshold`, sorted (one row of the
+        block, vectorised; pairs outside the block one by one)."""
+        block = self._block()
+        peers: set[str] = set()
+        i = block.index.get(symbol)
+        if i is not None:
+            row = block.corr[i]
+            with np.errstate(invalid="ignore"):
+                hits = np.nonzero(row > threshold)[0]
+            peers.update(block.symbols[j] for j in hits)
+        for other in self.series:
+            if other != symbol and (i is None or other not in block.index):
+                r = self.correlation(symbol, other)
+                if r is not None and r > threshold:
+                    peers.add(other)
         return tuple(sorted({symbol, *peers}))
 
 
