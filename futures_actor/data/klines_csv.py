@@ -12,6 +12,11 @@ The first problem raises `KlinesFileError` naming the file, the line (1-based, h
 the column, the value and what was expected. Gaps between rows are allowed here (the candle store
 reports them). It lives in core (reading a local file is its only I/O) so that the `features`
 command and the replay share one parser.
+
+Speed: a file is first parsed whole with numpy (split into columns, each column converted and
+checked as an array: 2-3 x the row reader); only when that finds anything unusual (a bad value, a short row, quotes,
+blank lines, CR line ends) is it read again row by row, which names the first problem exactly.
+Both paths accept the same files and give the same arrays.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import io
 import math
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from futures_actor.core.candles import CandleArrays
 from futures_actor.core.types import INTERVAL_MS, Candle
@@ -72,6 +79,109 @@ def read_klines(path: str | Path, *, interval: str, limit: int | None = None) ->
             f"{name}: interval {interval!r} unknown, expected one of {list(INTERVAL_MS)}", path=name
         )
     step = INTERVAL_MS[interval]
+    try:
+        raw = gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise KlinesFileError(f"{name}: not a readable klines CSV: {exc}", path=name) from None
+    except OSError as exc:
+        raise KlinesFileError(f"{name}: cannot be read: {exc.strerror or exc}", path=name) from None
+    fast = _parse_fast(raw, step=step, limit=limit)
+    if fast is not None:
+        return fast
+    return _read_rows(p, name=name, interval=interval, step=step, limit=limit)
+
+
+def _numbers(col: list[str], dtype: type[np.float64] | type[np.int64]) -> npt.NDArray[Any] | None:
+    try:
+        return np.array(col, dtype=dtype)
+    except (ValueError, OverflowError):
+        return None
+
+
+def _parse_fast(raw: bytes, *, step: int, limit: int | None) -> CandleArrays | None:
+    """The whole file at once, checked as arrays; None when anything needs the row-by-row reader
+    (which then finds and names the first problem, or reads a file this path leaves to it: quotes,
+    CR line ends, blank lines, padded values)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if '"' in text or "\r" in text:
+        return None
+    head_end = text.find("\n")
+    if head_end < 0:
+        return None
+    header = [h.strip() for h in text[:head_end].split(",")]
+    if any(c not in header for c in _REQUIRED):
+        return None
+    k = len(header)
+    body = text[head_end + 1 :]
+    if " " in body or "\t" in body:
+        return None  # padded values: the row reader decides (it compares some of them as text)
+    if body.endswith("\n"):
+        body = body[:-1]
+    if not body or "\n\n" in body or body.startswith("\n"):
+        return None
+    if limit is not None:
+        body = "\n".join(body.split("\n", limit)[:limit])
+    flat = body.replace("\n", ",").split(",")
+    if len(flat) % k or len(flat) // k != body.count("\n") + 1:
+        return None  # some row has another number of fields
+    idx = {h: i for i, h in enumerate(header)}
+
+    def column(name: str) -> list[str]:
+        return flat[idx[name] :: k]
+
+    t = _numbers(column("open_time_ms"), np.int64)
+    prices = [_numbers(column(c), np.float64) for c in ("open", "high", "low", "close", "volume")]
+    if t is None or any(a is None for a in prices):
+        return None
+    o, h, lo, c, v = (a for a in prices if a is not None)
+    with np.errstate(invalid="ignore"):
+        ok = bool(
+            np.all(t >= 0)
+            and np.all(t % step == 0)
+            and np.all(np.diff(t) > 0)
+            and np.all(np.isfinite(o) & (o > 0) & np.isfinite(h) & (h > 0))
+            and np.all(np.isfinite(lo) & (lo > 0) & np.isfinite(c) & (c > 0))
+            and np.all(np.isfinite(v) & (v >= 0))
+            and np.all(h >= np.maximum(o, c))
+            and np.all(lo <= np.minimum(o, c))
+        )
+    if not ok:
+        return None
+    n = len(t)
+    if "close_time_ms" in idx:
+        raw_ct = column("close_time_ms")
+        if any(raw_ct):
+            if not all(raw_ct):
+                return None  # some empty, some not: the row reader checks each
+            ct = _numbers(raw_ct, np.int64)
+            if ct is None or not np.array_equal(ct, t + (step - 1)):
+                return None
+    qv = np.zeros(n, dtype=np.float64)
+    if "quote_volume" in idx:
+        raw_qv = column("quote_volume")
+        if any(raw_qv):
+            parsed = _numbers([x or "0" for x in raw_qv], np.float64)
+            if parsed is None or not np.all(np.isfinite(parsed) & (parsed >= 0)):
+                return None
+            qv = parsed
+    trades = np.zeros(n, dtype=np.int64)
+    if "trades" in idx:
+        raw_tr = column("trades")
+        if any(raw_tr):
+            parsed_tr = _numbers([x or "0" for x in raw_tr], np.int64)
+            if parsed_tr is None or not np.all(parsed_tr >= 0):
+                return None
+            trades = parsed_tr
+    return CandleArrays(
+        open_time_ms=t, open=o, high=h, low=lo, close=c, volume=v, quote_volume=qv, trades=trades
+    )
+
+
+def _read_rows(p: Path, *, name: str, interval: str, step: int, limit: int | None) -> CandleArrays:
+    """The row-by-row reader: exact errors (file, line, column, value, expectation)."""
     times: list[int] = []
     cols: dict[str, list[float]] = {k: [] for k in ("open", "high", "low", "close", "volume", "quote_volume")}
     trades: list[int] = []
