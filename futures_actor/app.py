@@ -67,7 +67,7 @@ from futures_actor.binance.gateway import ExchangeGateway
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.urls import resolve_urls
-from futures_actor.cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, kill_file_path
+from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, kill_file_path
 from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
 from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import msgspec
 
 from futures_actor import __version__
+from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, KILL_FILE, kill_file_path
 from futures_actor.core.clock import SystemWallClock, iso_utc
 from futures_actor.core.config import BotConfig, ConfigError, Mode, config_to_dict, load_config
 from futures_actor.core.secrets import MASK, Secrets, load_dotenv
@@ -56,17 +57,11 @@ __all__ = [
     "resolve_run_options",
 ]
 
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_CONFIG = 2
-
 DEFAULT_CONFIG = Path("config/config.json")
 EXAMPLE_CONFIG = Path("config/config.example.json")
 PACKAGED_EXAMPLE_NAME = "config.example.json"
 CONFIG_DIR_NAME = "config"
 DEFAULT_ENV_FILE = Path(".env")
-CONTROL_DIR = "control"
-KILL_FILE = "kill"
 
 # Tool subcommands: (module, function). Each function takes the remaining argv and returns an exit code.
 TOOLS: dict[str, tuple[str, str]] = {
@@ -127,11 +122,6 @@ def resolve_config_dir(value: str, config_path: Path) -> Path:
     relative path taken from `config_base_dir(config_path)`."""
     path = Path(value).expanduser()
     return path if path.is_absolute() else config_base_dir(config_path) / path
-
-
-def kill_file_path(state_dir: Path) -> Path:
-    """`<state_dir>/control/kill`: present means "kill switch engaged" until `resume` removes it."""
-    return state_dir / CONTROL_DIR / KILL_FILE
 
 
 # ---------------------------------------------------------------------------------------------- parser

@@ -37,3 +37,12 @@ def test_the_replay_clock_is_trios_mock_clock() -> None:
     clock = replay_clock()
     assert isinstance(clock, trio.testing.MockClock)
     assert clock.autojump_threshold == 0
+
+
+def test_app_does_not_import_the_command_line() -> None:
+    """No app <-> cli import circle: exit codes and the kill-file path live in `control`."""
+    code = "import sys\nimport futures_actor.app\nprint('futures_actor.cli' in sys.modules)\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "False"
