@@ -621,8 +621,7 @@ class PaperExchange:
             eng.unpin_mark(symbol)
         events = eng.move(symbol, _dec(p), continuous=continuous)
         path.t, path.p = t, p
-        self._dirty = True
-        if events:
+        if events:  # a price move alone is market data, re-fed after a restart: nothing to persist
             self._emit(events, t)
 
     def _credit_volume(self, symbol: str, path: _Path, t: int) -> None:
@@ -755,7 +754,6 @@ class PaperExchange:
         eng = self._engine
         eng.now_ms = t
         events = eng.on_book(symbol, _dec(b), _dec(a))
-        self._dirty = True
         if events:
             self._emit(events, t)
         self._schedule(symbol)
