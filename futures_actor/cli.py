@@ -60,6 +60,8 @@ __all__ = [
 DEFAULT_CONFIG = Path("config/config.json")
 EXAMPLE_CONFIG = Path("config/config.example.json")
 PACKAGED_EXAMPLE_NAME = "config.example.json"
+HEALTHCHECK_TIMEOUT_S = 4.0  # below the container HEALTHCHECK's --timeout=5s
+HTTP_OK = 200
 CONFIG_DIR_NAME = "config"
 DEFAULT_ENV_FILE = Path(".env")
 
@@ -228,6 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(kill, suppress=True)
     resume = sub.add_parser("resume", help="release the operator kill switch")
     _add_common(resume, suppress=True)
+    health = sub.add_parser(
+        "healthcheck", help="exit 0 if the bot's /health (host and port from the config) answers 200"
+    )
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=HEALTHCHECK_TIMEOUT_S,
+        help=f"seconds to wait for the answer (default: {HEALTHCHECK_TIMEOUT_S})",
+    )
+    _add_common(health, suppress=True)
     report = sub.add_parser("report", help="render report.html from a log directory (replay or live)")
     report.add_argument("log_dir_arg", metavar="LOG_DIR", type=Path, help="the run's log directory")
     report.add_argument(
@@ -430,6 +442,36 @@ def _resume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     return EXIT_OK
 
 
+def _healthcheck(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """GET /health of the running bot, on the host and port of the same config the bot reads.
+
+    A wildcard bind address (`0.0.0.0`, `::`) is asked on loopback. Exit 0 on 200, 1 otherwise (503 in
+    safe mode, no answer, the server disabled in the config): what a container HEALTHCHECK needs.
+    """
+    import urllib.error
+    import urllib.request
+
+    cfg = load_config(_resolve_config_path(args.config, stderr, [])).health
+    if not cfg.http_enabled:
+        print("futures-actor: healthcheck: health.http_enabled is false: no /health to ask", file=stderr)
+        return EXIT_RUNTIME
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(cfg.http_host, cfg.http_host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{cfg.http_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        print(f"futures-actor: healthcheck: {url} unreachable: {type(exc).__name__}: {exc}", file=stderr)
+        return EXIT_RUNTIME
+    if status != HTTP_OK:
+        print(f"futures-actor: healthcheck: {url}: {status}", file=stderr)
+        return EXIT_RUNTIME
+    stdout.write(f"{url}: {status}\n")
+    return EXIT_OK
+
+
 def _report(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from futures_actor.tearsheet import write_report
 
@@ -537,6 +579,8 @@ def main(
                 return _kill(args, out, err)
             case "resume":
                 return _resume(args, out, err)
+            case "healthcheck":
+                return _healthcheck(args, out, err)
             case "report":
                 return _report(args, out, err)
             case None:

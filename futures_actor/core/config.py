@@ -267,7 +267,9 @@ class HealthConfig(_Section, frozen=True):
     heartbeat_file: FileName = "heartbeat.json"
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
-    http_port: Port = 8080
+    # Not 8080 (freqtrade's API, and the first pick of many local tools), outside Prometheus's exporter
+    # range 9100-9999 (fully allocated) and not in /etc/services: free on a trader's machine by default.
+    http_port: Port = 8478
 
 
 class ShutdownConfig(_Section, frozen=True):

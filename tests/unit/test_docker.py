@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
+import pytest
+
+from futures_actor.cli import HEALTHCHECK_TIMEOUT_S
 from futures_actor.core.config import default_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,20 +61,49 @@ def _seconds(text: str) -> float:
 class TestDockerfile:
     """Slim Python >= 3.11, pinned deps, non-root, PID 1 gets SIGTERM, volumes, health check."""
 
-    def test_slim_python_base(self) -> None:
-        m = re.fullmatch(r"python:3\.(\d+)-slim(-\w+)?", _one("FROM"))
-        assert m is not None
+    def test_slim_python_base_pinned_by_digest(self) -> None:
+        m = re.fullmatch(r"python:3\.(\d+)-slim(-\w+)?@sha256:([0-9a-f]{64})", _one("FROM"))
+        assert m is not None, "FROM must name the tag and pin its digest"
         assert int(m.group(1)) >= 11
 
-    def test_installs_from_lock(self) -> None:
-        runs = [args for word, args in _instructions() if word == "RUN"]
-        assert any("pip install -r requirements.txt" in r for r in runs)
-        assert any("pip install --no-deps ." in r for r in runs)
+    def test_installs_only_hashed_distributions(self) -> None:
+        runs = " ".join(args for word, args in _instructions() if word == "RUN")
+        assert "pip install --require-hashes -r requirements.txt" in runs
+        assert "pip install --require-hashes -r requirements-build.txt" in runs
+        # the package itself: no dependency resolution, no isolated build env fetched unchecked
+        assert "pip install --no-deps --no-build-isolation ." in runs
+        assert (
+            re.search(r"pip install(?! --require-hashes)(?! --no-deps --no-build-isolation \.)", runs) is None
+        )
 
-    def test_non_root_user(self) -> None:
+    @pytest.mark.parametrize("name", ["requirements.txt", "requirements-build.txt"])
+    def test_locks_pin_and_hash_every_distribution(self, name: str) -> None:
+        text = (REPO / name).read_text(encoding="utf-8")
+        pins = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+) \\$", text, re.MULTILINE)
+        assert pins
+        blocks = re.split(r"^(?=[A-Za-z0-9_.-]+==)", text, flags=re.MULTILINE)[1:]
+        assert len(blocks) == len(pins)
+        for block in blocks:
+            assert re.search(r"--hash=sha256:[0-9a-f]{64}", block), block.splitlines()[0]
+
+    def test_runtime_lock_matches_the_dependencies(self) -> None:
+        meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+        pinned = {
+            m.lower()
+            for m in re.findall(
+                r"^([A-Za-z0-9_.-]+)==", (REPO / "requirements.txt").read_text(), re.MULTILINE
+            )
+        }
+        for dep in meta["project"]["dependencies"]:
+            name = re.split(r"[<>=!~ ;\[]", dep, maxsplit=1)[0].lower()
+            assert name in pinned, dep
+
+    def test_numeric_non_root_user(self) -> None:
         user = _one("USER")
-        assert user not in ("root", "0")
-        assert f"useradd --create-home --uid 10001 --user-group {user}" in DOCKERFILE
+        assert re.fullmatch(r"[1-9]\d*:[1-9]\d*", user), "USER must be a numeric uid:gid, not root"
+        uid, gid = user.split(":")
+        assert f"useradd --uid {uid} --gid {gid}" in DOCKERFILE
+        assert f"chown {uid}:{gid} /app/logs /app/state" in DOCKERFILE
 
     def test_exec_form_entrypoint_and_stopsignal(self) -> None:
         assert json.loads(_one("ENTRYPOINT")) == ["python", "-m", "futures_actor"]
@@ -80,16 +113,18 @@ class TestDockerfile:
     def test_volumes(self) -> None:
         assert json.loads(_one("VOLUME")) == ["/app/logs", "/app/state"]
 
-    def test_healthcheck_uses_health_endpoint_without_curl(self) -> None:
+    def test_healthcheck_follows_the_configured_port(self) -> None:
+        """The check runs `futures-actor healthcheck`, which reads host and port from the bot's config
+        (tests/unit/test_healthcheck_cmd.py), instead of a port written into the image."""
         health = _one("HEALTHCHECK")
-        cfg = default_config().health
         assert health.startswith("--interval=")
+        timeout = re.search(r"--timeout=(\d+)s", health)
+        assert timeout is not None
+        assert int(timeout.group(1)) > HEALTHCHECK_TIMEOUT_S
         cmd = json.loads(health.split("CMD", 1)[1].strip())
-        assert cmd[:2] == ["python", "-c"]
-        assert f"http://{cfg.http_host}:{cfg.http_port}/health" in cmd[2]
-        assert "urllib.request" in cmd[2]
+        assert cmd == ["python", "-m", "futures_actor", "healthcheck"]
         assert "curl" not in DOCKERFILE
-        compile(cmd[2], "<healthcheck>", "exec")
+        assert str(default_config().health.http_port) in _one("EXPOSE").split()
 
     def test_dockerignore_keeps_secrets_and_venv_out(self) -> None:
         ignored = (REPO / ".dockerignore").read_text(encoding="utf-8").split()
@@ -98,7 +133,28 @@ class TestDockerfile:
 
 
 class TestCompose:
-    """restart, env_file, volumes, stop grace above the shutdown timeout, capped logs."""
+    """restart, env_file, volumes, stop grace above the shutdown timeout, capped logs, hardening."""
+
+    def test_hardening(self) -> None:
+        svc = _compose_service()
+        assert svc["security_opt"].split() == ["-", "no-new-privileges:true"]
+        assert svc["cap_drop"].split() == ["-", "ALL"]
+        assert svc["read_only"] == "true"
+        assert "/tmp" in svc["tmpfs"]
+        assert "cap_add" not in svc
+        assert "privileged" not in svc
+
+    def test_resource_limits(self) -> None:
+        svc = _compose_service()
+        assert 0 < float(svc["cpus"]) <= 4
+        assert re.fullmatch(r"\d+[mg]", svc["mem_limit"])
+        assert svc["memswap_limit"] == svc["mem_limit"]  # no swap beyond the memory limit
+        assert 0 < int(svc["pids_limit"]) <= 1024
+
+    def test_health_port_not_published_beyond_loopback(self) -> None:
+        """The kill switch must not be reachable from outside: no `ports:`, and the bot binds 127.0.0.1."""
+        assert "ports" not in _compose_service()
+        assert default_config().health.http_host == "127.0.0.1"
 
     def test_service_settings(self) -> None:
         svc = _compose_service()
@@ -138,6 +194,7 @@ class TestReadmeAndCi:
         assert "bash scripts/install.sh" in readme
         assert ".venv/bin/python -m pytest" in readme
         assert "--no-emit-index-url --no-emit-find-links" in readme
+        assert "--generate-hashes" in readme
 
     def test_ci_runs_the_readme_test_command_under_set_e(self) -> None:
         ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
