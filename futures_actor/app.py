@@ -16,6 +16,7 @@ phase is shielded and bounded by `shutdown.timeout_seconds`. A second signal can
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import sys
@@ -60,7 +61,14 @@ from futures_actor.actors.reporter import Reporter
 from futures_actor.actors.scheduler import Job, Scheduler
 from futures_actor.actors.supervision import ChildDropped, Supervisor
 from futures_actor.actors.symbol_actor import SymbolActor, open_symbol_inbox
-from futures_actor.actors.telegram import TELEGRAM_OUTBOX_SIZE, TelegramNotifier, TelegramSender, TelegramText
+from futures_actor.actors.telegram import (
+    TELEGRAM_OUTBOX_SIZE,
+    CommandHandlers,
+    TelegramCommands,
+    TelegramNotifier,
+    TelegramSender,
+    TelegramText,
+)
 from futures_actor.binance.binance_gateway import BinanceGateway, user_stream_factory
 from futures_actor.binance.errors import BinanceError
 from futures_actor.binance.gateway import ExchangeGateway
@@ -509,6 +517,60 @@ class System:
         kill_file_path(self.parts.state_dir).unlink(missing_ok=True)
         await self.resume(reason)
 
+    def _telegram_handlers(self) -> CommandHandlers:
+        """Telegram's /status, /positions, /daily, /profit, /kill, /resume, answered from this system."""
+
+        def status() -> str:
+            snap = self.health.snapshot()
+            lines = [f"mode {self.parts.mode}"]
+            if snap is not None:
+                lines.append(f"health {snap.state}, trading {snap.trading_state}, safe mode {snap.safe_mode}")
+                lines.extend(f"- {reason}" for reason in snap.reasons)
+            lines.append(f"kill switch {'ENGAGED' if self.kill_engaged else 'off'}")
+            lines.append(f"open positions {len(self.execution.open_trades())}")
+            return "\n".join(lines)
+
+        def positions() -> str:
+            trades = self.execution.open_trades()
+            if not trades:
+                return "No open positions."
+            lines = []
+            for t in trades:
+                st = t.to_state()
+                entry = st.entry_cost / st.entry_filled if st.entry_filled else st.plan.entry_price
+                lines.append(
+                    f"{t.symbol} {t.side.value} qty {st.entry_filled - st.exit_filled} entry {entry:.6g} "
+                    f"stop {st.stop_price} ({t.phase.value})"
+                )
+            return "\n".join(lines)
+
+        def daily() -> str:
+            reports = sorted(self.parts.log_dir.glob("daily-report-*.json"))
+            if not reports:
+                return "No daily report yet."
+            r = json.loads(reports[-1].read_text(encoding="utf-8"))
+            return (
+                f"{r.get('day')}: realized {r.get('realized_pnl_usd', 0.0):+.2f} USDT, equity "
+                f"{r.get('equity_usd', 0.0):.2f}, trades {r.get('trade_count', 0)}, win rate "
+                f"{100 * r.get('win_rate', 0.0):.0f}%, fees {r.get('fees_usd', 0.0):.2f}"
+            )
+
+        def profit() -> str:
+            total = summarize_trades(self.parts.journal.records(), start_equity_usd=0.0).total
+            return (
+                f"{total.trades} closed trades, pnl {total.pnl_usd:+.2f} USDT, win rate {100 * total.win_rate:.0f}%, "
+                f"expectancy {total.expectancy_r:+.3f} R, fees {total.fees_usd:.2f}, funding {total.funding_usd:+.2f}"
+            )
+
+        return CommandHandlers(
+            status=status,
+            positions=positions,
+            daily=daily,
+            profit=profit,
+            kill=self._http_kill,
+            resume=self._http_resume,
+        )
+
     async def _watch_kill_file(self) -> None:
         """`python -m futures_actor kill` writes the file; `resume` removes it (survives restarts)."""
         path = kill_file_path(self.parts.state_dir)
@@ -683,6 +745,17 @@ class System:
                             app, host=cfg.health.http_host, port=cfg.health.http_port, task_status=task_status
                         )
                     )
+                if (
+                    parts.telegram is not None
+                    and cfg.notifications.telegram_commands_enabled
+                    and not parts.replay
+                ):
+                    commands = TelegramCommands(
+                        notifier=parts.telegram.notifier,
+                        cfg=cfg.notifications,
+                        handlers=self._telegram_handlers(),
+                    )
+                    await root.start(commands.run)
                 if parts.kill_file_watch:
                     root.start_soon(self._watch_kill_file)
                 if parts.api_weight is not None:

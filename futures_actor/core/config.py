@@ -243,6 +243,12 @@ class NotificationsConfig(_Section, frozen=True):
     telegram_timeout_seconds: PositiveFloat = 10.0
     telegram_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     telegram_retry_wait_seconds: PositiveFloat = 2.0
+    # Commands (/status, /positions, /daily, /profit, /kill, /resume) from the configured chat only.
+    telegram_commands_enabled: bool = True
+    # getUpdates long-poll: Telegram holds the request open up to this long when there is nothing new.
+    telegram_poll_timeout_seconds: Annotated[float, msgspec.Meta(gt=0.0, le=50.0)] = 30.0
+    # /kill asks for "/kill CONFIRM" within this many seconds before it flattens anything.
+    telegram_kill_confirm_seconds: PositiveFloat = 60.0
     daily_report_time_utc: HHMM = "00:05"
 
 
