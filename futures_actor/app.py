@@ -34,14 +34,25 @@ import trio
 from futures_actor.actors.clock import TrioWallClock, system_wall_clock
 from futures_actor.actors.execution import Execution
 from futures_actor.actors.health import (
+    CLIENT_COUNTED_FAULTS,
     DataReceived,
     FaultReported,
     HealthActor,
     TradingStateChanged,
     UnwatchSymbol,
     WatchStream,
+    exchange_fault_kind,
 )
-from futures_actor.actors.http_health import API_WEIGHT_USED, HealthHttpApp, Metrics, serve_http
+from futures_actor.actors.http_health import (
+    API_WEIGHT_USED,
+    ControlPolicy,
+    HealthHttpApp,
+    Metrics,
+    control_token_from_env,
+    is_loopback_host,
+    open_http_listeners,
+    serve_http,
+)
 from futures_actor.actors.market_data import MarketData, MarketRouter
 from futures_actor.actors.messages import (
     BookUpdated,
@@ -86,8 +97,33 @@ from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bo
 from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import count_trades, render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
-from futures_actor.logs import LogSink, configure_logging, get_logger, reset_logging, stream_files
-from futures_actor.startup import replay_rules, replay_universe_selection, select_live_universe
+from futures_actor.logs import (
+    LogSink,
+    configure_logging,
+    current_sink,
+    get_logger,
+    register_secrets,
+    reset_logging,
+    stream_files,
+)
+from futures_actor.startup import (
+    BAN_FILE,
+    ShutdownSignals,
+    StartupRetry,
+    read_ban_until,
+    replay_rules,
+    replay_universe_selection,
+    select_live_universe,
+    write_ban_until,
+)
+from futures_actor.state.guard import (
+    StateDirLocked,
+    StateGuardError,
+    check_exchange_clean,
+    check_state_present,
+    lock_state_dir,
+    state_file_missing,
+)
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
 from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
@@ -172,6 +208,58 @@ class SystemParts:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     # The hedge rule's beta reference: the selected symbol of highest volume (BOT_SPEC §8.5).
     reference_symbol: str = ""
+    # The health endpoint's sockets, bound before start-up (None: bind health.http_host:http_port).
+    http_listeners: list[trio.SocketListener] | None = None
+    # The bearer token of POST /kill and /resume ("" = none: loopback requests only).
+    control_token: str = ""
+    # The REST client reports every exchange error response itself (`System.report_exchange_error`),
+    # so the counted kinds an actor reports after its retries gave up are not counted a second time.
+    client_counts_errors: bool = False
+
+
+class ConflatedPrices:
+    """The price stream to Execution, conflated: only the latest book and mark price per symbol is kept.
+
+    Market data must never wait on order I/O (BOT_SPEC §12, issue 9 #13): Execution awaits exchange calls
+    one at a time, so while an order placement takes 30 s its inbox stops draining. `put` never blocks
+    (a newer price replaces the one not yet delivered, per symbol and kind); `forward` delivers what is
+    pending, oldest update first, waiting on Execution's inbox without holding up the market-data router.
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], BookUpdated | MarkUpdated] = {}
+        self._pending = trio.Event()
+        self.replaced = 0  # prices superseded before delivery (for tests and logs)
+
+    def put(self, msg: BookUpdated | MarkUpdated) -> None:
+        key = (type(msg).__name__, msg.symbol)
+        if self._latest.pop(key, None) is not None:
+            self.replaced += 1
+        self._latest[key] = msg
+        self._pending.set()
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    async def forward(self, send: trio.MemorySendChannel[Any]) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending = trio.Event()
+            while self._latest:
+                key = next(iter(self._latest))
+                await send.send(self._latest.pop(key))
+
+
+class _StartedFlag:
+    """A task status that remembers whether `started()` was called."""
+
+    def __init__(self, inner: trio.TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+
+    def started(self, value: None = None) -> None:
+        self.done = True
+        self._inner.started(value)
 
 
 @dataclass
@@ -204,8 +292,12 @@ class System:
         self.stopped = trio.Event()
         self.exit_code = EXIT_OK
         self.kill_engaged = False
+        self.started = False
+        # Why the system stopped on its own (a fault that requires it), for the operator; None if asked.
+        self.stop_reason: str | None = None
         self._health_send, self._health_recv = trio.open_memory_channel[Any](HEALTH_INBOX_SIZE)
         self._exec_send, self._exec_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
+        self.exec_prices = ConflatedPrices()
         self._risk_send, self._risk_recv = open_risk_inbox()
         self._report_send, self._report_recv = trio.open_memory_channel[Any](REPORTER_INBOX_SIZE)
         self._symbol_inboxes: dict[str, tuple[Any, Any]] = {}
@@ -335,6 +427,18 @@ class System:
             fault = FaultKind(kind)
         except ValueError:
             fault = FaultKind.UNEXPECTED_EXCEPTION
+        if self.parts.client_counts_errors and fault in CLIENT_COUNTED_FAULTS:
+            return  # already counted once per error response by `report_exchange_error`
+        self._send_fault(fault, symbol, detail)
+
+    def report_exchange_error(self, exc: BaseException) -> None:
+        """The REST client's hook: every exchange error response counts (BOT_SPEC §12), retried or not."""
+        fault = exchange_fault_kind(exc)
+        if fault is not None:
+            self._send_fault(fault, None, f"{type(exc).__name__}: {exc}")
+
+    def _send_fault(self, fault: FaultKind, symbol: str | None, detail: str) -> None:
+        kind = fault.value
         try:
             self._health_send.send_nowait(
                 FaultReported(kind=fault, detail=f"{symbol or ''} {detail}".strip(), ts=None)
@@ -660,7 +764,8 @@ class System:
 
     async def _actor_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
         """Market facts the central actors need: 1h closes to PortfolioRisk (correlation), book and
-        mark prices to Execution (re-pricing a retried entry from the mid, the price band of a kill)."""
+        mark prices to Execution (re-pricing a retried entry from the mid, the price band of a kill),
+        conflated so that a slow exchange call in Execution never holds up market data."""
         trend_tf = self.parts.cfg.timeframes.trend_tf
         async for msg in recv:
             match msg:
@@ -673,7 +778,7 @@ class System:
                         _feed_replay_funding(paper, msg)
                     await self._exec_send.send(msg)
                 case BookUpdated() | MarkUpdated():
-                    await self._exec_send.send(msg)
+                    self.exec_prices.put(msg)
                 case _:
                     pass
 
@@ -688,90 +793,137 @@ class System:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         parts = self.parts
-        cfg = parts.cfg
+        sink = current_sink()
+        if sink is not None:
+            token = trio.lowlevel.current_trio_token()
+            # Called from whatever thread logged; run_sync_soon brings it into trio (thread-safe).
+            sink.on_write_error = lambda exc: token.run_sync_soon(self._log_write_failed, exc)
         try:
             async with trio.open_nursery() as root:
                 self._root = root
                 if parts.signals:
                     root.start_soon(self._watch_signals)
-                await root.start(parts.gateway.run)
-                await root.start(self._run_critical, "execution", self.execution.run, self._exec_recv)
-                await root.start(self._run_critical, "portfolio_risk", self.risk.run, self._risk_recv)
-                await root.start(self.health.run, self._health_recv)
-                await root.start(self.reporter.run, self._report_recv)
-                tap_send, tap_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
-                self.router.add_tap(tap_send)
-                root.start_soon(self._actor_tap, tap_recv)
-                if parts.paper is not None and not parts.replay:
-                    paper_send, paper_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
-                    self.router.add_tap(paper_send)
-                    root.start_soon(self._paper_tap, paper_recv)
-                if self.shadow is not None:
-                    shadow_send, shadow_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
-                    self.router.add_tap(shadow_send)
-                    await root.start(self._run_shadow_book, shadow_recv)
-                # Market data is built first (symbol actors' history loader may use its REST client)
-                # and started after the symbols, whose inboxes its start-up backfill fills.
-                market_run = parts.market(self)
-                await root.start(self.supervisor.run)
-                for symbol in parts.symbols:
-                    await self.start_symbol(symbol)
-                await root.start(market_run)
-                if not parts.replay:
-                    for symbol in parts.symbols:
-                        for stream in WATCHED_STREAMS:
-                            await self._health_send.send(WatchStream(symbol=symbol, stream=stream))
-                tick_send, tick_recv = trio.open_memory_channel[Any](SCHEDULER_TICK_INBOX_SIZE)
-                subscribers: dict[Job, list[Any]] = {Job.DAILY_REPORT: [self._report_send]}
-                if parts.refresh_universe is not None:
-                    subscribers[Job.UNIVERSE_REFRESH] = [tick_send]
-                    root.start_soon(self._universe_refresher, tick_recv)
-                scheduler = Scheduler(
-                    cfg=cfg,
-                    wall_clock=parts.wall_clock,
-                    subscribers=subscribers,
-                    max_sleep_s=REPLAY_SCHEDULER_MAX_SLEEP_SECONDS if parts.replay else None,
-                )
-                await root.start(scheduler.run)
-                if parts.http and cfg.health.http_enabled:
-                    app = HealthHttpApp(
-                        snapshot=self.health.snapshot,
-                        metrics=self.metrics,
-                        on_kill=self._http_kill,
-                        on_resume=self._http_resume,
-                    )
-                    await root.start(
-                        lambda task_status: serve_http(
-                            app, host=cfg.health.http_host, port=cfg.health.http_port, task_status=task_status
-                        )
-                    )
-                if (
-                    parts.telegram is not None
-                    and cfg.notifications.telegram_commands_enabled
-                    and not parts.replay
-                ):
-                    commands = TelegramCommands(
-                        notifier=parts.telegram.notifier,
-                        cfg=cfg.notifications,
-                        handlers=self._telegram_handlers(),
-                    )
-                    await root.start(commands.run)
-                if parts.kill_file_watch:
-                    root.start_soon(self._watch_kill_file)
-                if parts.api_weight is not None:
-                    root.start_soon(self._publish_api_weight, parts.api_weight)
-                log.info("system_started", mode=parts.mode, symbols=list(parts.symbols))
-                task_status.started()
+                with trio.CancelScope() as starting:
+                    root.start_soon(self._abort_start_on_stop, starting)
+                    await self._start_actors(root, task_status)
+                if not self.started:
+                    # A stop request (signal) during start-up: nothing decided yet, everything needed
+                    # to resume is persisted per change; the actors that did start are cancelled.
+                    log.warning("startup_aborted", reason="stop requested during start-up")
+                    log.warning("shutdown_done", exit_code=self.exit_code)
+                    root.cancel_scope.cancel()
+                    return
                 await self.stop_requested.wait()
                 await self._orderly_stop()
                 root.cancel_scope.cancel()
         finally:
+            if sink is not None:
+                sink.on_write_error = None
             self._root = None
             if self.shadow is not None:
                 # Normally closed by the shadow book's task; here if `run` ended before it started.
                 self.shadow.journal.close()
                 self.shadow.store.close()
             self.stopped.set()
+
+    def _log_write_failed(self, exc: OSError) -> None:
+        """The log disk refuses writes (full): alert, safe mode, then an orderly stop with exit 1.
+
+        Trading on without an event log would hide every decision; the trade journal and the state
+        store refuse loudly on their own (a closed trade whose record could not be written is
+        re-written from the state file at the next start)."""
+        reason = f"log disk refuses writes: {exc.filename or ''} {exc.strerror or exc}".strip()
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        print(
+            f"futures-actor: {reason}; entering safe mode and stopping in order", file=sys.stderr, flush=True
+        )
+        log.critical("log_write_failed", error=str(exc), errno=exc.errno, action="safe mode, orderly stop")
+        self.report_fault(FaultKind.LOG_WRITE.value, None, reason)
+        self.exit_code = EXIT_RUNTIME
+        self.stop_requested.set()
+
+    async def _abort_start_on_stop(self, starting: trio.CancelScope) -> None:
+        await self.stop_requested.wait()
+        if not self.started:
+            starting.cancel()
+
+    async def _start_actors(self, root: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
+        """Start every actor in dependency order; `started` is set at the end."""
+        parts = self.parts
+        cfg = parts.cfg
+        await root.start(parts.gateway.run)
+        await root.start(self._run_critical, "execution", self.execution.run, self._exec_recv)
+        await root.start(self._run_critical, "portfolio_risk", self.risk.run, self._risk_recv)
+        await root.start(self.health.run, self._health_recv)
+        await root.start(self.reporter.run, self._report_recv)
+        tap_send, tap_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
+        self.router.add_tap(tap_send)
+        root.start_soon(self._actor_tap, tap_recv)
+        root.start_soon(self.exec_prices.forward, self._exec_send)
+        if parts.paper is not None and not parts.replay:
+            paper_send, paper_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
+            self.router.add_tap(paper_send)
+            root.start_soon(self._paper_tap, paper_recv)
+        if self.shadow is not None:
+            shadow_send, shadow_recv = trio.open_memory_channel[Any](PAPER_TAP_SIZE)
+            self.router.add_tap(shadow_send)
+            await root.start(self._run_shadow_book, shadow_recv)
+        # Market data is built first (symbol actors' history loader may use its REST client)
+        # and started after the symbols, whose inboxes its start-up backfill fills.
+        market_run = parts.market(self)
+        await root.start(self.supervisor.run)
+        for symbol in parts.symbols:
+            await self.start_symbol(symbol)
+        await root.start(market_run)
+        if not parts.replay:
+            for symbol in parts.symbols:
+                for stream in WATCHED_STREAMS:
+                    await self._health_send.send(WatchStream(symbol=symbol, stream=stream))
+        tick_send, tick_recv = trio.open_memory_channel[Any](SCHEDULER_TICK_INBOX_SIZE)
+        subscribers: dict[Job, list[Any]] = {Job.DAILY_REPORT: [self._report_send]}
+        if parts.refresh_universe is not None:
+            subscribers[Job.UNIVERSE_REFRESH] = [tick_send]
+            root.start_soon(self._universe_refresher, tick_recv)
+        scheduler = Scheduler(
+            cfg=cfg,
+            wall_clock=parts.wall_clock,
+            subscribers=subscribers,
+            max_sleep_s=REPLAY_SCHEDULER_MAX_SLEEP_SECONDS if parts.replay else None,
+        )
+        await root.start(scheduler.run)
+        if parts.http and cfg.health.http_enabled:
+            app = HealthHttpApp(
+                snapshot=self.health.snapshot,
+                metrics=self.metrics,
+                on_kill=self._http_kill,
+                on_resume=self._http_resume,
+                control=ControlPolicy(token=parts.control_token, bind_host=cfg.health.http_host),
+                kill_engaged=lambda: self.kill_engaged,
+            )
+            await root.start(
+                lambda task_status: serve_http(
+                    app,
+                    host=cfg.health.http_host,
+                    port=cfg.health.http_port,
+                    listeners=parts.http_listeners,
+                    task_status=task_status,
+                )
+            )
+        if parts.telegram is not None and cfg.notifications.telegram_commands_enabled and not parts.replay:
+            commands = TelegramCommands(
+                notifier=parts.telegram.notifier,
+                cfg=cfg.notifications,
+                handlers=self._telegram_handlers(),
+            )
+            await root.start(commands.run)
+        if parts.kill_file_watch:
+            root.start_soon(self._watch_kill_file)
+        if parts.api_weight is not None:
+            root.start_soon(self._publish_api_weight, parts.api_weight)
+        self.started = True
+        log.info("system_started", mode=parts.mode, symbols=list(parts.symbols))
+        task_status.started()
 
     async def _run_critical(
         self,
@@ -781,10 +933,16 @@ class System:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """A critical actor: its crash is a safety fault that stops the bot in order (exit 1)."""
+        """A critical actor: its crash is a safety fault that stops the bot in order (exit 1).
+
+        A failure before the actor is up (Execution's start-up reconcile) propagates: the start-up
+        failed, and the caller decides (a transient exchange error is retried by `run_live`)."""
+        status = _StartedFlag(task_status)
         try:
-            await run(inbox, task_status=task_status)
+            await run(inbox, task_status=status)
         except Exception as exc:
+            if not status.done:
+                raise
             log.critical("critical_actor_crashed", actor=name, error_type=type(exc).__name__, exc_info=exc)
             self.exit_code = EXIT_RUNTIME
             self.report_fault("UNEXPECTED_EXCEPTION", None, f"{name} crashed: {type(exc).__name__}")
@@ -980,7 +1138,34 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
     The log directory becomes the run directory: trades.jsonl and events.jsonl (one file each for the
     whole run), daily-report-*.json, equity.csv, summary.json and report.html. stdout gets the progress
     lines and the summary only.
+
+    SIGTERM and SIGINT are handled from the start: the first stops the replay in order and prints the
+    summary of the trades so far (exit 0); a second one exits at once (exit 1).
     """
+    signals = ShutdownSignals()
+    code = EXIT_RUNTIME
+    try:
+        lock = lock_state_dir(options.state_dir)
+    except StateDirLocked as exc:
+        print(f"futures-actor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    with lock:
+        async with trio.open_nursery() as outer:
+            await outer.start(signals.watch, outer.cancel_scope)
+            with trio.CancelScope() as loading:
+                signals.set_action(loading.cancel, phase="replay start-up")
+                code = await _run_replay_body(options, out, signals)
+            if loading.cancelled_caught:
+                print("replay interrupted during start-up: no trades", file=out or sys.stdout)
+                code = EXIT_OK
+            outer.cancel_scope.cancel()
+    if signals.immediate:
+        print("futures-actor: replay stopped at once (second signal)", file=sys.stderr)
+        return EXIT_RUNTIME
+    return code
+
+
+async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: ShutdownSignals) -> int:
     stdout = out or sys.stdout
     cfg = options.config
     replay_dir = options.replay_dir
@@ -1120,6 +1305,7 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
             system = System(parts)
             system_box["system"] = system
             progress.system = system
+            signals.set_action(system.stop_requested.set, phase="replay")
             log.info(
                 "replay_starting",
                 directory=str(replay_dir),
@@ -1129,6 +1315,9 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
             )
             await system.run()
             sampler.finish()
+            if signals.requested.is_set():
+                log.warning("replay_interrupted", signal=signals.signal_name, trades_so_far=len(journal))
+                stdout.write(f"replay interrupted by {signals.signal_name}: summary of the trades so far\n")
             records = list(journal.records())
             summary = summarize_trades(records, start_equity_usd=cfg.replay.initial_balance_usdt)
             stats = feed.stats
@@ -1182,115 +1371,158 @@ async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
 
 
 async def run_live(options: RunOptions) -> int:
-    """PAPER_LIVE (live market data, paper exchange) or LIVE (Binance gateway)."""
+    """PAPER_LIVE (live market data, paper exchange) or LIVE (Binance gateway).
+
+    Signals are handled from the first line (BOT_SPEC §12): a SIGTERM/SIGINT during start-up aborts it
+    in order (exit 0, logged); once the system runs it stops it in order; a second signal cancels
+    everything at once (exit 1).
+    """
     cfg = options.config
     exchange_cfg = cfg.exchange
     if options.testnet:
         exchange_cfg = msgspec.structs.replace(exchange_cfg, environment="testnet")
         cfg = msgspec.structs.replace(cfg, exchange=exchange_cfg)
-    secrets = Secrets.from_env(cfg)
     clock = system_wall_clock()
     sink = _open_logging(options, clock, options.log_dir)
+    signals = ShutdownSignals()
+    code = EXIT_RUNTIME
+    try:
+        async with trio.open_nursery() as outer:
+            await outer.start(signals.watch, outer.cancel_scope)
+            code = await _run_live_guarded(options, cfg, clock, signals)
+            outer.cancel_scope.cancel()
+        if signals.immediate:
+            log.error("stopped_immediately", signal=signals.signal_name, phase=signals.phase)
+            code = EXIT_RUNTIME
+        return code
+    finally:
+        sink.close()
+        reset_logging()
+
+
+def _refuse(event: str, message: str, code: int = EXIT_CONFIG, **fields: Any) -> int:
+    """Log and print a start-up refusal; returns the exit code."""
+    log.error(event, message=message, **fields)
+    print(f"futures-actor: {message}", file=sys.stderr)
+    return code
+
+
+async def _run_live_guarded(
+    options: RunOptions, cfg: BotConfig, clock: WallClock, signals: ShutdownSignals
+) -> int:
+    secrets = Secrets.from_env(cfg)
+    control_token = control_token_from_env(cfg.health)
+    if control_token:
+        register_secrets([control_token])
     log.info("starting", mode=options.mode, testnet=options.testnet, api_key_set=bool(secrets.api_key))
     for warning in options.warnings:
         log.warning("startup_warning", message=warning)
     if options.mode == "LIVE" and not (secrets.api_key and secrets.api_secret):
-        log.error("live_refused", reason="LIVE needs the API key and secret in the environment")
-        print(
-            f"futures-actor: LIVE needs {cfg.exchange.api_key_env} and {cfg.exchange.api_secret_env} set",
-            file=sys.stderr,
+        return _refuse(
+            "live_refused",
+            f"LIVE needs {cfg.exchange.api_key_env} and {cfg.exchange.api_secret_env} set",
         )
-        sink.close()
-        reset_logging()
-        return EXIT_CONFIG
-    journal: TradeJournal | None = None
+    if cfg.health.http_enabled and not is_loopback_host(cfg.health.http_host) and not control_token:
+        return _refuse(
+            "http_bind_refused",
+            f"health.http_host {cfg.health.http_host!r} is not a loopback address: the kill and resume "
+            f"endpoints would be reachable from the network without a token; set "
+            f"{cfg.health.control_token_env} (health.control_token_env) or bind 127.0.0.1",
+        )
     try:
-        options.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_state_dir(options.state_dir)
+    except StateDirLocked as exc:
+        return _refuse("state_dir_locked", str(exc), state_dir=str(exc.state_dir), holder_pid=exc.holder_pid)
+    with lock:
+        listeners: list[trio.SocketListener] | None = None
+        if cfg.health.http_enabled:
+            # Bound before anything trades: a port in use stops the start here, not after reconciling.
+            try:
+                listeners = await open_http_listeners(cfg.health.http_host, cfg.health.http_port)
+            except OSError as exc:
+                return _refuse(
+                    "health_port_unavailable",
+                    f"health.http_port {cfg.health.http_port} on health.http_host {cfg.health.http_host}: "
+                    f"{exc.strerror or exc}; choose a free port (0 picks one) or stop the process using it",
+                )
+        try:
+            return await _run_live_locked(options, cfg, clock, signals, secrets, control_token, listeners)
+        finally:
+            for listener in listeners or ():
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+
+
+async def _run_live_locked(
+    options: RunOptions,
+    cfg: BotConfig,
+    clock: WallClock,
+    signals: ShutdownSignals,
+    secrets: Secrets,
+    control_token: str,
+    listeners: list[trio.SocketListener] | None,
+) -> int:
+    exchange_cfg = cfg.exchange
+    state_dir = options.state_dir
+    db_path = state_dir / cfg.state.db_file
+    journal: TradeJournal | None = None
+    holder: dict[str, System] = {}
+    try:
         journal = TradeJournal(directory=options.log_dir, cfg=cfg.logging, clock=clock)
-        with StateStore.open(options.state_dir / cfg.state.db_file) as store:
+        state_missing = state_file_missing(db_path)
+        check_state_present(db_path, journal_records=len(journal), fresh=options.fresh_state)
+        if state_missing and options.fresh_state:
+            log.warning("state_started_afresh", file=str(db_path), flag="--fresh-state")
+        with trio.CancelScope() as startup_scope:
+            retry = StartupRetry(cfg=cfg.startup, wall_clock=clock)
+            signals.set_action(startup_scope.cancel, phase="start-up")
+            await retry.wait_for_ban(read_ban_until(state_dir), source=BAN_FILE)
+            errors = _ErrorForwarder()
             async with (
                 BinanceRestClient(
                     cfg=exchange_cfg,
                     wall_clock=clock,
                     api_key=secrets.api_key if secrets.api_key else None,
                     api_secret=secrets.api_secret if secrets.api_secret else None,
+                    on_ban=lambda until_ms: write_ban_until(state_dir, until_ms),
+                    on_error=errors,
                 ) as rest,
-                trio.open_nursery() as nursery,
+                trio.open_nursery() as services,
             ):
-                await nursery.start(rest.run_time_sync)
-                managed = sorted({s.plan.symbol for s in store.load_lifecycles()})
-                selection, all_rules = await select_live_universe(rest, cfg, managed=managed)
-                symbols = list(dict.fromkeys([*selection.selected, *selection.retained_for_management]))
-                rules = {s: all_rules[s] for s in symbols if s in all_rules}
-                gateway: ExchangeGateway
-                paper: PaperExchange | None = None
-                if options.mode == "LIVE":
-                    gateway = BinanceGateway(
-                        rest=rest,
-                        user_stream=user_stream_factory(
-                            cfg=exchange_cfg, rest=rest, ws_base=resolve_urls(exchange_cfg).ws
-                        ),
-                    )
-                    await gateway.check_account_mode()
-                else:
-                    paper = PaperExchange.from_store(
-                        store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms
-                    )
-                    gateway = paper
-                telegram = await nursery.start(_start_telegram, cfg, secrets)
-                market_holder: dict[str, MarketData] = {}
-
-                def market(system: System) -> Callable[..., Awaitable[Any]]:
-                    md = MarketData(
-                        cfg=cfg,
-                        rest=rest,
-                        symbols=symbols,
-                        subscribers=system.router,
-                        on_fault=system.report_fault,
-                        on_data=system.report_data,
-                    )
-                    market_holder["md"] = md
-                    return md.run
-
-                async def refresh_universe(
-                    managed: Sequence[str],
-                ) -> tuple[list[str], dict[str, SymbolRules], str]:
-                    fresh, fresh_rules = await select_live_universe(rest, cfg, managed=managed)
-                    return list(fresh.selected), fresh_rules, fresh.reference_symbol
-
-                async def history(symbol: str) -> tuple[list[Candle], list[Candle]]:
-                    return await market_holder["md"].history(symbol)
-
-                parts = SystemParts(
-                    cfg=cfg,
-                    mode=options.mode,
-                    wall_clock=clock,
-                    gateway=gateway,
-                    store=store,
-                    journal=journal,
-                    rules=rules,
-                    symbols=symbols,
-                    log_dir=options.log_dir,
-                    state_dir=options.state_dir,
-                    market=market,
-                    history=history,
-                    paper=paper,
-                    http=True,
-                    signals=True,
-                    api_weight=lambda: rest.limiter.used_weight,
-                    telegram=telegram,
-                    refresh_universe=refresh_universe,
-                    reference_symbol=selection.reference_symbol,
-                    set_market_symbols=lambda syms: market_holder["md"].set_symbols(syms),
-                )
-                system = System(parts)
-                await system.run()
-                nursery.cancel_scope.cancel()
-                return system.exit_code
+                telegram = await services.start(_start_telegram, cfg, secrets)
+                while True:
+                    signals.set_action(startup_scope.cancel, phase="start-up")
+                    try:
+                        code = await _live_attempt(
+                            options=options,
+                            cfg=cfg,
+                            clock=clock,
+                            rest=rest,
+                            journal=journal,
+                            db_path=db_path,
+                            check_exchange=state_missing
+                            and options.mode == "LIVE"
+                            and not options.fresh_state,
+                            telegram=telegram,
+                            listeners=listeners,
+                            control_token=control_token,
+                            errors=errors,
+                            signals=signals,
+                            holder=holder,
+                        )
+                        services.cancel_scope.cancel()
+                        return code
+                    except Exception as exc:
+                        system = holder.pop("system", None)
+                        if system is not None and system.started:
+                            raise
+                        await retry.after_failure(exc, phase="start-up")
+        log.warning("startup_aborted", signal=signals.signal_name, reason="signal during start-up")
+        return EXIT_OK
+    except StateGuardError as exc:
+        return _refuse("state_refused", str(exc))
     except StateStoreError as exc:
-        log.error("state_store_error", error=str(exc))
-        print(f"futures-actor: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
+        return _refuse("state_store_error", str(exc), EXIT_RUNTIME)
     except Exception as exc:
         cause = _first_exchange_error(exc)
         if cause is None:
@@ -1301,8 +1533,121 @@ async def run_live(options: RunOptions) -> int:
     finally:
         if journal is not None:
             journal.close()
-        sink.close()
-        reset_logging()
+
+
+class _ErrorForwarder:
+    """The REST client's per-response error hook, forwarded to the running system's health (if any)."""
+
+    def __init__(self) -> None:
+        self.target: Callable[[BaseException], None] | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        if self.target is not None:
+            self.target(exc)
+
+
+async def _live_attempt(
+    *,
+    options: RunOptions,
+    cfg: BotConfig,
+    clock: WallClock,
+    rest: BinanceRestClient,
+    journal: TradeJournal,
+    db_path: Path,
+    check_exchange: bool,
+    telegram: TelegramSender | None,
+    listeners: list[trio.SocketListener] | None,
+    control_token: str,
+    errors: _ErrorForwarder,
+    signals: ShutdownSignals,
+    holder: dict[str, System],
+) -> int:
+    """One start-up attempt and, once it is up, the run. Raises on a start-up failure (retried above)."""
+    exchange_cfg = cfg.exchange
+    async with trio.open_nursery() as nursery:
+        await nursery.start(rest.run_time_sync)
+        if check_exchange:
+            prefix = f"{cfg.exchange.client_id_prefix}-"
+            ids = [o.client_order_id for o in await rest.open_orders()]
+            ids += [a.client_algo_id for a in await rest.open_algo_orders()]
+            check_exchange_clean(
+                db_path, our_client_ids=[i for i in ids if i.startswith(prefix)], fresh=False
+            )
+        with StateStore.open(db_path) as store:
+            managed = sorted({s.plan.symbol for s in store.load_lifecycles()})
+            selection, all_rules = await select_live_universe(rest, cfg, managed=managed)
+            symbols = list(dict.fromkeys([*selection.selected, *selection.retained_for_management]))
+            rules = {s: all_rules[s] for s in symbols if s in all_rules}
+            gateway: ExchangeGateway
+            paper: PaperExchange | None = None
+            if options.mode == "LIVE":
+                gateway = BinanceGateway(
+                    rest=rest,
+                    user_stream=user_stream_factory(
+                        cfg=exchange_cfg, rest=rest, ws_base=resolve_urls(exchange_cfg).ws
+                    ),
+                )
+                await gateway.check_account_mode()
+            else:
+                paper = PaperExchange.from_store(store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms)
+                gateway = paper
+            market_holder: dict[str, MarketData] = {}
+
+            def market(system: System) -> Callable[..., Awaitable[Any]]:
+                md = MarketData(
+                    cfg=cfg,
+                    rest=rest,
+                    symbols=symbols,
+                    subscribers=system.router,
+                    on_fault=system.report_fault,
+                    on_data=system.report_data,
+                )
+                market_holder["md"] = md
+                return md.run
+
+            async def refresh_universe(
+                managed: Sequence[str],
+            ) -> tuple[list[str], dict[str, SymbolRules], str]:
+                fresh, fresh_rules = await select_live_universe(rest, cfg, managed=managed)
+                return list(fresh.selected), fresh_rules, fresh.reference_symbol
+
+            async def history(symbol: str) -> tuple[list[Candle], list[Candle]]:
+                return await market_holder["md"].history(symbol)
+
+            parts = SystemParts(
+                cfg=cfg,
+                mode=options.mode,
+                wall_clock=clock,
+                gateway=gateway,
+                store=store,
+                journal=journal,
+                rules=rules,
+                symbols=symbols,
+                log_dir=options.log_dir,
+                state_dir=options.state_dir,
+                market=market,
+                history=history,
+                paper=paper,
+                http=True,
+                http_listeners=listeners,
+                control_token=control_token,
+                api_weight=lambda: rest.limiter.used_weight,
+                telegram=telegram,
+                refresh_universe=refresh_universe,
+                reference_symbol=selection.reference_symbol,
+                set_market_symbols=lambda syms: market_holder["md"].set_symbols(syms),
+                client_counts_errors=True,
+            )
+            system = System(parts)
+            holder["system"] = system
+            errors.target = system.report_exchange_error
+            signals.set_action(system.stop_requested.set, phase="running")
+            try:
+                await system.run()
+            finally:
+                errors.target = None
+            nursery.cancel_scope.cancel()
+            return system.exit_code
 
 
 async def _start_telegram(

@@ -98,6 +98,9 @@ class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
     env_file: Path | None = None
     console: str = "auto"
     warnings: tuple[str, ...] = ()
+    # `--fresh-state`: start although the state file is missing or empty while the trade journal (or,
+    # LIVE, the exchange) shows earlier trading (BOT_SPEC §10 [resolved]); refused otherwise.
+    fresh_state: bool = False
 
 
 def packaged_example_config() -> Path:
@@ -220,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet",
         action="store_true",
         help="no console log output (events.jsonl is still written; a replay still prints its summary)",
+    )
+    parser.add_argument(
+        "--fresh-state",
+        action="store_true",
+        help="start with a new state file on purpose although the state file is missing or empty while "
+        "the trade log (or, live, the exchange) shows earlier trading (refused without this flag)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate a config file and print the effective config")
@@ -370,6 +379,7 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
         env_file=args.env_file,
         console="quiet" if args.quiet else "auto",
         warnings=tuple(warnings),
+        fresh_state=bool(args.fresh_state),
     )
 
 

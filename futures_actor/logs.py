@@ -28,7 +28,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -332,6 +332,10 @@ class LogSink:
         self.console: ConsoleMode = console
         self._pretty = structlog.dev.ConsoleRenderer(colors=_isatty(stream)) if console == "pretty" else None
         self._lock = threading.Lock()
+        # Called (from whatever thread logged) with the error when the events file stops taking writes
+        # (a full disk): once per failure streak. Logging itself never raises into the caller.
+        self.on_write_error: Callable[[OSError], None] | None = None
+        self._write_failing = False
 
     def set_clock(self, clock: WallClock) -> None:
         """Switch the timestamp source (e.g. to the trio-driven clock once trio runs)."""
@@ -348,14 +352,27 @@ class LogSink:
     def emit(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
         """Final processor: write the event everywhere, hand structlog the JSON line."""
         line = _event_line(event_dict)
+        failed: OSError | None = None
         with self._lock:
             if self.events_file is not None:
-                self.events_file.write_line(line)
-            if self._console_min is not None and _level_number(str(event_dict.get("level", "info"))) < (
+                try:
+                    self.events_file.write_line(line)
+                    self._write_failing = False
+                except OSError as exc:
+                    # A full or failing log disk must not crash the actor that logged: the line goes to
+                    # stderr instead and the owner is told once (it alerts and stops in order).
+                    if not self._write_failing:
+                        failed = exc
+                    self._write_failing = True
+                    with contextlib.suppress(OSError, ValueError):
+                        sys.stderr.write(line + "\n")
+                        sys.stderr.flush()
+            quiet = self._console_min is not None and _level_number(str(event_dict.get("level", "info"))) < (
                 self._console_min
-            ):
-                return line
-            if self.console == "json":
+            )
+            if quiet:
+                pass
+            elif self.console == "json":
                 self.stream.write(line + "\n")
                 self.stream.flush()
             elif self._pretty is not None:
@@ -364,6 +381,8 @@ class LogSink:
                 rendered = self._pretty(logger, method, {"timestamp": event_dict["timestamp"], **pretty})
                 self.stream.write(str(rendered) + "\n")
                 self.stream.flush()
+        if failed is not None and self.on_write_error is not None:
+            self.on_write_error(failed)
         return line
 
     def close(self) -> None:
@@ -449,6 +468,11 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return sink
+
+
+def current_sink() -> LogSink | None:
+    """The sink `configure_logging` set up last (None when logging is not configured)."""
+    return _sink
 
 
 def reset_logging() -> None:

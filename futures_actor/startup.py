@@ -1,4 +1,16 @@
-"""Start-up inputs gathered at the edges: the universe (over REST or from recorded data) and symbol rules.
+"""Start-up: the universe and symbol rules gathered at the edges, the start-up retry policy, signals.
+
+Start-up policy (BOT_SPEC §10/§12 [resolved]):
+- Transient exchange errors at start-up (timeouts and connection failures, 5xx, 429, -1021, a 418 ban)
+  are retried, not fatal: `StartupRetry` waits with exponential backoff (`startup.retry_wait_*`), never
+  less than a 429's Retry-After, and a ban is waited out to its end without a request (the limiter
+  blocks every request until then; the end is also written to `<state_dir>/exchange_ban.json` so
+  that a restarted process waits too instead of hitting the ban again, which Binance escalates).
+  Each wait is logged (`startup_retry`). After `startup.give_up_seconds` of failures in a row (ban
+  waits excluded) the last error ends the start-up (exit 1). Anything else fails at once.
+- `ShutdownSignals` watches SIGTERM and SIGINT from the moment the process starts: the first one runs
+  the current orderly action (abort the start-up, or ask the running system to stop), a second one
+  cancels everything at once.
 
 BOT_SPEC §2 selection itself is pure (`core.universe.select_universe`); this module only collects its
 inputs. Live and paper: exchangeInfo, 24h tickers, premium index (funding), book-ticker samples over
@@ -13,16 +25,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import trio
 
+from futures_actor.binance import errors as bx
 from futures_actor.binance.models import ExchangeInfo, symbol_rules_from, usable_symbol_rules
 from futures_actor.binance.rest import BinanceRestClient
-from futures_actor.core.config import BotConfig
+from futures_actor.core.clock import WallClock, iso_utc
+from futures_actor.core.config import BotConfig, StartupConfig
 from futures_actor.core.types import INTERVAL_MS, SymbolRules
 from futures_actor.core.universe import (
     SymbolListing,
@@ -36,11 +53,17 @@ from futures_actor.data.klines_csv import read_klines
 from futures_actor.logs import get_logger
 
 __all__ = [
+    "BAN_FILE",
+    "ShutdownSignals",
+    "StartupRetry",
     "derive_rules",
+    "read_ban_until",
     "replay_rules",
     "replay_universe",
     "replay_universe_selection",
     "select_live_universe",
+    "transient_exchange_error",
+    "write_ban_until",
 ]
 
 log = get_logger("startup")
@@ -51,6 +74,8 @@ SPREAD_SAMPLES = 6
 ATR_CANDIDATES_FACTOR = 3
 ATR_BARS = 15
 _DAY_MS = 86_400_000
+_MS = 1000.0
+BAN_FILE = "exchange_ban.json"
 
 
 def _listing(rules: SymbolRules, *, contract_type: str, status: str, quote_asset: str) -> SymbolListing:
@@ -83,6 +108,7 @@ async def select_live_universe(
     }
     samples: dict[str, list[tuple[float, float]]] = {}
     pause = cfg.universe.spread_sample_seconds / max(1, SPREAD_SAMPLES - 1)
+    log.info("universe_spread_sampling", seconds=cfg.universe.spread_sample_seconds, samples=SPREAD_SAMPLES)
     for i in range(SPREAD_SAMPLES):
         for b in await rest.book_ticker():
             samples.setdefault(b.symbol, []).append((float(b.bid_price), float(b.ask_price)))
@@ -241,3 +267,157 @@ def replay_universe_selection(
 
 def read_json(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------------------- start-up retry
+
+
+def transient_exchange_error(exc: BaseException) -> BaseException | None:
+    """The transient exchange error inside `exc` (possibly a group), or None if there is none.
+
+    Transient: the request did not get a definite answer or was refused for now (timeouts and
+    connection failures, 5xx and -1001/-1008, 429, 418, -1021, an unknown status). A definite
+    rejection (bad key, bad parameter) is not: retrying it would only repeat it.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = transient_exchange_error(inner)
+            if found is not None:
+                return found
+        return None
+    transient = (
+        bx.TransportError,
+        bx.ServerError,
+        bx.RateLimited,
+        bx.IpBanned,
+        bx.TimestampOutOfWindow,
+        bx.UnknownOrderStatus,
+        httpx.TransportError,
+    )
+    return exc if isinstance(exc, transient) else None
+
+
+def read_ban_until(state_dir: Path) -> int:
+    """The end (wall ms) of the last 418 ban recorded in the state directory, 0 if none."""
+    try:
+        data = json.loads((state_dir / BAN_FILE).read_text(encoding="utf-8"))
+        value = data.get("until_ms") if isinstance(data, dict) else None
+        return int(value) if isinstance(value, int) else 0
+    except (OSError, ValueError):
+        return 0
+
+
+def write_ban_until(state_dir: Path, until_ms: int) -> None:
+    """Record a 418 ban's end (atomically); a failure is logged, never raised (the limiter still waits)."""
+    path = state_dir / BAN_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(
+            json.dumps({"until_ms": until_ms, "until": iso_utc(until_ms)}) + "\n", encoding="utf-8"
+        )
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.error("ban_file_write_failed", path=str(path), error=str(exc))
+
+
+class StartupRetry:
+    """Backoff for the start-up phases (see the module policy). One instance per process start."""
+
+    def __init__(self, *, cfg: StartupConfig, wall_clock: WallClock) -> None:
+        self._cfg = cfg
+        self._clock = wall_clock
+        self._delay = cfg.retry_wait_initial_seconds
+        self._failing_since: float | None = None
+        self.attempts = 0
+
+    def succeeded(self) -> None:
+        self._delay = self._cfg.retry_wait_initial_seconds
+        self._failing_since = None
+
+    async def wait_for_ban(self, until_ms: int, *, source: str) -> None:
+        """Sleep until a ban's end without a request (no-op if it is over)."""
+        wait_s = (until_ms - self._clock.now_ms()) / _MS
+        if wait_s <= 0:
+            return
+        log.error("startup_waiting_for_ban", until=iso_utc(until_ms), wait_s=round(wait_s, 3), source=source)
+        await trio.sleep(wait_s)
+        self._failing_since = None
+
+    async def after_failure(self, exc: BaseException, *, phase: str) -> None:
+        """Wait before the next attempt, or re-raise `exc` when it is not transient or time is up."""
+        cause = transient_exchange_error(exc)
+        if cause is None:
+            raise exc
+        now = trio.current_time()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since >= self._cfg.give_up_seconds:
+            log.error(
+                "startup_gave_up",
+                phase=phase,
+                error_type=type(cause).__name__,
+                error=str(cause),
+                failing_seconds=round(now - self._failing_since, 3),
+            )
+            raise exc
+        self.attempts += 1
+        if isinstance(cause, bx.IpBanned):
+            await self.wait_for_ban(cause.until_ms, source=phase)
+            return
+        wait_s = self._delay
+        if isinstance(cause, bx.RateLimited):
+            wait_s = max(wait_s, cause.retry_after_s)
+        self._delay = min(self._delay * 2, self._cfg.retry_wait_max_seconds)
+        log.warning(
+            "startup_retry",
+            phase=phase,
+            attempt=self.attempts,
+            error_type=type(cause).__name__,
+            error=str(cause),
+            wait_s=round(wait_s, 3),
+        )
+        await trio.sleep(wait_s)
+
+
+# ------------------------------------------------------------------------------------------------ signals
+
+
+class ShutdownSignals:
+    """SIGTERM/SIGINT from process start: the first runs the current orderly action, a second cancels.
+
+    `action` is what the first signal does now (abort the start-up; later: ask the system to stop);
+    setting it after a signal already arrived runs it at once. `immediate` tells the caller that a
+    second signal cut the orderly stop short.
+    """
+
+    def __init__(self) -> None:
+        self.requested = trio.Event()
+        self.immediate = False
+        self.signal_name: str | None = None
+        self.phase = "start-up"
+        self._action: Callable[[], None] | None = None
+
+    def set_action(self, action: Callable[[], None], *, phase: str) -> None:
+        self._action = action
+        self.phase = phase
+        if self.requested.is_set():
+            action()
+
+    async def watch(
+        self, cancel_all: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.requested.is_set():
+                    self.signal_name = name
+                    log.warning("signal_received", signal=name, action="orderly stop", phase=self.phase)
+                    self.requested.set()
+                    if self._action is not None:
+                        self._action()
+                else:
+                    log.warning("signal_received", signal=name, action="immediate stop", phase=self.phase)
+                    self.immediate = True
+                    cancel_all.cancel()
+                    return

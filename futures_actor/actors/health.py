@@ -30,6 +30,7 @@ import trio
 
 from futures_actor.actors.http_health import DATA_AGE_SECONDS, SAFE_MODE, Metrics
 from futures_actor.actors.messages import SafeModeChanged
+from futures_actor.binance import errors as bx
 from futures_actor.core.clock import WallClock, iso_utc
 from futures_actor.core.config import HealthConfig
 from futures_actor.core.health import (
@@ -43,6 +44,7 @@ from futures_actor.core.types import TradingState
 from futures_actor.logs import get_logger
 
 __all__ = [
+    "CLIENT_COUNTED_FAULTS",
     "HEALTH_INBOX_SIZE",
     "DataReceived",
     "FaultCleared",
@@ -54,10 +56,26 @@ __all__ = [
     "TradingStateChanged",
     "UnwatchSymbol",
     "WatchStream",
+    "exchange_fault_kind",
     "write_json_atomic",
 ]
 
 HEALTH_INBOX_SIZE = 256
+
+# The fault kinds that are exchange error responses (BOT_SPEC §12: "thresholds count exchange errors,
+# not failed operations"): where the REST client reports each response, actors do not report them again.
+CLIENT_COUNTED_FAULTS = frozenset({FaultKind.TIMESTAMP, FaultKind.RATE_LIMIT, FaultKind.SERVER_ERROR})
+
+
+def exchange_fault_kind(exc: BaseException) -> FaultKind | None:
+    """The counted fault kind of one exchange error (None: a definite answer, not a health fault)."""
+    if isinstance(exc, bx.RateLimited | bx.IpBanned):
+        return FaultKind.RATE_LIMIT
+    if isinstance(exc, bx.TimestampOutOfWindow):
+        return FaultKind.TIMESTAMP
+    if isinstance(exc, bx.ServerError | bx.UnknownOrderStatus | bx.TransportError):
+        return FaultKind.SERVER_ERROR
+    return None
 
 
 class _Msg(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,14 +2,24 @@
 
 Routes (one request per connection, `Connection: close`):
 
-- `GET /health`  JSON {state, trading_state, safe_mode, reasons, last_data_age_seconds, data_age_seconds,
-  stale_streams, equity, open_positions, ts}; 200 when healthy, 503 in safe mode, when HALTED and before
-  the Health actor has evaluated anything (the container health check relies on this).
+- `GET /health`  JSON {state, trading_state, safe_mode, kill_switch, reasons, last_data_age_seconds,
+  data_age_seconds, stale_streams, equity, open_positions, ts}; 200 when healthy, 503 in safe mode, when
+  HALTED, while the kill switch is engaged and before the Health actor has evaluated anything (the
+  container health check relies on this).
 - `GET /metrics` Prometheus text exposition format 0.0.4 from the `Metrics` registry.
-- `POST /kill`, `POST /resume` forward to the operator callbacks (optional JSON body {"reason": "..."});
+- `POST /kill`, `POST /resume` forward to the operator callbacks (JSON body, optionally {"reason": "..."});
   202 when forwarded, 503 when no callback is wired, 500 if the callback failed.
 
+Control requests are never accepted from a cross-site page (BOT_SPEC §12 [resolved], `ControlPolicy`):
+the body must be sent as `Content-Type: application/json` (a browser cannot send that cross-site without
+a CORS preflight, which this server never answers) else 415; an `Origin` header that is not this
+server's own origin is refused (403); with a token (`health.control_token_env`) the request must carry
+`Authorization: Bearer <token>` (401 otherwise; compared in constant time, never logged); without a
+token only requests addressed to a loopback `Host` are served (403: defeats DNS rebinding), and the
+bot refuses to bind a non-loopback `health.http_host` at all.
+
 It binds to `health.http_host` (127.0.0.1 by default: the kill switch must not be reachable from outside).
+`open_http_listeners` binds the socket before start-up, so a port in use stops the bot before it trades.
 `HealthHttpApp.handle` is the whole request logic, testable without sockets; `serve_http` adds the socket.
 
 `Metrics` is the registry every actor updates (gauges and counters with labels, no prometheus_client).
@@ -17,8 +27,11 @@ It binds to `health.http_host` (127.0.0.1 by default: the kill switch must not b
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +39,7 @@ import h11
 import msgspec
 import trio
 
+from futures_actor.core.config import HealthConfig
 from futures_actor.core.types import TradingState
 from futures_actor.logs import get_logger
 
@@ -44,11 +58,15 @@ __all__ = [
     "ORDERS",
     "REJECTIONS",
     "SAFE_MODE",
+    "ControlPolicy",
     "HealthHttpApp",
     "HttpRequest",
     "HttpResponse",
     "MetricError",
     "Metrics",
+    "control_token_from_env",
+    "is_loopback_host",
+    "open_http_listeners",
     "serve_http",
 ]
 
@@ -100,9 +118,14 @@ _MAX_REASON_CHARS = 200
 _HTTP_OK = 200
 _HTTP_ACCEPTED = 202
 _HTTP_BAD_REQUEST = 400
+_HTTP_UNAUTHORIZED = 401
+_HTTP_FORBIDDEN = 403
 _HTTP_NOT_FOUND = 404
 _HTTP_METHOD_NOT_ALLOWED = 405
 _HTTP_TOO_LARGE = 413
+_HTTP_UNSUPPORTED_MEDIA = 415
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+_BEARER = "bearer "
 _HTTP_INTERNAL_ERROR = 500
 _HTTP_UNAVAILABLE = 503
 
@@ -220,6 +243,65 @@ class HttpRequest(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     target: str
     body: bytes = b""
+    # Header (lower-case name, value) pairs as received.
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers if k == wanted), None)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback address or name (`127.0.0.1`, `::1`, `localhost`); False for anything else."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def control_token_from_env(cfg: HealthConfig) -> str:
+    """The control token from the environment variable the config names ("" when unset)."""
+    return os.environ.get(cfg.control_token_env, "").strip()
+
+
+def _host_of(authority: str) -> str:
+    """`host` of a `host[:port]` authority (IPv6 in brackets kept whole)."""
+    if authority.startswith("["):
+        return authority[: authority.find("]") + 1] if "]" in authority else authority
+    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+
+
+class ControlPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Who may POST /kill and /resume (see the module docstring). `token` "" means none."""
+
+    token: str = ""
+    bind_host: str = "127.0.0.1"
+
+    def __repr__(self) -> str:
+        return f"ControlPolicy(token={'***' if self.token else ''!r}, bind_host={self.bind_host!r})"
+
+    def refusal(self, request: HttpRequest) -> tuple[int, str] | None:
+        """(status, reason) when the request must be refused, else None."""
+        content_type = (request.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if content_type != CONTENT_TYPE_JSON:
+            return _HTTP_UNSUPPORTED_MEDIA, "control requests need Content-Type: application/json"
+        host = request.header("host") or ""
+        origin = request.header("origin")
+        if origin is not None and origin.lower() not in {f"http://{host.lower()}", f"https://{host.lower()}"}:
+            return _HTTP_FORBIDDEN, "cross-origin control request refused"
+        if self.token:
+            auth = request.header("authorization") or ""
+            given = auth[len(_BEARER) :].strip() if auth.lower().startswith(_BEARER) else ""
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return _HTTP_UNAUTHORIZED, "control requests need Authorization: Bearer <token>"
+            return None
+        if not is_loopback_host(_host_of(host)):
+            return _HTTP_FORBIDDEN, "control requests must be addressed to a loopback host"
+        return None
 
 
 class HttpResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,11 +335,15 @@ class HealthHttpApp:
         metrics: Metrics,
         on_kill: ControlCallback | None = None,
         on_resume: ControlCallback | None = None,
+        control: ControlPolicy | None = None,
+        kill_engaged: Callable[[], bool] | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._metrics = metrics
         self._on_kill = on_kill
         self._on_resume = on_resume
+        self._control = control or ControlPolicy()
+        self._kill_engaged = kill_engaged
         self._log = get_logger("http_health")
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -278,8 +364,21 @@ class HealthHttpApp:
                 status=_HTTP_OK, content_type=CONTENT_TYPE_METRICS, body=self._metrics.render().encode()
             )
         action = path.lstrip("/")
+        refused = self._control.refusal(request)
+        if refused is not None:
+            status, reason = refused
+            self._log.warning(
+                "operator_command_refused",
+                action=action,
+                status=status,
+                reason=reason,
+                origin=request.header("origin"),
+                host=request.header("host"),
+                content_type=request.header("content-type"),
+            )
+            return _json(status, {"error": reason})
         callback = self._on_kill if action == "kill" else self._on_resume
-        return await self._control(action, callback, request.body)
+        return await self._run_control(action, callback, request.body)
 
     def _health(self) -> HttpResponse:
         snap = self._snapshot()
@@ -290,13 +389,18 @@ class HealthHttpApp:
                 _HTTP_UNAVAILABLE,
                 {"state": "STARTING", "safe_mode": None, "trading_state": None, "reasons": []},
             )
+        kill_switch = bool(self._kill_engaged()) if self._kill_engaged is not None else None
         healthy = (
-            snap.state == "HEALTHY" and not snap.safe_mode and snap.trading_state != TradingState.HALTED.value
+            snap.state == "HEALTHY"
+            and not snap.safe_mode
+            and snap.trading_state != TradingState.HALTED.value
+            and not kill_switch
         )
         payload = {
             "state": snap.state,
             "trading_state": snap.trading_state,
             "safe_mode": snap.safe_mode,
+            "kill_switch": kill_switch,
             "reasons": list(snap.reasons),
             "last_data_age_seconds": snap.last_data_age_seconds,
             "data_age_seconds": dict(snap.data_age_seconds),
@@ -307,7 +411,7 @@ class HealthHttpApp:
         }
         return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, payload)
 
-    async def _control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
+    async def _run_control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
         reason = "OPERATOR"
         if body.strip():
             try:
@@ -349,6 +453,10 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> HttpRe
                 method=request.method.decode("ascii", "replace"),
                 target=request.target.decode("ascii", "replace"),
                 body=bytes(body),
+                headers=tuple(
+                    (name.decode("ascii", "replace").lower(), value.decode("latin-1"))
+                    for name, value in request.headers
+                ),
             )
         elif isinstance(event, h11.ConnectionClosed):
             return None
@@ -392,15 +500,24 @@ async def serve_connection(app: HealthHttpApp, stream: trio.abc.Stream) -> None:
             await stream.aclose()
 
 
+async def open_http_listeners(host: str, port: int) -> list[trio.SocketListener]:
+    """Bind host:port (0 picks a free port); `OSError` (e.g. EADDRINUSE) if it cannot be bound."""
+    return await trio.open_tcp_listeners(port, host=host)
+
+
 async def serve_http(
     app: HealthHttpApp,
     *,
     host: str,
     port: int,
+    listeners: list[trio.SocketListener] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on host:port (0 picks a free port) and serve until cancelled; `started` gets the port."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    """Listen on host:port (0 picks a free port) and serve until cancelled; `started` gets the port.
+
+    `listeners` already bound (by `open_http_listeners` before start-up) are served instead."""
+    if listeners is None:
+        listeners = await open_http_listeners(host, port)
     bound = int(listeners[0].socket.getsockname()[1])
     get_logger("http_health").info("http_listening", host=host, port=bound)
     task_status.started(bound)

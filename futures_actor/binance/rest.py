@@ -153,9 +153,13 @@ class BinanceRestClient:
         base_url: str | None = None,
         limiter: RateLimiter | None = None,
         on_ban: Callable[[int], None] | None = None,
+        on_error: Callable[[BinanceError], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._clock = wall_clock
+        # Called with every error response and transport failure, before any retry (BOT_SPEC §12:
+        # the health thresholds count exchange errors, not operations that failed after retries).
+        self._on_error = on_error
         self._offset_ms = 0
         self.limiter = limiter or RateLimiter(cfg=cfg, now_ms=self.server_now_ms, on_ban=on_ban)
         auth = BinanceAuth(
@@ -249,12 +253,16 @@ class BinanceRestClient:
         try:
             response = await self._http.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise TransportError(
+            failure: BinanceError = TransportError(
                 f"could not connect: {type(exc).__name__}", endpoint=endpoint, client_id=client_id
-            ) from None
+            )
+            self._report_error(failure)
+            raise failure from None
         except httpx.TransportError as exc:  # timeouts after sending, broken connections
             cls = UnknownOrderStatus if placement else TransportError
-            raise cls(f"no response: {type(exc).__name__}", endpoint=endpoint, client_id=client_id) from None
+            failure = cls(f"no response: {type(exc).__name__}", endpoint=endpoint, client_id=client_id)
+            self._report_error(failure)
+            raise failure from None
         self.limiter.observe(response.headers)
         if response.is_success:
             return response.content
@@ -266,6 +274,7 @@ class BinanceRestClient:
             client_id=client_id,
             now_ms=self.server_now_ms(),
         )
+        self._report_error(err)
         if isinstance(err, IpBanned):
             self.limiter.note_banned(err.until_ms)
         elif isinstance(err, RateLimited):
@@ -277,6 +286,14 @@ class BinanceRestClient:
             except BinanceError as sync_exc:
                 log.warning("binance_time_sync_failed", error=str(sync_exc))
         raise err
+
+    def _report_error(self, err: BinanceError) -> None:
+        if self._on_error is None:
+            return
+        try:
+            self._on_error(err)
+        except Exception as exc:  # a hook must never break a request
+            log.error("binance_error_hook_failed", error=repr(exc))
 
     async def _request(
         self,

@@ -276,6 +276,9 @@ class HealthConfig(_Section, frozen=True):
     # Not 8080 (freqtrade's API, and the first pick of many local tools), outside Prometheus's exporter
     # range 9100-9999 (fully allocated) and not in /etc/services: free on a trader's machine by default.
     http_port: Port = 8478
+    # The environment variable holding the bearer token of POST /kill and /resume (never logged).
+    # Without a token, only loopback requests are served and a non-loopback http_host is refused.
+    control_token_env: EnvName = "FUTURES_ACTOR_CONTROL_TOKEN"
 
 
 class ShutdownConfig(_Section, frozen=True):
@@ -312,6 +315,17 @@ class ReportConfig(_Section, frozen=True):
     idle_period_min_hours: PositiveFloat = 24.0
 
 
+class StartupConfig(_Section, frozen=True):
+    """Start-up against the exchange (BOT_SPEC §10 [resolved]): transient errors (timeouts, 5xx,
+    429, -1021) are retried with exponential backoff from `retry_wait_initial_seconds` to
+    `retry_wait_max_seconds` (a Retry-After or a 418 ban end is waited out whatever these say);
+    after `give_up_seconds` of failures in a row the bot exits 1 with the last error."""
+
+    retry_wait_initial_seconds: PositiveFloat = 1.0
+    retry_wait_max_seconds: PositiveFloat = 60.0
+    give_up_seconds: PositiveFloat = 900.0
+
+
 class BotConfig(_Section, frozen=True):
     mode: Mode = "PAPER_LIVE"
     timezone: Literal["UTC"] = "UTC"
@@ -333,6 +347,7 @@ class BotConfig(_Section, frozen=True):
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     replay: ReplayConfig = msgspec.field(default_factory=ReplayConfig)
     report: ReportConfig = msgspec.field(default_factory=ReportConfig)
+    startup: StartupConfig = msgspec.field(default_factory=StartupConfig)
 
 
 class ConfigError(ValueError):
@@ -565,6 +580,13 @@ def validate_relations(cfg: BotConfig) -> None:
             "exchange.retry_wait_initial_seconds",
             ex.retry_wait_initial_seconds,
             f"must be <= exchange.retry_wait_max_seconds ({ex.retry_wait_max_seconds})",
+        )
+    st = cfg.startup
+    if st.retry_wait_initial_seconds > st.retry_wait_max_seconds:
+        raise _order_error(
+            "startup.retry_wait_initial_seconds",
+            st.retry_wait_initial_seconds,
+            f"must be <= startup.retry_wait_max_seconds ({st.retry_wait_max_seconds})",
         )
     if ex.ws_reconnect_backoff_initial_seconds > ex.ws_reconnect_backoff_max_seconds:
         raise _order_error(

@@ -6,7 +6,8 @@ seconds of trio time (`trio.current_time()` in the Health actor); nothing here r
 Policy:
 - Counted faults (`TIMESTAMP` -1021, `RATE_LIMIT` 429/418, `SERVER_ERROR` 5xx, `BALANCE_FETCH`) are kept
   per kind within `health.fault_window_seconds`; reaching the kind's threshold enters safe mode.
-  `STALE_DATA` and `UNEXPECTED_EXCEPTION` (in strategy or risk code) enter safe mode at once.
+  `STALE_DATA`, `UNEXPECTED_EXCEPTION` (in strategy or risk code) and `LOG_WRITE` (a full log disk)
+  enter safe mode at once.
 - A watched stream (symbol, stream) with no data for `health.stale_data_seconds` becomes stale (a
   `STALE_DATA` fault) and stays stale until data arrives for it again (or it is unwatched).
 - The health check passes at time t when no stream is stale and no counted kind is at or over its
@@ -45,6 +46,7 @@ class FaultKind(enum.StrEnum):
     STALE_DATA = "STALE_DATA"  # a market-data stream went quiet
     BALANCE_FETCH = "BALANCE_FETCH"  # equity / balance fetch failed
     UNEXPECTED_EXCEPTION = "UNEXPECTED_EXCEPTION"  # in strategy or risk code
+    LOG_WRITE = "LOG_WRITE"  # the log disk refuses writes (full): the bot stops in order
 
 
 class HealthState(enum.StrEnum):
@@ -164,7 +166,7 @@ class HealthMonitor:
             if detail:
                 self._stale.add(detail)
             return self._enter(reason, now)
-        if kind is FaultKind.UNEXPECTED_EXCEPTION:
+        if kind in (FaultKind.UNEXPECTED_EXCEPTION, FaultKind.LOG_WRITE):
             return self._enter(reason, now)
         faults = self._faults[kind]
         faults.append(now)

@@ -7,7 +7,12 @@ Policy:
 - A trade id is written at most once: the journal scans every existing trade file when it opens and
   refuses a duplicate with `DuplicateTradeId` (a restart that re-finishes a trade finds it already there).
 - Each record is one line written with one `os.write`, then fsynced, so `tail -F` never shows half a
-  record and a crash never leaves one. Files rotate daily (`trades-YYYY-MM-DD.jsonl`, UTC day from the
+  record and a crash never leaves one.
+- A torn last line (a file that does not end in a newline: power loss, a full disk, a write cut short)
+  never swallows the next record (BOT_SPEC §10 [resolved]). When the journal opens, and before the next
+  write after a failed one, the text after the last newline is copied to the quarantine file (fsynced,
+  with the file name and the reason) and cut off; a tail that is a whole JSON record only lacking its
+  newline is kept and terminated instead. Files rotate daily (`trades-YYYY-MM-DD.jsonl`, UTC day from the
   injected wall clock) and, when `logging.rotate_max_bytes` > 0, by size (`trades-YYYY-MM-DD.1.jsonl`);
   `trades.jsonl` is a symlink to the file in use.
 
@@ -40,6 +45,7 @@ __all__ = [
 ]
 
 QUARANTINE_SUFFIX = ".rejected"
+_TAIL_CHUNK = 4096  # bytes read backwards at a time when looking for a torn line's start
 
 
 class JournalError(Exception):
@@ -126,6 +132,9 @@ class TradeJournal:
             rotate=rotate,
         )
         self.quarantine_path = directory / _quarantine_name(cfg.trade_log_file)
+        self._check_tail = False
+        for path in self._file.files():
+            self._repair_torn_tail(path)
         self._trade_ids: set[str] = set()
         for path, number, record in iter_trade_records(self._file.files()):
             trade_id = record.get("trade_id")
@@ -174,7 +183,17 @@ class TradeJournal:
             self._log.warning("trade_record_duplicate", trade_id=trade_id)
             raise DuplicateTradeId(trade_id)
         line = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        path = self._file.write_line(line)
+        if self._check_tail:
+            for existing in self._file.files():
+                self._repair_torn_tail(existing)
+            self._check_tail = False
+        try:
+            path = self._file.write_line(line)
+        except OSError:
+            # Part of the line may have reached the file (ENOSPC mid-write): check the tail before the
+            # next record so it starts on a line of its own.
+            self._check_tail = True
+            raise
         self._trade_ids.add(trade_id)
         self._log.info(
             "trade_recorded",
@@ -185,12 +204,64 @@ class TradeJournal:
         )
         return path
 
+    def _repair_torn_tail(self, path: Path) -> None:
+        """Quarantine and cut off the text after the last newline of `path` (see the module policy)."""
+        with path.open("rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            start = size
+            while start > 0:
+                chunk_start = max(0, start - _TAIL_CHUNK)
+                fh.seek(chunk_start)
+                found = fh.read(start - chunk_start).rfind(b"\n")
+                if found >= 0:
+                    start = chunk_start + found + 1
+                    break
+                start = chunk_start
+            fh.seek(start)
+            torn = fh.read()
+            text = torn.decode("utf-8", "replace")
+            if isinstance(_parse_line(text), dict):
+                fh.seek(0, os.SEEK_END)
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                self._log.warning("trade_log_line_terminated", file=str(path), bytes=len(torn))
+                return
+            self._append_quarantine(
+                {
+                    "quarantined_at": iso_utc(self._clock.now_ms()),
+                    "reason": "torn last line (no newline at the end of the file)",
+                    "file": path.name,
+                    "offset": start,
+                    "text": text,
+                }
+            )
+            fh.truncate(start)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._log.error(
+            "trade_log_torn_line_quarantined",
+            file=str(path),
+            offset=start,
+            bytes=len(torn),
+            quarantine=str(self.quarantine_path),
+        )
+
     def _write_quarantine(self, data: Any, violations: list[SchemaViolation]) -> Path:
-        entry = {
-            "quarantined_at": iso_utc(self._clock.now_ms()),
-            "violations": [v.describe() for v in violations],
-            "record": data,
-        }
+        return self._append_quarantine(
+            {
+                "quarantined_at": iso_utc(self._clock.now_ms()),
+                "violations": [v.describe() for v in violations],
+                "record": data,
+            }
+        )
+
+    def _append_quarantine(self, entry: dict[str, Any]) -> Path:
         line = json.dumps(_json_safe(entry), ensure_ascii=False, separators=(",", ":")) + "\n"
         fd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

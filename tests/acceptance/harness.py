@@ -385,6 +385,8 @@ class ScriptedRig:
         self.journal = TradeJournal(directory=self.log_dir, cfg=self.cfg.logging, clock=clock)
         self.store = StateStore.open(self.state_dir / self.cfg.state.db_file, durable=False)
         gateway: Any
+        # Every error response of the REST client reaches health, as in `run_live`.
+        error_hook: list[Callable[[BaseException], None]] = []
         if self.sim is not None:
             self.rules = sim_rules(self.symbols)
             rest = BinanceRestClient(
@@ -394,6 +396,7 @@ class ScriptedRig:
                 api_secret=Secret(SIM_API_SECRET),
                 transport=_FollowingTransport(self.sim, clock),  # type: ignore[arg-type]
                 base_url=SIM_REST_BASE,
+                on_error=lambda exc: [hook(exc) for hook in error_hook] and None,
             )
             gateway = BinanceGateway(
                 rest=rest,
@@ -453,8 +456,10 @@ class ScriptedRig:
             paper=self.paper,
             replay=True,  # journal writes inline (deterministic under the mock clock), no paper tap
             kill_file_watch=self.kill_file_watch,
+            client_counts_errors=self.sim is not None,
         )
         self.system = System(parts)
+        error_hook.append(self.system.report_exchange_error)
         await nursery.start(self.system.run)
         return self.system
 

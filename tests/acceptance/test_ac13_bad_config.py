@@ -208,8 +208,14 @@ def test_python_dash_m_exits_2_with_the_message(tmp_path: Path, fake_exchange: _
 
 def test_control_a_valid_config_does_reach_the_fake(tmp_path: Path, fake_exchange: _FakeExchange) -> None:
     """Without this, "zero requests" could mean the bot never looks at the fake at all."""
-    config = _write_config(tmp_path / "good.json", fake_exchange)
+    # Start-up retries transient errors (BOT_SPEC §10 [resolved]); this one gives up after a second.
+    config = _write_config(
+        tmp_path / "good.json",
+        fake_exchange,
+        startup={"give_up_seconds": 1.0, "retry_wait_initial_seconds": 0.1},
+        health={"http_port": 0},
+    )
     code = cli.main(_argv(tmp_path, config), stdout=io.StringIO(), stderr=io.StringIO())
-    assert code == cli.EXIT_RUNTIME  # the fake answers 500: an exchange error at start-up
+    assert code == cli.EXIT_RUNTIME  # the fake answers 500: an exchange error at start-up, given up
     assert fake_exchange.requests, "a valid config should have contacted the fake exchange"
     assert fake_exchange.requests[0].startswith("GET /fapi/")

@@ -18,10 +18,12 @@ from futures_actor.actors.http_health import (
     ORDERS,
     REJECTIONS,
     SAFE_MODE,
+    ControlPolicy,
     HealthHttpApp,
     HttpRequest,
     MetricError,
     Metrics,
+    is_loopback_host,
     serve_http,
 )
 
@@ -148,16 +150,97 @@ class TestHandle:
             raise RuntimeError("not now")
 
         app = HealthHttpApp(snapshot=lambda: None, metrics=Metrics(), on_kill=kill, on_resume=resume)
-        resp = await app.handle(HttpRequest(method="POST", target="/kill", body=b'{"reason": "drill"}'))
+        resp = await app.handle(post("/kill", b'{"reason": "drill"}'))
         assert resp.status == 202
         assert calls == [("kill", "drill")]
-        resp = await app.handle(HttpRequest(method="POST", target="/kill"))
+        resp = await app.handle(post("/kill"))
         assert resp.status == 202
         assert calls[-1] == ("kill", "OPERATOR")
-        assert (await app.handle(HttpRequest(method="POST", target="/kill", body=b"{bad"))).status == 400
-        assert (await app.handle(HttpRequest(method="POST", target="/resume"))).status == 500
+        assert (await app.handle(post("/kill", b"{bad"))).status == 400
+        assert (await app.handle(post("/resume"))).status == 500
         unwired = HealthHttpApp(snapshot=lambda: None, metrics=Metrics())
-        assert (await unwired.handle(HttpRequest(method="POST", target="/kill"))).status == 503
+        assert (await unwired.handle(post("/kill"))).status == 503
+
+    async def test_health_shows_the_kill_switch_and_is_unhealthy_while_engaged(self) -> None:
+        engaged = [False]
+        app = HealthHttpApp(snapshot=snapshot, metrics=Metrics(), kill_engaged=lambda: engaged[0])
+        resp = await app.handle(HttpRequest(method="GET", target="/health"))
+        assert (resp.status, json.loads(resp.body)["kill_switch"]) == (200, False)
+        engaged[0] = True
+        resp = await app.handle(HttpRequest(method="GET", target="/health"))
+        assert (resp.status, json.loads(resp.body)["kill_switch"]) == (503, True)
+
+
+def post(
+    target: str,
+    body: bytes = b"",
+    *,
+    content_type: str | None = "application/json",
+    host: str = "127.0.0.1:8080",
+    origin: str | None = None,
+    authorization: str | None = None,
+) -> HttpRequest:
+    headers = [("host", host)]
+    if content_type is not None:
+        headers.append(("content-type", content_type))
+    if origin is not None:
+        headers.append(("origin", origin))
+    if authorization is not None:
+        headers.append(("authorization", authorization))
+    return HttpRequest(method="POST", target=target, body=body, headers=tuple(headers))
+
+
+class TestControlIsNotCrossSite:
+    """POST /kill and /resume: JSON only, same origin, loopback Host or a bearer token (issue 9 #11)."""
+
+    @staticmethod
+    def _app(calls: list[str], policy: ControlPolicy | None = None) -> HealthHttpApp:
+        async def kill(reason: str) -> None:
+            calls.append(reason)
+
+        return HealthHttpApp(
+            snapshot=snapshot, metrics=Metrics(), on_kill=kill, on_resume=kill, control=policy
+        )
+
+    async def test_the_reported_cross_site_form_post_is_refused(self) -> None:
+        calls: list[str] = []
+        app = self._app(calls)
+        reported = post("/kill", b'{"reason":"x"}', content_type="text/plain", origin="https://evil.example")
+        assert (await app.handle(reported)).status == 415
+        form = post("/kill", b"reason=x", content_type="application/x-www-form-urlencoded")
+        assert (await app.handle(form)).status == 415
+        assert (await app.handle(post("/kill", content_type=None))).status == 415
+        assert calls == []
+
+    async def test_foreign_origin_and_foreign_host_are_refused(self) -> None:
+        calls: list[str] = []
+        app = self._app(calls)
+        assert (await app.handle(post("/kill", origin="https://evil.example"))).status == 403
+        assert (await app.handle(post("/kill", origin="null"))).status == 403
+        # DNS rebinding: a page of evil.example resolving to 127.0.0.1 sends Host: evil.example.
+        rebound = post("/kill", host="evil.example:8080", origin="http://evil.example:8080")
+        assert (await app.handle(rebound)).status == 403
+        assert calls == []
+        assert (await app.handle(post("/kill", origin="http://127.0.0.1:8080"))).status == 202
+        assert (await app.handle(post("/resume", host="localhost:8080"))).status == 202
+        assert (await app.handle(post("/kill", host="[::1]:8080"))).status == 202
+        assert len(calls) == 3
+
+    async def test_token_required_when_configured(self) -> None:
+        calls: list[str] = []
+        app = self._app(calls, ControlPolicy(token="s3cret-token", bind_host="0.0.0.0"))
+        assert (await app.handle(post("/kill", host="bot.lan:8080"))).status == 401
+        assert (await app.handle(post("/kill", authorization="Bearer wrong"))).status == 401
+        ok = post("/kill", host="bot.lan:8080", authorization="Bearer s3cret-token")
+        assert (await app.handle(ok)).status == 202
+        assert calls == ["OPERATOR"]
+        assert "s3cret" not in repr(ControlPolicy(token="s3cret-token"))
+
+    def test_loopback_hosts(self) -> None:
+        for host in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"):
+            assert is_loopback_host(host), host
+        for host in ("0.0.0.0", "192.168.1.5", "bot.lan", "::", ""):
+            assert not is_loopback_host(host), host
 
 
 async def test_real_loopback_socket() -> None:
@@ -181,6 +264,12 @@ async def test_real_loopback_socket() -> None:
                 assert resp.json()["equity"] == 123.25
                 resp = await client.get("/metrics")
                 assert "futures_actor_equity_usd 123.25\n" in resp.text
+                resp = await client.post("/kill", content=b'{"reason": "test"}')
+                assert resp.status_code == 415  # no Content-Type: application/json
+                resp = await client.post(
+                    "/kill", json={"reason": "test"}, headers={"origin": "https://evil.example"}
+                )
+                assert resp.status_code == 403
                 resp = await client.post("/kill", json={"reason": "test"})
                 assert resp.status_code == 202
                 assert killed == ["test"]

@@ -319,6 +319,9 @@ class TestMainCommand:
         raw["exchange"]["rest_base_url"] = "http://127.0.0.1:9"
         raw["exchange"]["ws_base_url"] = "ws://127.0.0.1:9"
         raw["exchange"]["max_retry_attempts"] = 1
+        # Start-up retries transient errors (BOT_SPEC §10); give up after half a second here.
+        raw["startup"] = {"give_up_seconds": 0.5, "retry_wait_initial_seconds": 0.1}
+        raw["health"]["http_port"] = 0
         cfg_path = tmp_path / "cfg.json"
         cfg_path.write_text(json.dumps(raw))
         code = main(["--paper", "--config", str(cfg_path), "--log-dir", "logs", "--state-dir", "st"])

@@ -279,3 +279,66 @@ class TestRotation:
         ]
         assert [r["trade_id"] for r in journal.records()] == ids
         assert os.readlink(tmp_path / "trades.jsonl") == "trades-2025-11-24.2.jsonl"
+
+
+class TestTornLastLine:
+    """A torn last line (crash or full disk mid-write) never swallows the next record; it is quarantined."""
+
+    TORN = '{"trade_id":"22222222-2222-4222-8222-2222222'
+
+    def test_next_record_starts_on_a_new_line_and_the_torn_text_is_quarantined(self, tmp_path: Path) -> None:
+        clock = ManualWallClock(T0)
+        _journal(tmp_path, clock).write(record())
+        day_file = tmp_path / "trades-2025-11-24.jsonl"
+        with day_file.open("a", encoding="utf-8") as fh:
+            fh.write(self.TORN)  # the process died here: no newline
+        with capture_logs() as logs:
+            journal = _journal(tmp_path, clock)
+        journal.write(record("33333333-3333-4333-8333-333333333333"))
+        lines = day_file.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(x)["trade_id"] for x in lines] == [
+            record()["trade_id"],
+            "33333333-3333-4333-8333-333333333333",
+        ]
+        (entry,) = [json.loads(x) for x in (tmp_path / "trades.rejected.jsonl").read_text().splitlines()]
+        assert entry["text"] == self.TORN
+        assert entry["file"] == day_file.name
+        assert "torn" in entry["reason"]
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["trade_log_torn_line_quarantined"]
+        assert len(_journal(tmp_path, clock)) == 2
+
+    def test_a_whole_record_without_its_newline_is_kept(self, tmp_path: Path) -> None:
+        clock = ManualWallClock(T0)
+        day_file = tmp_path / "trades-2025-11-24.jsonl"
+        day_file.write_text(json.dumps(record()), encoding="utf-8")
+        journal = _journal(tmp_path, clock)
+        journal.write(record("33333333-3333-4333-8333-333333333333"))
+        assert len(_ids(day_file)) == 2
+        assert not (tmp_path / "trades.rejected.jsonl").exists()
+
+    def test_a_write_cut_short_by_a_full_disk_is_repaired_before_the_next_record(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import errno
+
+        clock = ManualWallClock(T0)
+        journal = _journal(tmp_path, clock)
+        journal.write(record())
+        real_write = os.write
+
+        def half_then_enospc(fd: int, data: Any) -> int:
+            view = bytes(data)
+            real_write(fd, view[: len(view) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(logs_module.os, "write", half_then_enospc)
+        with pytest.raises(OSError, match="No space left"):
+            journal.write(record("44444444-4444-4444-8444-444444444444"))
+        monkeypatch.undo()
+        journal.write(record("44444444-4444-4444-8444-444444444444"))
+        assert _ids(tmp_path / "trades-2025-11-24.jsonl") == [
+            record()["trade_id"],
+            "44444444-4444-4444-8444-444444444444",
+        ]
+        (entry,) = [json.loads(x) for x in (tmp_path / "trades.rejected.jsonl").read_text().splitlines()]
+        assert entry["text"].startswith('{"trade_id":"44444444')

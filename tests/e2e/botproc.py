@@ -1,0 +1,121 @@
+"""The bot as a real subprocess (`python -m futures_actor --live`) against a `SimHost`, with its event log."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from futures_actor.core.config import default_config
+
+from .simhost import API_KEY, API_SECRET, SimHost
+
+__all__ = ["REPO", "BotProcess", "live_config"]
+
+REPO = Path(__file__).resolve().parents[2]
+_POLL_S = 0.1
+
+
+def live_config(host: SimHost, symbols: list[str], **sections: dict[str, Any]) -> dict[str, Any]:
+    """A LIVE config for the fake exchange: whitelisted symbols, fast start-up, port 0, quick retries."""
+    cfg: dict[str, Any] = {
+        "mode": "LIVE",
+        "exchange": {"rest_base_url": host.rest_url, "ws_base_url": host.ws_url},
+        "universe": {
+            "whitelist": symbols,
+            "min_24h_volume_usdt": 0.0,
+            "max_spread_pct": 0.5,
+            "max_abs_funding_rate": 0.5,
+            "min_atr_ratio": 0.0,
+            "spread_sample_seconds": 0.5,
+        },
+        "health": {"http_port": 0, "heartbeat_interval_seconds": 0.5},
+        "shutdown": {"timeout_seconds": 10.0},
+        "startup": {
+            "retry_wait_initial_seconds": 0.2,
+            "retry_wait_max_seconds": 2.0,
+            "give_up_seconds": 60.0,
+        },
+        "execution": {"reconcile_interval_seconds": 2.0},
+    }
+    for name, values in sections.items():
+        cfg.setdefault(name, {}).update(values)
+    return cfg
+
+
+class BotProcess:
+    """One run of the bot; `root` holds config, logs and state (the state survives restarts)."""
+
+    def __init__(self, root: Path, config: dict[str, Any], *, extra_args: tuple[str, ...] = ()) -> None:
+        self.root = root
+        self.log_dir = root / "logs"
+        self.state_dir = root / "state"
+        self.config_path = root / "config.json"
+        self.config_path.write_text(json.dumps(config), encoding="utf-8")
+        self.extra_args = extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def env(self) -> dict[str, str]:
+        cfg = default_config()
+        env = dict(os.environ)
+        env[cfg.exchange.api_key_env] = API_KEY
+        env[cfg.exchange.api_secret_env] = API_SECRET
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        self.runs += 1
+        cmd = [
+            sys.executable, "-m", "futures_actor", "--live", "--config", str(self.config_path),
+            "--log-dir", str(self.log_dir), "--state-dir", str(self.state_dir), "--quiet",
+            *self.extra_args, *args,
+        ]  # fmt: skip
+        out = (self.root / f"bot-{self.runs}.out").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        return self.proc
+
+    def output(self) -> str:
+        return (self.root / f"bot-{self.runs}.out").read_text(errors="replace")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for path in sorted(self.log_dir.glob("events-*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(json.JSONDecodeError):  # a line being written right now
+                    rows.append(json.loads(line))
+        return [e for e in rows if name is None or e.get("event") == name]
+
+    def wait_event(self, name: str, *, timeout: float, count: int = 1) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(name)
+            if len(found) >= count:
+                return found[count - 1]
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(
+                    f"bot exited with {self.proc.returncode} before event {name!r}:\n{self.output()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"event {name!r} not within {timeout} s:\n{self.output()[-3000:]}")
+            time.sleep(_POLL_S)
+
+    def signal(self, signum: signal.Signals) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
