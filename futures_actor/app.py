@@ -83,6 +83,7 @@ from futures_actor.actors.telegram import (
 from futures_actor.binance.binance_gateway import BinanceGateway, user_stream_factory
 from futures_actor.binance.errors import BinanceError
 from futures_actor.binance.gateway import ExchangeGateway
+from futures_actor.binance.models import usable_symbol_rules
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.urls import resolve_urls
@@ -159,6 +160,8 @@ _ENTRY_PHASES = frozenset({Phase.PENDING_ENTRY, Phase.ENTRY_WORKING, Phase.ENTRY
 # Simulated seconds the replay keeps running after its last candle, so that the last decisions,
 # entries and their TTLs settle before the orderly stop.
 REPLAY_SETTLE_SECONDS = 300.0
+# The early protection pass's messages go nowhere; a buffer so that it never waits on them.
+EARLY_PROTECTION_BUFFER = 1024
 # A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
 REPLAY_CONSOLE_LEVEL = "error"
 _MS_PER_S = 1000
@@ -776,7 +779,7 @@ class System:
                     # paper gets the mark stream through its own tap.
                     for paper in self._replay_papers():
                         _feed_replay_funding(paper, msg)
-                    await self._exec_send.send(msg)
+                    self.exec_prices.put(msg)
                 case BookUpdated() | MarkUpdated():
                     self.exec_prices.put(msg)
                 case _:
@@ -1535,6 +1538,54 @@ async def _run_live_locked(
             journal.close()
 
 
+async def _protect_first(
+    *, cfg: BotConfig, clock: WallClock, rest: BinanceRestClient, store: StateStore, journal: TradeJournal
+) -> None:
+    """LIVE start-up: positions that need protection are protected before anything else (issue 9 #4).
+
+    The universe selection samples spreads for `universe.spread_sample_seconds` (a minute) and market
+    data backfills history; a position left without a stop by a crash or by hand must not wait for
+    that. This pass runs Execution's start-up reconcile alone (rules of every listed symbol, its own
+    user stream, nobody listening to its messages) and stops it once the reconcile is done; the
+    system's Execution reconciles again right after (idempotent: the state is persisted per change).
+    """
+    listing = await rest.exchange_info()
+    rules = {info.symbol: r for info, r in usable_symbol_rules(listing.symbols)}
+    gateway = BinanceGateway(
+        rest=rest,
+        user_stream=user_stream_factory(cfg=cfg.exchange, rest=rest, ws_base=resolve_urls(cfg.exchange).ws),
+    )
+    sink_send, sink_recv = trio.open_memory_channel[Any](EARLY_PROTECTION_BUFFER)
+    inbox_send, inbox_recv = trio.open_memory_channel[Any](0)
+    execution = Execution(
+        cfg=cfg,
+        mode="LIVE",
+        gateway=gateway,
+        store=store,
+        journal=journal,
+        rules_by_symbol=rules,
+        wall_clock=clock,
+        risk_send=sink_send,
+        symbol_sends={},
+        on_fault=None,
+        metrics=None,
+        journal_in_thread=True,
+    )
+
+    async def drain() -> None:
+        async for _ in sink_recv:
+            pass
+
+    log.info("startup_protection_started")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(drain)
+        await nursery.start(gateway.run)
+        await nursery.start(execution.run, inbox_recv)
+        nursery.cancel_scope.cancel()
+    inbox_send.close()
+    log.info("startup_protection_done", open_trades=len(execution.open_trades()))
+
+
 class _ErrorForwarder:
     """The REST client's per-response error hook, forwarded to the running system's health (if any)."""
 
@@ -1574,6 +1625,8 @@ async def _live_attempt(
                 db_path, our_client_ids=[i for i in ids if i.startswith(prefix)], fresh=False
             )
         with StateStore.open(db_path) as store:
+            if options.mode == "LIVE":
+                await _protect_first(cfg=cfg, clock=clock, rest=rest, store=store, journal=journal)
             managed = sorted({s.plan.symbol for s in store.load_lifecycles()})
             selection, all_rules = await select_live_universe(rest, cfg, managed=managed)
             symbols = list(dict.fromkeys([*selection.selected, *selection.retained_for_management]))

@@ -131,3 +131,35 @@ class TestSignalsFromProcessStart:
             bot.kill()
         assert code in (0, 1)
         assert code == 1 or bot.events("shutdown_done")
+
+
+class TestProtectionFirst:
+    """A position that needs protection is protected before the universe selection and the backfill."""
+
+    def test_a_naked_position_gets_its_stop_before_the_spread_sampling(
+        self, tmp_path: Path, sim: SimHost
+    ) -> None:
+        from decimal import Decimal
+
+        from .simhost import Account
+
+        account = Account(sim.rest_url)
+        try:
+            account.market("BTCUSDT", "BUY", Decimal("0.002"), cid="manual-naked-1")
+            bot = _bot(tmp_path, sim, universe={"spread_sample_seconds": 60.0})
+            bot.start()
+            try:
+                bot.wait_event("universe_spread_sampling", timeout=UP_S)
+                stops = [
+                    a
+                    for a in account.open_algo_orders()
+                    if a["symbol"] == "BTCUSDT" and a["orderType"] == "STOP_MARKET" and a["side"] == "SELL"
+                ]
+                assert not bot.events("system_started")
+            finally:
+                code = _stop(bot)
+        finally:
+            account.close()
+        assert code == 0, bot.output()[-2000:]
+        assert [Decimal(a["quantity"]) for a in stops] == [Decimal("0.002")]
+        assert bot.events("startup_protection_done")
