@@ -298,6 +298,7 @@ class System:
         self.started = False
         # Why the system stopped on its own (a fault that requires it), for the operator; None if asked.
         self.stop_reason: str | None = None
+        self.safe_mode_entered = trio.Event()
         self._health_send, self._health_recv = trio.open_memory_channel[Any](HEALTH_INBOX_SIZE)
         self._exec_send, self._exec_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
         self.exec_prices = ConflatedPrices()
@@ -345,6 +346,7 @@ class System:
             wall_clock=parts.wall_clock,
             subscribers=[self._risk_send, self._report_send],
             metrics=self.metrics,
+            on_safe_mode=self._safe_mode_changed,
         )
         self.supervisor = Supervisor(cfg=cfg.supervision, rng=parts.rng, on_drop=self._on_symbol_dropped)
         self.reporter = Reporter(
@@ -844,6 +846,19 @@ class System:
         log.critical("log_write_failed", error=str(exc), errno=exc.errno, action="safe mode, orderly stop")
         self.report_fault(FaultKind.LOG_WRITE.value, None, reason)
         self.exit_code = EXIT_RUNTIME
+        if self._root is None:
+            self.stop_requested.set()
+        else:
+            self._root.start_soon(self._stop_after_safe_mode)
+
+    def _safe_mode_changed(self, on: bool) -> None:
+        if on:
+            self.safe_mode_entered.set()
+
+    async def _stop_after_safe_mode(self) -> None:
+        """Stop in order once health has entered safe mode (bounded: stop anyway after the timeout)."""
+        with trio.move_on_after(self.parts.cfg.shutdown.timeout_seconds):
+            await self.safe_mode_entered.wait()
         self.stop_requested.set()
 
     async def _abort_start_on_stop(self, starting: trio.CancelScope) -> None:
@@ -1522,11 +1537,13 @@ async def _run_live_locked(
                         await retry.after_failure(exc, phase="start-up")
         log.warning("startup_aborted", signal=signals.signal_name, reason="signal during start-up")
         return EXIT_OK
-    except StateGuardError as exc:
-        return _refuse("state_refused", str(exc))
-    except StateStoreError as exc:
-        return _refuse("state_store_error", str(exc), EXIT_RUNTIME)
     except Exception as exc:
+        guard = _find_in_group(exc, StateGuardError)
+        if guard is not None:
+            return _refuse("state_refused", str(guard))
+        store_error = _find_in_group(exc, StateStoreError)
+        if store_error is not None:
+            return _refuse("state_store_error", str(store_error), EXIT_RUNTIME)
         cause = _first_exchange_error(exc)
         if cause is None:
             raise
@@ -1722,6 +1739,18 @@ async def _start_telegram(
         sender = TelegramSender(notifier=notifier, outbox=send)
         task_status.started(sender)
         await sender.run(recv)
+
+
+def _find_in_group(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """`exc` itself or the first exception of type `kind` inside it (exception groups nest)."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find_in_group(inner, kind)
+            if found is not None:
+                return found
+    return None
 
 
 def _first_exchange_error(exc: BaseException) -> BaseException | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import assert_never
 
@@ -163,8 +163,10 @@ class HealthActor:
         wall_clock: WallClock,
         subscribers: Sequence[trio.MemorySendChannel[SafeModeChanged]] = (),
         metrics: Metrics | None = None,
+        on_safe_mode: Callable[[bool], None] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._on_safe_mode = on_safe_mode
         self._monitor = HealthMonitor(cfg)
         self._heartbeat_path = Path(state_dir) / cfg.heartbeat_file
         self._wall = wall_clock
@@ -249,6 +251,8 @@ class HealthActor:
             self._log.warning("safe_mode_exited", reasons_were=list(transition.reasons))
         if self._metrics is not None:
             self._metrics.set(SAFE_MODE, 1 if transition.on else 0)
+        if self._on_safe_mode is not None:
+            self._on_safe_mode(transition.on)
         message = SafeModeChanged(on=transition.on, reasons=transition.reasons)
         for channel in list(self._subscribers):
             try:

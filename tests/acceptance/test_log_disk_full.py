@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from futures_actor.actors.http_health import SAFE_MODE
 from futures_actor.core.config import default_config
 from futures_actor.logs import current_sink, get_logger
 
@@ -63,5 +64,6 @@ async def test_enospc_on_the_event_log_stops_in_order(
     assert "No space left on device" in system.stop_reason
     assert "log disk refuses writes" in err
     assert '"event":"log_write_failed"' in err  # the lines still reach stderr
-    assert any(safe_mode_seen) or system.risk.snapshot().safe_mode
+    assert system.safe_mode_entered.is_set()
+    assert system.metrics.get(SAFE_MODE) == 1
     assert elapsed < cfg.shutdown.timeout_seconds
