@@ -5,7 +5,7 @@ exchange here (instead of `futures-actor sim-exchange` in its own process) gives
 `SimExchange` to inject faults into (`call`), while the bot only ever sees real sockets. Manual trades
 "by hand on the account" go over the same REST API, signed like any client (`Account`).
 
-Everything here is synthetic (no `../shared`): `exchange_info` builds the listing, `random_walk`
+Everything here is synthetic (no data beside the repository): `exchange_info` builds the listing, `random_walk`
 the candles.
 """
 

@@ -61,7 +61,7 @@ class TestTransientErrorsAtStartup:
     def test_a_ban_is_waited_out_without_a_request_also_across_a_restart(
         self, tmp_path: Path, sim: SimHost
     ) -> None:
-        ban_ms = 8_000
+        ban_ms = 30_000  # long enough that a restart under load still lands inside it
 
         def ban(ex: SimExchange) -> None:
             ex.faults.ban_until(ex.now_ms + ban_ms)
@@ -118,8 +118,13 @@ class TestSignalsFromProcessStart:
         finally:
             bot.kill()
         assert bot.events("startup_aborted")
+
         # Running: the first signal starts the orderly stop, a second one cuts it short (exit 1).
-        sim.call(lambda: setattr(sim.ex.faults, "ban_until_ms", None))
+        def lift_ban(ex: SimExchange) -> None:
+            ex.faults.ban_until_ms = None
+            ex.limits.banned_until_ms = 0
+
+        sim.call(lift_ban, sim.ex)
         (tmp_path / "state" / "exchange_ban.json").unlink()
         bot.start()
         try:
