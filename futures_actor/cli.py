@@ -70,6 +70,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "features": ("futures_actor.tools.features_cmd", "run_features"),
     "download-klines": ("futures_actor.tools.download_klines", "run_download_klines"),
     "sim-exchange": ("futures_actor.tools.sim_exchange_cmd", "run_sim_exchange"),
+    "preflight": ("futures_actor.preflight", "run_preflight"),
 }
 
 
@@ -138,6 +139,8 @@ commands:
   features ...           compute features over recorded klines (see `features --help`)
   download-klines ...    download klines from Binance public endpoints (see `download-klines --help`)
   sim-exchange ...       run the simulated Binance exchange on 127.0.0.1 (see `sim-exchange --help`)
+  preflight [--testnet]  check the account is safe for live trading (key, permissions, modes, balance,
+                         margin/leverage, brackets, positions and orders, rate limits); 0 only when safe
   report LOG_DIR         render LOG_DIR/report.html from the run's files (a replay's run directory or
                          a live log directory with daily trades files); --output PATH to write elsewhere
   kill [--reason TEXT]   engage the operator kill switch: writes <state_dir>/control/kill; the running

@@ -30,6 +30,7 @@ __all__ = [
     "AccountUpdate",
     "AlgoOrder",
     "AlgoUpdate",
+    "ApiRestrictions",
     "BalanceRow",
     "BookTickerRest",
     "CodeMsg",
@@ -294,6 +295,18 @@ class PositionMode(_Wire, frozen=True, rename="camel"):
 
 class MultiAssetsMode(_Wire, frozen=True, rename="camel"):
     multi_assets_margin: bool
+
+
+class ApiRestrictions(_Wire, frozen=True, rename="camel"):
+    """`GET /sapi/v1/account/apiRestrictions` (spot host): what the API key may do."""
+
+    ip_restrict: bool = False
+    enable_reading: bool = False
+    enable_futures: bool = False
+    enable_withdrawals: bool = False
+    enable_internal_transfer: bool = False
+    permits_universal_transfer: bool = False
+    enable_spot_and_margin_trading: bool = False
 
 
 class LeverageResult(_Wire, frozen=True, rename="camel"):

@@ -43,6 +43,7 @@ from futures_actor.binance.models import (
     AccountInfo,
     AlgoCancelResult,
     AlgoOrder,
+    ApiRestrictions,
     BalanceRow,
     BookTickerRest,
     CodeMsg,
@@ -466,6 +467,13 @@ class BinanceRestClient:
             MultiAssetsMode, "/fapi/v1/multiAssetsMargin", weight=30, security="SIGNED"
         )
         return result.multi_assets_margin
+
+    async def api_restrictions(self) -> ApiRestrictions:
+        """The key's permissions (`/sapi/v1/account/apiRestrictions`: use a client on the spot host)."""
+        result: ApiRestrictions = await self._get(
+            ApiRestrictions, "/sapi/v1/account/apiRestrictions", weight=1, security="SIGNED"
+        )
+        return result
 
     async def set_position_mode(self, *, hedge: bool) -> None:
         """Set one-way (`hedge=False`) or hedge mode; "No need to change" (-4059) is success."""
