@@ -496,3 +496,26 @@ class TestPersistencePolicy:
         state = msgspec.json.decode(rig.paper.snapshot())
         assert len(state["closed_orders"]) <= 2 * 500
         assert await rig.paper.positions() == []
+
+
+class TestBookAndMarkOnly:
+    async def test_a_venue_fed_only_book_and_mark_fills_entries_and_triggers_stops(
+        self, autojump_clock: trio.testing.MockClock, nursery: trio.Nursery
+    ) -> None:
+        """The live shadow book sees book and mark updates and no trade price: a limit is placed
+        against the mark, fills when the book goes through it, and the stop triggers on the mark
+        (the engine used to need a last trade price for both)."""
+        rig = await open_rig(nursery)
+        rig.paper.on_book(SYM, 100.0, 100.0, T0)
+        rig.paper.on_mark(SYM, 100.0, 0.0, T0 + 8 * 3_600_000, T0)
+        await rig.paper.place_order(limit("e1", "BUY", "1", "99.9"))
+        rig.paper.on_book(SYM, 99.8, 99.8, T0 + 1000)
+        await settle()
+        assert [f.order.client_id for f in rig.fills()] == ["e1"]
+        await rig.paper.place_stop(stop("s1", "SELL", "1", "98"))
+        rig.paper.on_book(SYM, 97.5, 97.5, T0 + 2000)
+        rig.paper.on_mark(SYM, 97.5, 0.0, T0 + 8 * 3_600_000, T0 + 2000)
+        await settle()
+        assert rig.updates("s1")[-1] == "FILLED"
+        assert rig.fills()[-1].last_fill_price == D("97.4")  # bid 97.5 × 0.999, down to the tick
+        assert await rig.paper.positions() == []
