@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import httpx
 import msgspec
@@ -57,6 +57,7 @@ from futures_actor.actors.market_data import MarketData, MarketRouter
 from futures_actor.actors.messages import (
     BookUpdated,
     CandleClosed,
+    EntryFilled,
     KillSwitch,
     MarkUpdated,
     RepublishPositions,
@@ -68,7 +69,7 @@ from futures_actor.actors.messages import (
 )
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
-from futures_actor.actors.reporter import Reporter
+from futures_actor.actors.reporter import Alert, Reporter
 from futures_actor.actors.scheduler import Job, Scheduler
 from futures_actor.actors.supervision import ChildDropped, Supervisor
 from futures_actor.actors.symbol_actor import SymbolActor, open_symbol_inbox
@@ -165,6 +166,18 @@ EARLY_PROTECTION_BUFFER = 1024
 # A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
 REPLAY_CONSOLE_LEVEL = "error"
 _MS_PER_S = 1000
+# Lifecycle alert codes (core/lifecycle.py) that are errors for the operator; the rest are warnings.
+_ERROR_ALERT_CODES = frozenset(
+    {
+        "PROTECTION_FAILED",
+        "STOP_REJECTED",
+        "STOP_GONE",
+        "NOT_FLAT",
+        "CLOSE_REJECTED",
+        "OVERFILL",
+        "ENTRY_REJECTED",
+    }
+)
 
 log = get_logger("app")
 
@@ -332,7 +345,9 @@ class System:
             journal=parts.journal,
             rules_by_symbol=parts.rules,
             wall_clock=parts.wall_clock,
-            risk_send=self._risk_send,
+            # Risk gets everything; the Reporter a copy of position opened / closed (alerts, §11).
+            risk_send=_ReportingRiskChannel(self._risk_send, self._report_send),
+            on_alert=self._execution_alert,
             symbol_sends=self.symbol_sends,
             on_fault=self.report_fault,
             metrics=self.metrics,
@@ -450,6 +465,24 @@ class System:
             )
         except trio.WouldBlock:
             log.error("health_inbox_full", kind=kind, symbol=symbol)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        if fault is FaultKind.UNEXPECTED_EXCEPTION:
+            # An error the operator must hear of (others show up as safe mode when they persist).
+            text = f"Error: {f'{symbol} ' if symbol else ''}{detail}".strip()
+            self._offer_report(Alert(kind="ERROR", text=text, level="error", symbol=symbol))
+
+    def _execution_alert(self, code: str, symbol: str, message: str) -> None:
+        """A trade lifecycle alert (protection, rejection, closing): to the Reporter (log, Telegram)."""
+        level: Literal["warning", "error"] = "error" if code in _ERROR_ALERT_CODES else "warning"
+        self._offer_report(Alert(kind=code, text=message, level=level, symbol=symbol or None))
+
+    def _offer_report(self, msg: Any) -> None:
+        """Never blocks the caller: a full reporter inbox drops the alert with a log."""
+        try:
+            self._report_send.send_nowait(msg)
+        except trio.WouldBlock:
+            log.error("reporter_inbox_full", message=type(msg).__name__)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -1023,6 +1056,34 @@ def _feed_paper(paper: PaperExchange, msg: Any) -> None:
                 pass
     except Exception as exc:
         log.error("paper_market_input_rejected", error=str(exc))
+
+
+class _ReportingRiskChannel(trio.abc.SendChannel[Any]):
+    """Execution's channel to PortfolioRisk that also offers the Reporter a copy of a position opened
+    (final entry fill) or closed: the Reporter's alerts (BOT_SPEC §11). The copy never blocks."""
+
+    def __init__(self, risk: trio.MemorySendChannel[Any], report: trio.MemorySendChannel[Any]) -> None:
+        self._risk = risk
+        self._report = report
+
+    async def send(self, value: Any) -> None:
+        await self._risk.send(value)
+        if isinstance(value, TradeClosed) or (isinstance(value, EntryFilled) and value.final):
+            try:
+                self._report.send_nowait(value)
+            except trio.WouldBlock:
+                log.error("reporter_inbox_full", message=type(value).__name__)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    def send_nowait(self, value: Any) -> None:
+        self._risk.send_nowait(value)
+
+    def clone(self) -> trio.MemorySendChannel[Any]:
+        return self._risk.clone()
+
+    async def aclose(self) -> None:
+        await self._risk.aclose()
 
 
 def _feed_replay_funding(paper: PaperExchange, msg: MarkUpdated) -> None:

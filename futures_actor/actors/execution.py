@@ -207,8 +207,10 @@ class Execution:
         on_fault: FaultCallback | None = None,
         metrics: Metrics | None = None,
         journal_in_thread: bool = True,
+        on_alert: Callable[[str, str, str], None] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._on_alert = on_alert  # (code, symbol, message): operator alerts (Reporter → Telegram)
         self._xcfg = cfg.execution
         self._mode = mode
         self._gw = gateway
@@ -777,6 +779,8 @@ class Execution:
                 return None
             case lcm.Alert(trade_id=trade_id, code=code, message=message):
                 self._log.warning("alert", trade_id=trade_id, code=code, message=message)
+                if self._on_alert is not None:
+                    self._on_alert(code, "" if lc is None else lc.symbol, message)
                 return None
             case _:
                 assert_never(cmd)
