@@ -94,7 +94,7 @@ from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.performance import PerformanceTracker
-from futures_actor.core.report import AccountSnapshot
+from futures_actor.core.report import AccountSnapshot, render_ineligible
 from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
 from futures_actor.core.secrets import Secrets
 from futures_actor.core.summary import count_trades, render_summary, summarize_trades
@@ -280,7 +280,8 @@ class _StartedFlag:
 
 @dataclass
 class ShadowBook:
-    """LIVE only: the paper book traded during a weekly-stop pause so that performance keeps learning.
+    """The shadow paper book (BOT_SPEC §7, §8.9 [resolved]), in every mode: ineligible strategies keep
+    trading on it, and LIVE trades on it during a weekly-stop pause, so that performance keeps learning.
 
     Its own paper exchange, state store and trade journal, and a second `Execution` (mode PAPER_LIVE)
     on them. PortfolioRisk sends approved shadow plans to `inbox_send`; of the execution's outputs
@@ -321,7 +322,7 @@ class System:
         self.symbol_sends: dict[str, Any] = {}
         for symbol in parts.symbols:
             self._add_inbox(symbol)
-        self.shadow: ShadowBook | None = self._build_shadow() if parts.mode == "LIVE" else None
+        self.shadow: ShadowBook | None = self._build_shadow()
         self.tracker = self._rebuild_tracker()
         self.risk = PortfolioRisk(
             cfg=cfg,
@@ -372,6 +373,7 @@ class System:
             telegram=parts.telegram,
         )
         self._peak_equity = 0.0
+        self._paths_fed = False  # replay: candle paths reach the paper exchanges through `feed_path`
         self._root: trio.Nursery | None = None
         self.active_symbols: set[str] = set(parts.symbols)
 
@@ -384,7 +386,7 @@ class System:
         self.router.add_symbol(symbol, send)
 
     def _build_shadow(self) -> ShadowBook:
-        """The shadow paper book of LIVE (see `ShadowBook`); closed when `run` ends."""
+        """The shadow paper book (see `ShadowBook`); closed when `run` ends."""
         parts = self.parts
         store = StateStore.open(parts.state_dir / SHADOW_DB_FILE, durable=not parts.replay)
         try:
@@ -418,6 +420,7 @@ class System:
             on_fault=None,
             metrics=None,
             journal_in_thread=not parts.replay,
+            actor_name="shadow_execution",
         )
         return ShadowBook(
             store=store,
@@ -521,6 +524,7 @@ class System:
             peak_equity_usd=max(self._peak_equity, equity, 1e-9),
             open_risk_usd=snap.open_risk_usd,
             open_positions=snap.positions,
+            ineligible_strategies=self.risk.ineligible_strategies(),
         )
 
     async def _on_symbol_dropped(self, event: ChildDropped) -> None:
@@ -787,7 +791,10 @@ class System:
         shadow = self.shadow
         assert shadow is not None
         async for msg in recv:
-            _feed_paper(shadow.paper, msg)
+            # A replay feeding candle paths (`feed_path`) gets its funding through `_actor_tap`: its
+            # MarkUpdated must not pin the shadow paper's mark (stops follow the path).
+            if not (self._paths_fed and isinstance(msg, MarkUpdated)):
+                _feed_paper(shadow.paper, msg)
             if isinstance(msg, BookUpdated | MarkUpdated):
                 with contextlib.suppress(trio.WouldBlock):
                     shadow.inbox_send.send_nowait(msg)
@@ -819,6 +826,13 @@ class System:
                     self.exec_prices.put(msg)
                 case _:
                     pass
+
+    def feed_path(self, symbol: str, candle: Candle, interval_ms: int) -> None:
+        """Replay: the candle about to form becomes the path of every paper exchange of the system
+        (the bot's and the shadow book's)."""
+        self._paths_fed = True
+        for paper in self._replay_papers():
+            paper.on_path(symbol, candle, interval_ms)
 
     def _replay_papers(self) -> list[PaperExchange]:
         """The paper exchanges a replay's funding must reach: the bot's and the shadow book's."""
@@ -1283,12 +1297,18 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
     state_dir = options.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     db_path = state_dir / REPLAY_DB_FILE
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # a replay always starts from a fresh account
+    for path in (db_path, state_dir / SHADOW_DB_FILE):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)  # a replay always starts from fresh accounts
     paper_holder: dict[str, PaperExchange] = {}
+    path_system: dict[str, System] = {}
 
     def on_path(symbol: str, candle: Candle, interval_ms: int) -> None:
-        paper_holder["paper"].on_path(symbol, candle, interval_ms)
+        running = path_system.get("system")
+        if running is not None:
+            running.feed_path(symbol, candle, interval_ms)  # the shadow book's paper exchange too
+        else:
+            paper_holder["paper"].on_path(symbol, candle, interval_ms)
 
     journal: TradeJournal | None = None
     progress = _Progress(stdout, lambda: journal)
@@ -1383,6 +1403,7 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
             )
             system = System(parts)
             system_box["system"] = system
+            path_system["system"] = system
             progress.system = system
             signals.set_action(system.stop_requested.set, phase="replay")
             log.info(
@@ -1426,6 +1447,7 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                 },
             )
             stdout.write(render_summary(summary) + "\n")
+            stdout.write(render_ineligible(system.risk.ineligible_strategies()) + "\n")
             stdout.write(
                 f"run directory: {log_dir}\n"
                 f"  {journal.link_path.name}: {len(records)} records ({summary.total.trades} trades, "

@@ -208,6 +208,7 @@ class Execution:
         metrics: Metrics | None = None,
         journal_in_thread: bool = True,
         on_alert: Callable[[str, str, str], None] | None = None,
+        actor_name: str = "execution",
     ) -> None:
         self._cfg = cfg
         self._on_alert = on_alert  # (code, symbol, message): operator alerts (Reporter → Telegram)
@@ -224,7 +225,7 @@ class Execution:
         self._metrics = metrics
         self._journal_in_thread = journal_in_thread
         self._prefix = cfg.exchange.client_id_prefix
-        self._log = get_logger("execution")
+        self._log = get_logger(actor_name)  # "shadow_execution": the shadow book's, told apart in the log
         stop_pct = max(
             cfg.strategies.trend_pullback.stop_pct,
             cfg.strategies.trend_breakout.stop_pct,

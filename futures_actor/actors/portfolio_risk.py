@@ -76,7 +76,12 @@ from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
 from futures_actor.core.correlation import CorrelationMatrix, HourlyCloses, lazy_correlation_matrix
 from futures_actor.core.models import RiskRejection, Signal, TradePlan
-from futures_actor.core.performance import PerformanceTracker, TradeRecordError, closed_trade_from_record
+from futures_actor.core.performance import (
+    STANDING_NEGATIVE_EXPECTANCY,
+    PerformanceTracker,
+    TradeRecordError,
+    closed_trade_from_record,
+)
 from futures_actor.core.risk import (
     CandleDecisionGuard,
     Exposure,
@@ -539,6 +544,7 @@ class PortfolioRisk:
         except SelectionInputError as exc:
             self._finish_rejection(report, None, _input_error(exc))
             return
+        self._shadow_ineligible(report, decision, now_ms=now_ms)
         signal = decision.signal
         if decision.outcome == "NO_TRADE" or signal is None:
             self._log.info(
@@ -568,6 +574,7 @@ class PortfolioRisk:
                 self._shadow_entries += 1
                 self._log.info(
                     "shadow_entry",
+                    why="WEEKLY_STOP",
                     symbol=symbol,
                     trade_id=shadow.trade_id,
                     strategy=shadow.strategy,
@@ -584,6 +591,77 @@ class PortfolioRisk:
             self._finish_rejection(report, decision, result)
             return
         await self._approve(report, decision, result)
+
+    def _shadow_ineligible(self, report: SymbolReport, decision: SelectionDecision, *, now_ms: int) -> None:
+        """BOT_SPEC §7 [resolved]: a signal of a strategy ineligible for negative expectancy trades on
+        the shadow paper book, in every mode, so that its window keeps learning. Sized like a live
+        entry (live equity) but against no exposure, never reserved, never in the calendar."""
+        if self._shadow_send is None:
+            return
+        threshold = self._cfg.regime.confidence_threshold
+        negative = [c.strategy for c in decision.candidates if c.status == STANDING_NEGATIVE_EXPECTANCY]
+        signal = next((sig for sig in report.signals if sig.strategy in negative), None)
+        if signal is None or signal.regime_confidence < threshold:
+            return
+        self._refresh_eligibility(now_ms)
+        result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True, exposures=())
+        if isinstance(result, RiskRejection):
+            self._log.info(
+                "shadow_rejected",
+                why="INELIGIBLE",
+                symbol=report.symbol,
+                code=result.code,
+                reason=result.message,
+            )
+            return
+        plan = msgspec.structs.replace(result, exploration=False, confidence_score=signal.regime_confidence)
+        self._shadow_entries += 1
+        self._log.info(
+            "shadow_entry",
+            why="INELIGIBLE",
+            symbol=report.symbol,
+            trade_id=plan.trade_id,
+            strategy=plan.strategy,
+            side=plan.side.value,
+            entry_price=str(plan.entry_price),
+            quantity=str(plan.quantity),
+            stop_price=str(plan.stop_price),
+            risk_usd=plan.risk_usd,
+            sent=self._send_shadow(report, plan),
+        )
+
+    def ineligible_strategies(self) -> dict[str, int]:
+        """Strategies ineligible on their global window (expectancy ≤ 0 on enough trades): since when (ms)."""
+        return dict(self._selection_now().ineligible_since)
+
+    def _refresh_eligibility(self, now_ms: int) -> None:
+        """Track which strategies turned ineligible (or eligible again) and when; logged on a change."""
+        perf = self._cfg.performance
+        state = self._selection_now()
+        since = dict(state.ineligible_since)
+        for name in self._trailing:
+            stats = self._tracker.stats(name)
+            ineligible = (
+                perf.disable_if_expectancy_negative
+                and stats.n >= perf.min_trades_before_confidence
+                and stats.expectancy_r <= 0
+            )
+            if ineligible and name not in since:
+                since[name] = now_ms
+                self._log.warning(
+                    "strategy_ineligible", strategy=name, n=stats.n, expectancy_r=stats.expectancy_r
+                )
+            elif not ineligible and name in since:
+                started = since.pop(name)
+                self._log.warning(
+                    "strategy_eligible_again",
+                    strategy=name,
+                    n=stats.n,
+                    expectancy_r=stats.expectancy_r,
+                    ineligible_since_ms=started,
+                )
+        if since != state.ineligible_since:
+            self._selection = msgspec.structs.replace(state, ineligible_since=since)
 
     def _send_shadow(self, report: SymbolReport, plan: TradePlan) -> bool:
         """Hand a shadow plan to the shadow book (never reserved, never blocking). True when sent."""
@@ -641,6 +719,7 @@ class PortfolioRisk:
         *,
         now_ms: int,
         shadow: bool,
+        exposures: tuple[Exposure, ...] | None = None,
     ) -> TradePlan | RiskRejection:
         equity, available, state = self._equity, self._available, self._risk_state
         if equity is None or available is None or state is None:  # `_gate` ran first; kept for typing
@@ -649,7 +728,7 @@ class PortfolioRisk:
         portfolio = PortfolioSnapshot(
             equity_usd=equity,
             available_balance_usd=available,
-            exposures=tuple(self._exposures.values()),
+            exposures=tuple(self._exposures.values()) if exposures is None else exposures,
             risk_state=state,
             wallet_balance_usd=self._wallet,
             unrealized_pnl_usd=self._unrealized,
@@ -695,7 +774,10 @@ class PortfolioRisk:
         )
         self._guard.mark(report.symbol, report.candle_open_time_ms)
         if not decision.exploration:
-            self._selection = decision.state
+            # The decision's state carries the preference; the eligibility record is the actor's.
+            self._selection = msgspec.structs.replace(
+                decision.state, ineligible_since=self._selection_now().ineligible_since
+            )
         self._approvals += 1
         self._count("approved", None)
         self._log.info(
@@ -956,6 +1038,7 @@ class PortfolioRisk:
             trade = None
         if trade is not None:
             self._tracker.record(trade)
+            self._refresh_eligibility(now_ms)
         self._persist()
 
     def _check_loss_within_risk(self, msg: TradeClosed) -> None:
@@ -1034,7 +1117,11 @@ class PortfolioRisk:
             trade_id=trade.trade_id,
             strategy=trade.strategy,
             counted=counted,
+            shadow=True,
+            r_multiple=trade.r_multiple,
         )
+        self._refresh_eligibility(self._clock.now_ms())
+        self._persist()
 
     def _on_account(self, msg: AccountUpdated) -> None:
         values = (msg.equity_usd, msg.available_balance_usd)

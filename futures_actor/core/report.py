@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from futures_actor.core.clock import iso_utc
 from futures_actor.core.performance import TradeRecordError, closed_trade_from_record
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RecordProblem",
     "ReportInputError",
     "build_daily_report",
+    "render_ineligible",
     "render_report_text",
     "report_file_name",
 ]
@@ -58,6 +60,8 @@ class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     open_positions: int
     # At 00:00 UTC ending the report's day (None: not known, the current equity stands in).
     day_end_equity_usd: float | None = None
+    # Strategies ineligible (expectancy ≤ 0 on enough trades; they trade on the shadow book): since (ms).
+    ineligible_strategies: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class RecordProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -90,6 +94,7 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     trade_ids: tuple[str, ...]
     problems: tuple[RecordProblem, ...] = ()
     day_end_equity_usd: float = 0.0
+    ineligible_strategies: dict[str, str] = msgspec.field(default_factory=dict)  # strategy -> since (ISO)
 
 
 def report_file_name(day: date) -> str:
@@ -218,6 +223,7 @@ def build_daily_report(
         day_start_equity_usd=account.day_start_equity_usd,
         day_pnl_pct=(day_end - account.day_start_equity_usd) / account.day_start_equity_usd,
         day_end_equity_usd=day_end,
+        ineligible_strategies={k: iso_utc(v) for k, v in sorted(account.ineligible_strategies.items())},
         drawdown_pct=(peak_equity - equity) / peak_equity,
         max_intraday_drawdown_pct=max_dd,
         trade_count=count,
@@ -236,6 +242,18 @@ def build_daily_report(
     )
 
 
+def _ineligible_line(since_iso: Mapping[str, str]) -> str:
+    if not since_iso:
+        return "Ineligible strategies: none"
+    items = ", ".join(f"{name} since {since}" for name, since in sorted(since_iso.items()))
+    return f"Ineligible strategies (trading on the shadow book): {items}"
+
+
+def render_ineligible(since_ms: Mapping[str, int]) -> str:
+    """One line naming the ineligible strategies and since when (UTC), for the replay summary."""
+    return _ineligible_line({name: iso_utc(ms) for name, ms in since_ms.items()})
+
+
 def render_report_text(report: DailyReport, *, mode: str) -> str:
     """The plain-text message sent to Telegram."""
     lines = [
@@ -247,6 +265,7 @@ def render_report_text(report: DailyReport, *, mode: str) -> str:
         f"Fees: {report.fees_usd:,.2f}  Funding: {report.funding_usd:+,.2f}",
         f"Open risk: {report.open_risk_usd:,.2f} ({report.open_risk_pct:.2%}), positions: {report.open_positions}",
     ]
+    lines.append(_ineligible_line(report.ineligible_strategies))
     if report.problems:
         lines.append(f"Malformed trade records left out: {len(report.problems)}")
     return "\n".join(lines)

@@ -102,6 +102,9 @@ class SelectionState(msgspec.Struct, frozen=True, kw_only=True):
     utc_day: int = -1
     preferred: dict[str, str] = msgspec.field(default_factory=dict)  # regime -> strategy
     switches: dict[str, int] = msgspec.field(default_factory=dict)  # regime -> switches on utc_day
+    # Strategies ineligible on their global window (expectancy ≤ 0 on enough trades) and since when
+    # (UTC ms); kept by PortfolioRisk for the reports, carried unchanged by the selector.
+    ineligible_since: dict[str, int] = msgspec.field(default_factory=dict)
 
     def switches_on(self, regime: Regime, day: int) -> int:
         return self.switches.get(regime.value, 0) if day == self.utc_day else 0
@@ -197,7 +200,7 @@ class StrategySelector:
         threshold = self._cfg.regime.confidence_threshold
         day = utc_day(now_ms)
         if day != state.utc_day:
-            state = SelectionState(utc_day=day, preferred=dict(state.preferred), switches={})
+            state = msgspec.structs.replace(state, utc_day=day, preferred=dict(state.preferred), switches={})
         if not candidates:
             ctx = _Context(symbol="", regime=None, regime_confidence=0.0, preferred=None, switches=0)
             return self._make(
@@ -247,7 +250,8 @@ class StrategySelector:
 
         if chosen is not None:
             new_switches = switches + 1 if switched else switches
-            new_state = SelectionState(
+            new_state = msgspec.structs.replace(
+                state,
                 utc_day=day,
                 preferred={**state.preferred, regime.value: chosen.strategy},
                 switches={**state.switches, regime.value: new_switches},

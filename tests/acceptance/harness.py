@@ -135,7 +135,10 @@ class Harness:
             directory=self.klines_dir,
             router=router,
             symbols=self.symbols,
-            on_path=lambda s, c, i: holder["p"].on_path(s, c, i),
+            # Every paper exchange of the system (the shadow book's too), as `--replay` does.
+            on_path=lambda s, c, i: (
+                self.system.feed_path(s, c, i) if self.system is not None else holder["p"].on_path(s, c, i)
+            ),
             cfg=self.cfg.replay,
         )
         self.feed.load()

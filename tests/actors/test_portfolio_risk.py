@@ -958,3 +958,83 @@ class TestBetaReference:
             ):
                 pass
         assert next(e for e in logs if e["event"] == "risk_started")["beta_reference"] == CCC
+
+
+def losing_tracker(n: int = 20, r: float = -0.5) -> PerformanceTracker:
+    """A tracker whose trend_pullback record is ineligible (enough trades, expectancy ≤ 0)."""
+    tracker = PerformanceTracker(cfg=CFG.performance)
+    for i in range(n):
+        tracker.record(
+            ClosedTrade(
+                trade_id=f"loss-{i}",
+                strategy=STRATEGY,
+                regime=Regime.TREND,
+                r_multiple=r,
+                pnl_usd=r * 100.0,
+                equity_usd=10_000.0,
+                fees_usd=1.0,
+                funding_usd=0.0,
+                reason="SL",
+            )
+        )
+    return tracker
+
+
+def shadow_record(trade_id: str, r: float, close: str = "2025-01-08T13:00:00.000Z") -> dict[str, Any]:
+    return {
+        "trade_id": trade_id,
+        "strategy": STRATEGY,
+        "regime": "TREND",
+        "timestamp_close": close,
+        "entry_order": {"filled_qty": 1.0},
+        "risk": {"equity_usd": 10_000.0, "risk_usd": 100.0},
+        "result": {"reason": "TP" if r > 0 else "SL", "pnl_usd": r * 100.0, "pnl_r_multiple": r},
+        "costs": {"fees_usd": 0.0, "funding_usd": 0.0},
+    }
+
+
+class TestIneligibleStrategiesTradeInTheShadowBook:
+    """Issue 10 #6 (BOT_SPEC §7 [resolved]): an ineligible strategy's signals go to the shadow book in
+    every mode, never reserved; its shadow trades feed its window until it is eligible again."""
+
+    @pytest.mark.parametrize("mode", ["PAPER_LIVE", "LIVE"])
+    async def test_ineligible_signal_goes_to_the_shadow_book(self, autojump_clock: Any, mode: str) -> None:
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](4)
+        async with running(mode=mode, tracker=losing_tracker(), shadow_send=shadow_send) as h:
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA)
+            assert v.plan is None
+            assert code(v) == "NO_TRADE"
+            assert h.submitted() == []  # nothing live
+            sent = shadow_recv.receive_nowait()
+            assert isinstance(sent, SubmitPlan)
+            assert sent.plan.strategy == STRATEGY
+            snap = h.actor.snapshot()
+            assert (snap.pending, snap.positions, snap.open_risk_usd) == (0, 0, 0.0)  # never reserved
+            event = next(e for e in logs if e["event"] == "shadow_entry")
+            assert event["why"] == "INELIGIBLE"
+            since = h.actor.ineligible_strategies()
+            assert set(since) == {STRATEGY}
+
+    async def test_shadow_trades_make_it_eligible_again(self, autojump_clock: Any) -> None:
+        shadow_send, _shadow_recv = trio.open_memory_channel[Any](64)
+        async with running(tracker=losing_tracker(), shadow_send=shadow_send) as h:
+            await h.decide_one(AAA)
+            assert STRATEGY in h.actor.ineligible_strategies()
+            state_before = h.actor.risk_state
+            with capture_logs() as logs:
+                for i in range(40):
+                    await h.send(ShadowTradeClosed(record=shadow_record(f"shadow-{i}", 1.0)))
+            # The window turned positive: eligible again, logged; the calendar never saw a shadow trade.
+            assert STRATEGY not in h.actor.ineligible_strategies()
+            assert any(e["event"] == "strategy_eligible_again" for e in logs)
+            assert h.actor.risk_state == state_before
+            v = await h.decide_one(AAA)
+            assert v.plan is not None  # trades live again
+
+    async def test_no_shadow_book_no_shadow_entry(self, autojump_clock: Any) -> None:
+        async with running(tracker=losing_tracker()) as h:
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA)
+            assert v.plan is None
+            assert not any(e["event"] == "shadow_entry" for e in logs)

@@ -210,3 +210,20 @@ class TestDayPnlFromMidnightEquities:
         )
         with pytest.raises(ReportInputError, match="day_end_equity_usd"):
             build_daily_report(DAY, [], bad)
+
+
+def test_report_names_ineligible_strategies_and_since_when() -> None:
+    account = AccountSnapshot(
+        equity_usd=10_000.0,
+        unrealized_pnl_usd=0.0,
+        day_start_equity_usd=10_000.0,
+        peak_equity_usd=10_000.0,
+        open_risk_usd=0.0,
+        open_positions=0,
+        ineligible_strategies={"trend_breakout": 1_747_094_400_000},
+    )
+    report = build_daily_report(DAY, [], account)
+    assert report.ineligible_strategies == {"trend_breakout": "2025-05-13T00:00:00.000Z"}
+    text = render_report_text(report, mode="PAPER_LIVE")
+    assert "trend_breakout since 2025-05-13T00:00:00.000Z" in text
+    assert "Ineligible strategies: none" in render_report_text(build_daily_report(DAY, [], ACCOUNT), mode="X")

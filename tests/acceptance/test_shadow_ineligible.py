@@ -1,0 +1,122 @@
+"""Issue 10 #6 through the whole system (PAPER_LIVE replay on the bundled sample): strategies that a
+losing record made ineligible keep trading on the shadow paper book; their shadow trades are journaled
+in the shadow log, feed the performance windows, and never reach the live book, exposure or calendar."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from futures_actor.core.clock import ManualWallClock, iso_utc
+from futures_actor.core.config import BotConfig, default_config
+from futures_actor.core.strategies import STRATEGY_NAMES
+from futures_actor.state.journal import TradeJournal
+
+from .harness import Harness
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+SEEDED_PER_STRATEGY = 25
+
+
+def _seed_losses(log_dir: Path, cfg: BotConfig, before_ms: int) -> None:
+    """A losing record (−1 R each) for every strategy, a month before the replay starts."""
+    base = before_ms - 30 * 86_400_000
+    journal = TradeJournal(directory=log_dir, cfg=cfg.logging, clock=ManualWallClock(base))
+    n = 0
+    try:
+        for strategy in STRATEGY_NAMES:
+            for _ in range(SEEDED_PER_STRATEGY):
+                n += 1
+                t = base + n * 3_600_000
+                journal.write(
+                    {
+                        "trade_id": str(uuid.UUID(int=n)),
+                        "timestamp_open": iso_utc(t),
+                        "timestamp_close": iso_utc(t + 1_800_000),
+                        "mode": "PAPER_LIVE",
+                        "symbol": "BTCUSDT",
+                        "strategy": strategy,
+                        "regime": "TREND" if strategy != "range_mean_reversion" else "RANGE",
+                        "direction": "LONG",
+                        "confidence_score": 0.8,
+                        "entry_order": {
+                            "client_order_id": f"seed-{n}",
+                            "type": "LIMIT",
+                            "requested_price": 60000.0,
+                            "filled_avg_price": 60000.0,
+                            "filled_qty": 0.016,
+                            "status": "FILLED",
+                        },
+                        "risk": {
+                            "equity_usd": 10000.0,
+                            "risk_pct": 0.01,
+                            "risk_usd": 100.0,
+                            "stop_pct": 0.01,
+                            "stop_price": 59400.0,
+                            "take_profit_price": 61200.0,
+                            "leverage": 2.0,
+                            "notional_usd": 960.0,
+                            "margin_used_usd": 480.0,
+                        },
+                        "costs": {"fees_usd": 0.6, "funding_usd": 0.0, "slippage_pct": 0.0},
+                        "result": {
+                            "exit_price": 59400.0,
+                            "pnl_usd": -100.0,
+                            "pnl_r_multiple": -1.0,
+                            "reason": "SL",
+                        },
+                        "portfolio": {
+                            "open_positions_count": 1,
+                            "open_risk_pct": 0.01,
+                            "correlation_bucket": "BTCUSDT",
+                            "bucket_corr_max": 0.0,
+                        },
+                    }
+                )
+    finally:
+        journal.close()
+
+
+async def test_ineligible_strategies_trade_on_the_shadow_book(
+    tmp_path: Path, sample_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from tests.actors.test_replay_funding import _copy_sample
+
+    cfg = default_config()
+    h = Harness.create(tmp_path, cfg=cfg, symbols=SYMBOLS)
+    _copy_sample(sample_dir, h.klines_dir, SYMBOLS, days=10)
+    first_ms = 1_735_603_200_000  # 2024-12-31 00:00 UTC, the sample's first candle
+    _seed_losses(h.log_dir, cfg, first_ms)
+    try:
+        async with trio.open_nursery() as nursery:
+            system = await h.start(nursery)
+            assert set(system.risk.ineligible_strategies()) <= set(STRATEGY_NAMES)
+            assert h.feed is not None
+            await h.feed.done.wait()
+            await trio.sleep(600)
+            ineligible = system.risk.ineligible_strategies()
+            assert system.shadow is not None
+            shadow_records = list(system.shadow.journal.records())
+            assert await h.stop() == 0
+            nursery.cancel_scope.cancel()
+        entries = [e for e in h.events("shadow_entry") if e.get("why") == "INELIGIBLE"]
+        learned = h.events("shadow_trade_recorded")
+        live_plans = [e for e in h.events("plan_accepted") if e["actor"] == "execution"]
+        shadow_plans = [e for e in h.events("plan_accepted") if e["actor"] == "shadow_execution"]
+        live_records = h.trade_records()
+    finally:
+        h.close()
+    assert entries, "no ineligible strategy traded on the shadow book"
+    assert shadow_records, "no shadow trade closed"
+    assert learned
+    assert all(e["shadow"] is True for e in learned)
+    assert shadow_plans  # the shadow book's execution is marked in the log
+    shadow_ids = {e["trade_id"] for e in entries}
+    # The live book never saw a shadow plan.
+    assert not shadow_ids & {e["trade_id"] for e in live_plans}
+    assert not shadow_ids & {r["trade_id"] for r in live_records}
+    # The summary / report view: who is ineligible, and since when (or eligible again: logged).
+    assert isinstance(ineligible, dict)
