@@ -26,6 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from futures_actor.core.config import PerformanceConfig
+from futures_actor.core.lifecycle import ADOPTED_STRATEGY
 from futures_actor.core.types import Regime
 
 __all__ = [
@@ -123,6 +124,8 @@ def closed_trade_from_record(record: Mapping[str, Any]) -> ClosedTrade | None:
         )
     if filled == 0:
         return None
+    if record.get("strategy") == ADOPTED_STRATEGY:
+        return None  # an adopted position is nobody's strategy decision: not in any window
     regime_raw = _text(record, "regime", trade_id)
     try:
         regime = Regime(regime_raw)

@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import msgspec
 
+from futures_actor.core.lifecycle import ADOPTED_STRATEGY
+
 __all__ = ["TRADE_RECORD_SCHEMA", "SchemaViolation", "validate_trade_record"]
 
 TRADE_RECORD_SCHEMA: Final[dict[str, Any]] = {
@@ -143,8 +145,31 @@ def _check(path: str, record: Any, schema: Mapping[str, Any], out: list[SchemaVi
             out.append(SchemaViolation(field=field, value=record[key], expected="no such field (unknown)"))
 
 
+def _semantic_violations(record: Mapping[str, Any]) -> list[SchemaViolation]:
+    """Rules beyond the field types that the performance layer relies on (one schema, issue 10 #11):
+    a filled quantity is ≥ 0, and a filled trade of a strategy (not an adopted position) names the
+    equity > 0 its R and drawdown are measured against."""
+    out: list[SchemaViolation] = []
+    entry, risk = record.get("entry_order"), record.get("risk")
+    filled = entry.get("filled_qty") if isinstance(entry, Mapping) else None
+    if not _is_number(filled):
+        return out
+    if filled < 0:
+        out.append(SchemaViolation(field="entry_order.filled_qty", value=filled, expected="a quantity >= 0"))
+        return out
+    equity = risk.get("equity_usd") if isinstance(risk, Mapping) else None
+    if filled > 0 and record.get("strategy") != ADOPTED_STRATEGY and _is_number(equity) and equity <= 0:
+        out.append(SchemaViolation(field="risk.equity_usd", value=equity, expected="a number > 0"))
+    return out
+
+
 def validate_trade_record(record: Any) -> list[SchemaViolation]:
-    """Every way `record` differs from the schema; an empty list means valid."""
+    """Every way `record` differs from the schema; an empty list means valid.
+
+    A valid record is one `core.performance.closed_trade_from_record` accepts (or deliberately skips:
+    an unfilled entry, an adopted position)."""
     out: list[SchemaViolation] = []
     _check("", record, TRADE_RECORD_SCHEMA, out)
+    if isinstance(record, Mapping):
+        out += _semantic_violations(record)
     return out
