@@ -2,26 +2,38 @@
 
 REST (HTTP/1.1) on `--port`, WebSockets on `--ws-port` (default port + 1). The exchange clock starts
 at `--start-ms` (default: the first recorded candle) and runs at `--speed` × real time, replaying the
-recorded `<SYMBOL>-<interval>.csv.gz` klines of `--klines DIR`. The API key and secret are read from the
-environment variables the bot reads (config `exchange.api_key_env` / `api_secret_env`).
+recorded `<SYMBOL>-<interval>.csv.gz` klines of `--klines DIR`. With `--wall-clock` the exchange clock
+is the wall clock and the recording is shifted so that its last candle closes now: a LIVE bot signs
+and checks staleness against the same clock and trades against it in real time. The API key and secret
+are read from the environment variables the bot reads (config `exchange.api_key_env` / `api_secret_env`).
+
+`--exchange-info` defaults to the recording bundled in `data/sample/`. Binance's WebSocket pings (3 min)
+and 24 h cut are on. `http://127.0.0.1:PORT/admin/...` arms faults and shows the request log
+(`/admin/faults?kind=...`, `/admin/requests?since=N`, `/admin/state`, `/admin/price`; see
+`SimExchange._admin`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import time
 from pathlib import Path
 
+import msgspec
 import trio
 
 from futures_actor.binance.sim import SimExchange, load_exchange_info, read_funding_csv, serve_http, serve_ws
 from futures_actor.core.config import BotConfig
+from futures_actor.core.types import Candle
 from futures_actor.data.klines_csv import KlinesFileError, read_klines_candles
 
 __all__ = ["run_sim_exchange"]
 
 _TICK_SECONDS = 0.25
+DEFAULT_EXCHANGE_INFO = Path("data") / "sample" / "exchangeInfo_mainnet_2024-10-02.json"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ws-port", type=int, default=None)
     p.add_argument("--klines", type=Path, required=True, help="directory of <SYMBOL>-<interval>.csv.gz")
-    p.add_argument("--exchange-info", type=Path, required=True, help="recorded exchangeInfo JSON")
+    p.add_argument(
+        "--exchange-info",
+        type=Path,
+        default=DEFAULT_EXCHANGE_INFO,
+        help=f"recorded exchangeInfo JSON (default: {DEFAULT_EXCHANGE_INFO})",
+    )
     p.add_argument("--funding", type=Path, default=None, help="directory of <SYMBOL>.csv funding files")
     p.add_argument("--interval", default="5m")
     p.add_argument("--start-ms", type=int, default=None)
     p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="exchange clock = wall clock; the recording is shifted to end now (for a LIVE bot)",
+    )
     p.add_argument("--limit", type=int, default=None, help="read only the first N candles per file")
     return p
 
@@ -63,6 +85,17 @@ def run_sim_exchange(argv: list[str]) -> int:
         return 2
     first = min(c[0].open_time_ms for c in candles.values() if c)
     start = args.start_ms if args.start_ms is not None else first
+    shift = 0
+    if args.wall_clock:
+        now = int(time.time() * 1000)
+        step = candles_step(candles)
+        last_close = max(c[-1].open_time_ms for c in candles.values() if c) + step
+        shift = (now // step * step) - last_close
+        candles = {
+            sym: [msgspec.structs.replace(c, open_time_ms=c.open_time_ms + shift) for c in cs]
+            for sym, cs in candles.items()
+        }
+        start = now
     ex = SimExchange(
         exchange_info=info,
         specs=specs,
@@ -75,9 +108,38 @@ def run_sim_exchange(argv: list[str]) -> int:
     for sym, cs in candles.items():
         ex.load_candles(sym, cs)
         if args.funding is not None and (args.funding / f"{sym}.csv").is_file():
-            ex.load_funding(sym, read_funding_csv(args.funding / f"{sym}.csv"))
-    trio.run(_serve, ex, args.port, args.ws_port if args.ws_port is not None else args.port + 1, args.speed)
+            rows = read_funding_csv(args.funding / f"{sym}.csv")
+            ex.load_funding(sym, [(t + shift, r) for t, r in rows])
+    ex.admin_enabled = True
+    ex.faults.server_pings()
+    ex.faults.cut_ws_after()
+    ws_port = args.ws_port if args.ws_port is not None else args.port + 1
+    speed = 1.0 if args.wall_clock else args.speed
+    try:
+        trio.run(_serve, ex, args.port, ws_port, speed)
+    except (OSError, BaseExceptionGroup) as raised:
+        exc: BaseException = raised
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        if not isinstance(exc, OSError):
+            raise
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"sim-exchange: port {args.port} or {ws_port} is already in use; pick another --port",
+                file=sys.stderr,
+            )
+        else:
+            print(f"sim-exchange: cannot serve on 127.0.0.1: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def candles_step(candles: dict[str, list[Candle]]) -> int:
+    """The base interval of the recording in ms (from consecutive open times)."""
+    for cs in candles.values():
+        if len(cs) > 1:
+            return cs[1].open_time_ms - cs[0].open_time_ms
+    raise ValueError("sim-exchange: --wall-clock needs at least two candles in a file")
 
 
 async def _serve(ex: SimExchange, port: int, ws_port: int, speed: float) -> None:
