@@ -123,6 +123,9 @@ class SimHost:
         )
         for symbol, rows in candles.items():
             self.ex.load_candles(symbol, rows)
+        # The bot and the test's own polling share one IP here; the venue's weight limits (429, then
+        # escalating 418 bans) are injected explicitly where a test wants them, never by the polling.
+        self.ex.limits.enforced = False
         self._start_ms = start_ms
         self._token: trio.lowlevel.TrioToken | None = None
         self._scope: trio.CancelScope | None = None
@@ -190,7 +193,10 @@ class Account:
         self._http.close()
 
     def _signed(self, method: str, path: str, **params: Any) -> Any:
-        server = self._http.get("/fapi/v1/time").json()["serverTime"]
+        clock = self._http.get("/fapi/v1/time")
+        if clock.status_code != 200:
+            raise RuntimeError(f"GET /fapi/v1/time: HTTP {clock.status_code} {clock.text}")
+        server = clock.json()["serverTime"]
         query = urlencode({**{k: str(v) for k, v in params.items()}, "timestamp": server, "recvWindow": 5000})
         signature = hmac.new(API_SECRET.encode(), query.encode(), hashlib.sha256).hexdigest()
         resp = self._http.request(method, f"{path}?{query}&signature={signature}")

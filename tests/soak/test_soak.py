@@ -32,6 +32,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from e2e.botproc import BotProcess, live_config
 from e2e.simhost import Account, SimHost, exchange_info, random_walk
@@ -121,7 +122,10 @@ def wait_protected(account: Account, timeout: float) -> list[str]:
     """Poll until the invariants hold (the bot repairs in its reconcile); the last violations if not."""
     deadline = time.monotonic() + timeout
     while True:
-        found = invariant_violations(account)
+        try:
+            found = invariant_violations(account)
+        except (httpx.HTTPError, RuntimeError) as exc:  # an injected fault hit our own query
+            found = [f"exchange query failed: {exc}"]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
@@ -142,6 +146,13 @@ class Operator:
         return f"manual-{SEED}-{self.n}"
 
     def act(self) -> str:
+        """One seeded action; a manual order that an injected fault hits is logged, not fatal."""
+        try:
+            return self._act()
+        except (httpx.HTTPError, RuntimeError) as exc:
+            return f"operator request failed ({type(exc).__name__})"
+
+    def _act(self) -> str:
         choice = self.rng.choice(["open", "open", "add", "close", "fault", "fault", "nothing"])
         positions = self.account.positions()
         if choice == "open":
