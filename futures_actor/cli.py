@@ -179,7 +179,8 @@ def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="DIR",
         type=Path,
         default=default,
-        help="log directory (default: logging.log_dir, relative as for --state-dir)",
+        help="log directory (default: logging.log_dir, relative as for --state-dir; a replay: "
+        "a new replay-YYYYMMDD-HHMMSS directory in it)",
     )
     parser.add_argument(
         "--env-file",
@@ -367,9 +368,7 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
         config_path=config_path,
         mode=mode,
         testnet=bool(args.testnet),
-        log_dir=args.log_dir
-        if args.log_dir is not None
-        else resolve_config_dir(cfg.logging.log_dir, config_path),
+        log_dir=_log_dir(args, cfg, config_path),
         state_dir=(
             args.state_dir
             if args.state_dir is not None
@@ -384,6 +383,19 @@ def resolve_run_options(args: argparse.Namespace, stderr: TextIO) -> RunOptions:
         warnings=tuple(warnings),
         fresh_state=bool(args.fresh_state),
     )
+
+
+def _log_dir(args: argparse.Namespace, cfg: BotConfig, config_path: Path) -> Path:
+    """--log-dir, else `logging.log_dir` (see `resolve_config_dir`); a replay without --log-dir gets its
+    own run directory in it, `replay-YYYYMMDD-HHMMSS` (UTC now), so that runs never mix and a second
+    run needs no new option."""
+    if args.log_dir is not None:
+        return Path(args.log_dir)
+    base = resolve_config_dir(cfg.logging.log_dir, config_path)
+    if args.replay is None:
+        return base
+    stamp = datetime.fromtimestamp(SystemWallClock().now_ms() / 1000, tz=UTC).strftime("%Y%m%d-%H%M%S")
+    return base / f"replay-{stamp}"
 
 
 def _env_report(cfg: BotConfig) -> dict[str, str]:

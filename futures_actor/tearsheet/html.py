@@ -68,9 +68,15 @@ def _cls(value: float | None) -> str:
     return "pos" if value > 0 else "neg"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "") -> str:
+def _table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "", row_ids: Sequence[str] = ()
+) -> str:
+    """A table; `row_ids[i]`, when given, becomes the `data-id` of row i (the trade list: trade ids)."""
     head = "".join(f"<th>{h}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(rows_cell for rows_cell in row) + "</tr>" for row in rows)
+    body = "".join(
+        (f'<tr data-id="{_e(row_ids[i])}">' if i < len(row_ids) else "<tr>") + "".join(row) + "</tr>"
+        for i, row in enumerate(rows)
+    )
     if not body:
         body = f'<tr><td colspan="{len(headers)}" class="empty">none</td></tr>'
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -439,9 +445,9 @@ def render_html(
         "net PnL $",
         "fees $",
     )
-    parts.append(
-        '<div class="scroll">' + _table(trade_headers, _trade_rows(data.records), cls="trades") + "</div>"
-    )
+    ids = [str(r.get("trade_id", "")) for r in data.records]
+    table = _table(trade_headers, _trade_rows(data.records), cls="trades", row_ids=ids)
+    parts.append('<div class="scroll">' + table + "</div>")
     if data.daily_reports:
         links = " · ".join(f'<a href="{_e(name)}">{_e(name[13:23])}</a>' for name in data.daily_reports)
         parts.append(f"<h2>Daily reports ({len(data.daily_reports)})</h2><p>{links}</p>")

@@ -106,6 +106,14 @@ class TestReplayOptions:
         assert (options.replay_start_ms, options.replay_end_ms) == (day_ms(2025, 1, 1), day_ms(2025, 3, 1))
         assert options.replay_symbols == ("BTCUSDT", "ETHUSDT")
 
+    def test_a_replay_gets_its_own_run_directory(self, tmp_path: Path, captured: list[RunOptions]) -> None:
+        assert run("--paper", "--replay", str(tmp_path), "--config", str(EXAMPLE))[0] == EXIT_OK
+        assert run("--paper", "--config", str(EXAMPLE))[0] == EXIT_OK
+        replay, live = captured
+        assert replay.log_dir.parent == live.log_dir
+        assert replay.log_dir.name.startswith("replay-")
+        assert live.log_dir.name == "logs"
+
     @pytest.mark.parametrize("flag", [("--timerange", "2025-01-01:"), ("--symbols", "BTCUSDT")])
     def test_replay_only(self, flag: tuple[str, str], captured: list[RunOptions]) -> None:
         code, _, err = run("--paper", "--config", str(EXAMPLE), *flag)
