@@ -96,6 +96,8 @@ def test_everything_agrees_with_trades_jsonl(run: dict[str, Any]) -> None:
         assert r["symbol"] in SYMBOLS.split(",")
     filled = [r for r in recs if r["entry_order"]["filled_qty"] > 0]
     assert filled
+    # The sample ships funding: positions held over a funding time pay or receive it (BOT_SPEC §9).
+    assert any(r["costs"]["funding_usd"] != 0 for r in filled), "no funding charged in the replay"
 
     summary = json.loads((d / "summary.json").read_text())
     assert summary["trade_records"] == len(recs)
