@@ -224,7 +224,7 @@ td.empty{color:var(--muted);text-align:center}td.muted{color:var(--muted)}.heat 
 .chart{background:#fff;border:1px solid var(--line);border-radius:8px;padding:6px;margin-bottom:10px}
 .chart svg{width:100%;display:block}.chart .title{font-weight:600;margin:2px 6px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(330px,1fr));gap:0 24px}
-.grid2.wide{grid-template-columns:repeat(auto-fit,minmax(560px,1fr))}
+.grid2.wide{grid-template-columns:repeat(auto-fit,minmax(640px,1fr))}
 .problems{background:#fef3c7;border:1px solid #f59e0b;border-radius:8px;padding:8px 14px;margin:10px 0}
 .scroll{max-height:520px;overflow:auto;border:1px solid var(--line)}.scroll table{margin:0;border:0}
 details{margin-top:8px}dt{font-weight:600;margin-top:6px}dd{margin:0 0 0 16px;color:#374151}

@@ -210,6 +210,26 @@ class TestReport:
         page = (d / "report.html").read_text()
         assert "Some input could not be read" in page
 
+    def test_records_with_wrong_types_do_not_crash(self, tmp_path: Path) -> None:
+        d = tmp_path / "logs"
+        d.mkdir()
+        good = record(1, T0, T0 + H, 5.0)
+        odd = [
+            {"trade_id": "x1", "entry_order": "filled", "result": None, "costs": [1, 2]},
+            {"trade_id": "x2", "entry_order": {"filled_qty": True}, "result": {"pnl_usd": "abc"}},
+            {**record(3, T0, T0 + H, 1.0), "timestamp_close": "soon"},  # filled but no valid close time
+            {**record(4, T0, T0 + H, 1.0), "result": {"pnl_usd": "1", "pnl_r_multiple": None, "reason": 7}},
+        ]
+        (d / "trades.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [good, *odd]))
+        result = write_report(d)
+        assert result.metrics.trades == 2  # the good one and the one with odd result fields
+        assert result.metrics.unfilled_entries == 2
+        assert any(
+            "trade 00000000-0000-4000-8000-000000000003 has no valid open/close time" in p
+            for p in result.problems
+        )
+        assert (d / "report.html").is_file()
+
     def test_empty_directory(self, tmp_path: Path) -> None:
         result = write_report(tmp_path)
         assert result.trades == 0
