@@ -1310,11 +1310,6 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
         else:
             paper_holder["paper"].on_path(symbol, candle, interval_ms)
 
-    def on_funding(msg: MarkUpdated) -> None:
-        # The recorded rate was realised at `ts_ms`: the paper account pays or receives it there and
-        # then (BOT_SPEC §9: funding applied at each funding time as rate × notional).
-        paper_holder["paper"].on_mark(msg.symbol, msg.mark_price, msg.funding_rate, msg.ts_ms, msg.ts_ms)
-
     journal: TradeJournal | None = None
     progress = _Progress(stdout, lambda: journal)
     feed = ReplayFeed(
@@ -1323,7 +1318,6 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
         symbols=symbols,
         on_path=on_path,
         on_progress=progress,
-        on_funding=on_funding,
         start_ms=options.replay_start_ms,
         end_ms=options.replay_end_ms,
         warmup_1h_bars=cfg.market_data.history_1h_bars if options.replay_start_ms is not None else 0,

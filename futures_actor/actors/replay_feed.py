@@ -22,8 +22,7 @@ fast as the CPU allows and is deterministic. Then, symbol by symbol (sorted):
 3. the 5m candle closing at T;
 4. `MarkUpdated` for every funding time F <= T not yet sent (from the symbol's first 5m open on):
    `funding_rate` = the rate realised at F, `mark_price` = the 5m close at T, `next_funding_ms` =
-   the next funding time in the file (or F + the last funding period), `ts_ms` = F; each is first
-   handed to `on_funding` (the replay charges it to the paper account at F).
+   the next funding time in the file (or F + the last funding period), `ts_ms` = F.
 
 A symbol joins when its data starts and leaves when it ends. A jump in a symbol's 5m series is
 logged (`replay_gap`) and counted; the candle is still emitted (the symbol actor repairs gaps).
@@ -58,7 +57,6 @@ from futures_actor.data.klines_csv import read_klines
 from futures_actor.logs import get_logger
 
 __all__ = [
-    "FundingCallback",
     "FundingSeries",
     "PathCallback",
     "ProgressCallback",
@@ -71,8 +69,6 @@ __all__ = [
 
 PathCallback = Callable[[str, Candle, int], None]
 """`on_path(symbol, next_candle, interval_ms)`: the 5m candle that starts now (look-ahead)."""
-FundingCallback = Callable[[MarkUpdated], None]
-"""`on_funding(msg)`: called with each funding `MarkUpdated` just before it is published."""
 ProgressCallback = Callable[[int, int, int], None]
 """`on_progress(steps_done, steps_total, sim_ms)`: one step is one 5m close time."""
 
@@ -278,7 +274,6 @@ class ReplayFeed:
         symbols: Sequence[str] | None = None,
         on_path: PathCallback | None = None,
         on_progress: ProgressCallback | None = None,
-        on_funding: FundingCallback | None = None,
         start_ms: int | None = None,
         end_ms: int | None = None,
         warmup_1h_bars: int = 0,
@@ -296,7 +291,6 @@ class ReplayFeed:
         self._wanted = list(symbols) if symbols is not None else None
         self._on_path = on_path
         self._on_progress = on_progress
-        self._on_funding = on_funding
         self._start_ms = start_ms
         self._end_ms = end_ms
         self._warmup_1h = warmup_1h_bars
@@ -448,8 +442,6 @@ class ReplayFeed:
             msg = MarkUpdated(
                 symbol=symbol, mark_price=close, funding_rate=float(f.rates[j]), next_funding_ms=nxt, ts_ms=t
             )
-            if self._on_funding is not None:
-                self._on_funding(msg)
             await self._router.publish(symbol, msg)
             sym.funding_i += 1
             stats.funding_events += 1

@@ -194,27 +194,6 @@ class TestOrder:
         last_a = max(e[2] for e in events if e[0] == "path" and e[1] == "AUSDT")
         assert last_a == T0 + 23 * M5  # the candle after A's last one does not exist
 
-    async def test_on_funding_sees_each_funding_before_it_is_published(
-        self, two_symbols: Path, autojump_clock: trio.testing.MockClock
-    ) -> None:
-        events: list[tuple[Any, ...]] = []
-        router = MarketRouter()
-        router.add_tap(Log(events))
-
-        def on_funding(msg: MarkUpdated) -> None:
-            published = sum(1 for e in events if e[0] == "mark")
-            events.append(("funding", msg.symbol, msg.ts_ms, msg.funding_rate, published))
-
-        await ReplayFeed(directory=two_symbols, router=router, on_funding=on_funding).run()
-        seen = [e for e in events if e[0] in ("funding", "mark")]
-        # Each funding is handed over first (nothing of it published yet), then published.
-        assert [e[0] for e in seen] == ["funding", "mark"] * 3
-        assert [(e[2], e[3], e[4]) for e in seen if e[0] == "funding"] == [
-            (T0, 1e-4, 0),
-            (T0 + HOUR, -2e-4, 1),
-            (T0 + 2 * HOUR, 3e-4, 2),
-        ]
-
     async def test_mark_price_is_the_close(
         self, two_symbols: Path, autojump_clock: trio.testing.MockClock
     ) -> None:
