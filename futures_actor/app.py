@@ -62,6 +62,7 @@ from futures_actor.actors.messages import (
     MarkUpdated,
     RepublishPositions,
     Resume,
+    RetryRequested,
     ShadowTradeClosed,
     StopIntake,
     TradeClosed,
@@ -806,6 +807,9 @@ class System:
             if isinstance(msg, TradeClosed):
                 log.info("shadow_trade_closed", trade_id=msg.trade_id, symbol=msg.symbol)
                 await self._risk_send.send(ShadowTradeClosed(record=msg.record))
+            elif isinstance(msg, RetryRequested):
+                # A shadow entry's retry is re-decided too (answered to the shadow book, never reserved).
+                await self._risk_send.send(msgspec.structs.replace(msg, shadow=True))
 
     async def _actor_tap(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
         """Market facts the central actors need: 1h closes to PortfolioRisk (correlation), book and

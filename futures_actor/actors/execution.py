@@ -75,6 +75,8 @@ from futures_actor.actors.messages import (
     PositionUpdated,
     RepublishPositions,
     Resume,
+    RetryDecided,
+    RetryRequested,
     StopIntake,
     SubmitPlan,
     TradeClosed,
@@ -113,6 +115,7 @@ __all__ = [
 
 ExecutionInbox = (
     SubmitPlan
+    | RetryDecided
     | AmendStop
     | KillSwitch
     | Resume
@@ -273,6 +276,10 @@ class Execution:
         """
         await self._journal_pending()
         await self._reconcile(startup=True)
+        for lc in list(self._trades.values()):
+            if lc.retry_pending:
+                # The decision asked for before the restart is stale (like a stale entry): no retry.
+                await self._drive(lc, lcm.RetryRejected(code="RESTART", message="retry pending at restart"))
         self._schedule(self._xcfg.reconcile_interval_seconds, _Timer(kind="reconcile"))
         self._publish_order_counts()
         send, recv = trio.open_memory_channel[Any](MERGED_BUFFER)
@@ -323,6 +330,8 @@ class Execution:
         match item:
             case SubmitPlan():
                 await self._on_submit(item)
+            case RetryDecided():
+                await self._on_retry_decided(item)
             case AmendStop():
                 await self._on_amend(item)
             case KillSwitch(reason=reason):
@@ -490,6 +499,20 @@ class Execution:
         )
         await self._commit(lc, lc.start(now_ms=self._now()))
         return None
+
+    async def _on_retry_decided(self, msg: RetryDecided) -> None:
+        lc = self._trades.get(msg.trade_id)
+        if lc is None:
+            self._log.info("retry_decision_ignored", trade_id=msg.trade_id, why="no such open trade")
+            return
+        if msg.plan is not None:
+            await self._prepare(msg.plan.symbol, msg.plan.leverage)
+            await self._drive(lc, lcm.RetryApproved(plan=msg.plan))
+        else:
+            rejection = msg.rejection
+            code = rejection.code if rejection is not None else "REJECTED"
+            text = rejection.message if rejection is not None else ""
+            await self._drive(lc, lcm.RetryRejected(code=code, message=text))
 
     async def _prepare(self, symbol: str, leverage: float) -> None:
         lev = max(1, math.ceil(leverage))
@@ -777,6 +800,19 @@ class Execution:
                     await self._finish_trade(lc.to_state(), record)
                 else:
                     self._log.error("trade_closed_without_trade", trade_id=trade_id)
+                return None
+            case lcm.RequestRetry():
+                # A retry is a new decision (BOT_SPEC §9): risk answers with RetryDecided.
+                self._log.info("entry_retry_requested", trade_id=cmd.trade_id, symbol=cmd.symbol)
+                await self._emit(
+                    "risk",
+                    RetryRequested(
+                        plan=cmd.plan,
+                        mid=cmd.mid if cmd.mid is not None else self._mid.get(cmd.symbol),
+                        filled_qty=cmd.filled_qty,
+                        filled_avg_price=cmd.filled_avg_price,
+                    ),
+                )
                 return None
             case lcm.Alert(trade_id=trade_id, code=code, message=message):
                 self._log.warning("alert", trade_id=trade_id, code=code, message=message)

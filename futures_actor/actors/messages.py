@@ -37,6 +37,8 @@ __all__ = [
     "PositionUpdated",
     "RepublishPositions",
     "Resume",
+    "RetryDecided",
+    "RetryRequested",
     "SafeModeChanged",
     "ShadowTradeClosed",
     "StopIntake",
@@ -164,6 +166,25 @@ class FundingBooked(_Msg, frozen=True):
     symbol: str
     amount_usd: float
     ts_ms: int
+
+
+class RetryRequested(_Msg, frozen=True):
+    """Execution → risk: an entry attempt expired unfilled; re-decide the retry at `mid` (BOT_SPEC §9
+    [resolved]) against the portfolio, counting `filled_qty` at `filled_avg_price` in its risk."""
+
+    plan: TradePlan
+    mid: Decimal | None
+    filled_qty: Decimal
+    filled_avg_price: Decimal
+    shadow: bool = False  # from the shadow book: decided against no exposure, answered to the shadow book
+
+
+class RetryDecided(_Msg, frozen=True):
+    """Risk → execution: the retry's new plan (same trade id), or the rejection that ends the trade."""
+
+    trade_id: str
+    plan: TradePlan | None
+    rejection: RiskRejection | None
 
 
 class PositionUpdated(_Msg, frozen=True):

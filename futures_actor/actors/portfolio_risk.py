@@ -63,6 +63,8 @@ from futures_actor.actors.messages import (
     PortfolioSynced,
     PositionUpdated,
     Resume,
+    RetryDecided,
+    RetryRequested,
     SafeModeChanged,
     ShadowTradeClosed,
     StopIntake,
@@ -90,6 +92,7 @@ from futures_actor.core.risk import (
     RiskContext,
     RiskInputError,
     evaluate,
+    evaluate_retry,
     open_risk_usd,
 )
 from futures_actor.core.risk_state import (
@@ -167,6 +170,7 @@ RiskInbox = (
     | EntryAbandoned
     | PositionUpdated
     | TradeClosed
+    | RetryRequested
     | FundingBooked
     | ShadowTradeClosed
     | AccountUpdated
@@ -283,7 +287,10 @@ class PortfolioRisk:
         self._reference_symbol = (
             cfg.risk.beta_reference_symbol or reference_symbol or (self._symbols[0] if self._symbols else "")
         )
-        self._trailing: dict[str, TrailingRule | None] = {s.name: s.trailing for s in build_strategies(cfg)}
+        self._strategies = {s.name: s for s in build_strategies(cfg)}
+        self._trailing: dict[str, TrailingRule | None] = {
+            s.name: s.trailing for s in self._strategies.values()
+        }
 
         self._equity: float | None = None
         self._available: float | None = None
@@ -397,6 +404,8 @@ class PortfolioRisk:
                 self._on_position_updated(msg)
             case TradeClosed():
                 self._on_trade_closed(msg)
+            case RetryRequested():
+                await self._on_retry(msg)
             case FundingBooked():
                 self._on_funding_booked(msg)
             case ShadowTradeClosed():
@@ -662,6 +671,134 @@ class PortfolioRisk:
                 )
         if since != state.ineligible_since:
             self._selection = msgspec.structs.replace(state, ineligible_since=since)
+
+    async def _on_retry(self, msg: RetryRequested) -> None:
+        """An expired entry asks to retry: a new decision at the new price through every rule (BOT_SPEC
+        §9 [resolved]). Approved: the reservation becomes the new plan's; rejected: released, and the
+        trade ends with the rejection's code. Either way execution gets a `RetryDecided`."""
+        plan = msg.plan
+        now_ms = self._clock.now_ms()
+        self._roll(now_ms)
+        if msg.shadow:
+            self._answer_shadow_retry(msg, now_ms)
+            return
+        own = self._exposures.pop(plan.trade_id, None)  # this trade's own reservation is replaced
+        result = self._decide_retry(msg, now_ms)
+        if isinstance(result, TradePlan):
+            self._exposures[plan.trade_id] = Exposure(
+                symbol=result.symbol,
+                side=result.side,
+                quantity=float(result.quantity),
+                entry_price=float(result.entry_price),
+                stop_price=float(result.stop_price),
+                pending=True,
+                trade_id=result.trade_id,
+                leverage=result.leverage,
+            )
+            self._log.info(
+                "retry_approved",
+                symbol=result.symbol,
+                trade_id=result.trade_id,
+                strategy=result.strategy,
+                entry_price=str(result.entry_price),
+                quantity=str(result.quantity),
+                stop_price=str(result.stop_price),
+                target_price=None if result.target_price is None else str(result.target_price),
+                risk_usd=result.risk_usd,
+                notional_usd=result.notional_usd,
+                open_risk_pct=result.open_risk_pct,
+                filled_qty=str(msg.filled_qty),
+            )
+            decided = RetryDecided(trade_id=plan.trade_id, plan=result, rejection=None)
+        else:
+            if own is not None and msg.filled_qty > 0:
+                self._exposures[plan.trade_id] = own  # the filled part stays exposed
+            self._count("rejected", result.code)
+            self._log.info(
+                "retry_rejected",
+                symbol=plan.symbol,
+                trade_id=plan.trade_id,
+                strategy=plan.strategy,
+                code=result.code,
+                reason=result.message,
+                values=result.values,
+            )
+            decided = RetryDecided(trade_id=plan.trade_id, plan=None, rejection=result)
+        self._persist()
+        await self._execution_send.send(decided)
+
+    def _answer_shadow_retry(self, msg: RetryRequested, now_ms: int) -> None:
+        """A shadow trade's retry: the same new decision, against no exposure, never reserved."""
+        result = self._decide_retry(msg, now_ms, exposures=())
+        plan = result if isinstance(result, TradePlan) else None
+        rejection = result if isinstance(result, RiskRejection) else None
+        self._log.info(
+            "shadow_retry_decided",
+            trade_id=msg.plan.trade_id,
+            symbol=msg.plan.symbol,
+            approved=plan is not None,
+            code=None if rejection is None else rejection.code,
+        )
+        if self._shadow_send is None:
+            return
+        try:
+            self._shadow_send.send_nowait(
+                RetryDecided(trade_id=msg.plan.trade_id, plan=plan, rejection=rejection)
+            )
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._log.error("shadow_retry_answer_dropped", trade_id=msg.plan.trade_id)
+
+    def _decide_retry(
+        self, msg: RetryRequested, now_ms: int, *, exposures: tuple[Exposure, ...] | None = None
+    ) -> TradePlan | RiskRejection:
+        plan = msg.plan
+        equity, available, state = self._equity, self._available, self._risk_state
+        if self._trading_state is not TradingState.ACTIVE:
+            return RiskRejection(code=SHUTTING_DOWN, message="shutting down: no new entries")
+        if equity is None or available is None or state is None:
+            return RiskRejection(code=NO_ACCOUNT, message="no account update received yet: equity unknown")
+        if plan.symbol not in self._tradable:
+            return RiskRejection(code=NOT_IN_UNIVERSE, message="the symbol left the universe: no new entries")
+        rules = self._rules.get(plan.symbol)
+        strategy = self._strategies.get(plan.strategy)
+        if rules is None or strategy is None:
+            return RiskRejection(
+                code=NO_SYMBOL_RULES if rules is None else INPUT_ERROR,
+                message="no exchange rules for the symbol, or an unknown strategy",
+                values={"symbol": plan.symbol, "strategy": plan.strategy},
+            )
+        portfolio = PortfolioSnapshot(
+            equity_usd=equity,
+            available_balance_usd=available,
+            exposures=tuple(self._exposures.values()) if exposures is None else exposures,
+            risk_state=state,
+            wallet_balance_usd=self._wallet,
+            unrealized_pnl_usd=self._unrealized,
+        )
+        ctx = RiskContext(
+            rules=rules,
+            now_ms=now_ms,
+            mode=self._mode,
+            mid_price=None,
+            shadow=exposures is not None,
+            correlations=self._correlations(now_ms),
+            safe_mode=self._safe_mode,
+            kill_switch=self._kill_switch,
+        )
+        try:
+            return evaluate_retry(
+                plan,
+                mid=float(msg.mid) if msg.mid is not None else None,
+                filled_qty=float(msg.filled_qty),
+                filled_avg_price=float(msg.filled_avg_price),
+                stop_pct=strategy.stop_pct,
+                target_r_multiple=strategy.target_r_multiple,
+                portfolio=portfolio,
+                ctx=ctx,
+                cfg=self._cfg,
+            )
+        except (RiskInputError, RiskStateError, RoundingInputError, ValueError, ArithmeticError) as exc:
+            return _input_error(exc)
 
     def _send_shadow(self, report: SymbolReport, plan: TradePlan) -> bool:
         """Hand a shadow plan to the shadow book (never reserved, never blocking). True when sent."""

@@ -8,8 +8,13 @@ call the actor persists `to_state()` so that a restart resumes exactly where it 
 Policy (the rules the tests pin down):
 - Entry: LIMIT GTC on the passive side; the actor runs the TTL timer and delivers `TtlExpired`. At TTL
   the rest is cancelled; with nothing filled the entry is retried exactly `limit_retry_count` times with
-  a new client id, re-priced from the latest mid; never a market chase. With a partial fill the partial
-  is kept as the position and the remainder is not retried. Nothing filled at all ⇒ `TIMEOUT` record.
+  a new client id; never a market chase. With a partial fill the partial is kept as the position and
+  the remainder is not retried. Nothing filled at all ⇒ `TIMEOUT` record.
+- A retry is a new decision at the new price (BOT_SPEC §9 [resolved]): the lifecycle asks for it
+  (`RequestRetry` with the mid and what is filled) and waits; `RetryApproved` brings the new plan (entry,
+  stop, target and size recomputed from the new price by the risk engine, the filled part counted in
+  its risk) and the attempt is placed for the plan's quantity less what is filled; `RetryRejected` ends
+  the trade (`TIMEOUT` record, the risk code in an alert). A kill or stop of intake meanwhile ends it.
 - Protection: while any quantity is held, the lifecycle wants exactly one working STOP_MARKET
   (reduce-only, mark-price trigger) for the held quantity at the current stop price, and (if the plan
   has a target) one reduce-only LIMIT target for the held quantity. A change (fill, trailing move) places
@@ -81,6 +86,9 @@ __all__ = [
     "Protect",
     "QueryOrder",
     "ReconcileResult",
+    "RequestRetry",
+    "RetryApproved",
+    "RetryRejected",
     "StartTimer",
     "TrackedOrder",
     "TradeLifecycle",
@@ -176,6 +184,7 @@ class LifecycleState(msgspec.Struct, kw_only=True):
     close_use_band: bool = False
     close_alerted: bool = False
     no_retry: bool = False
+    retry_pending: bool = False  # a retry decision was asked for (RequestRetry) and not answered yet
     last_mid: Decimal | None = None
     last_mark: Decimal | None = None
     adopted: bool = False
@@ -267,6 +276,19 @@ class OrderNotFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     cid: str
 
 
+class RetryApproved(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The risk engine re-decided the retry: the trade's plan from now on (same trade id)."""
+
+    plan: TradePlan
+
+
+class RetryRejected(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The risk engine refused the retry (its reason code): the trade ends without it."""
+
+    code: str
+    message: str = ""
+
+
 Event = (
     OrderAccepted
     | OrderRejected
@@ -283,6 +305,8 @@ Event = (
     | OrderStatusUnknown
     | OrderFound
     | OrderNotFound
+    | RetryApproved
+    | RetryRejected
 )
 
 # --------------------------------------------------------------------------------------- commands
@@ -352,6 +376,17 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     message: str
 
 
+class RequestRetry(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Ask the risk engine to re-decide the entry at `mid` (answered by RetryApproved / RetryRejected)."""
+
+    trade_id: str
+    symbol: str
+    plan: TradePlan
+    mid: Decimal | None  # None: no usable mid known (the plan's entry price stands in)
+    filled_qty: Decimal  # filled by earlier attempts (counts toward the retry's risk)
+    filled_avg_price: Decimal
+
+
 Command = (
     PlaceOrder
     | PlaceAlgoOrder
@@ -361,6 +396,7 @@ Command = (
     | CancelTimer
     | EmitTradeClosed
     | Alert
+    | RequestRetry
 )
 
 _STATE_DECODER = msgspec.json.Decoder(LifecycleState)
@@ -510,6 +546,11 @@ class TradeLifecycle:
         return self._s.stop_price
 
     @property
+    def retry_pending(self) -> bool:
+        """An entry retry decision was asked for and not answered yet."""
+        return self._s.retry_pending
+
+    @property
     def orders(self) -> dict[str, TrackedOrder]:
         return dict(self._s.orders)
 
@@ -590,6 +631,15 @@ class TradeLifecycle:
                     out += self._terminal(
                         o, OrderStatus.REJECTED, NOT_FOUND_CODE, "not found by client id", now_ms
                     )
+            case RetryApproved(plan=plan):
+                out += self._retry_approved(plan, now_ms)
+            case RetryRejected(code=code, message=message):
+                if s.retry_pending:
+                    s.retry_pending = False
+                    s.no_retry = True
+                    out.append(
+                        self._alert("RETRY_REJECTED", f"entry retry refused by risk: {code} {message}")
+                    )
             case MidPrice() | FundingPaid():
                 pass
             case _:
@@ -669,7 +719,7 @@ class TradeLifecycle:
             order_type="LIMIT",
             side=s.plan.side.order_side,
             price=price,
-            qty=s.plan.quantity,
+            qty=s.plan.quantity - s.entry_filled,
             now_ms=now_ms,
         )
         s.phase = Phase.ENTRY_WORKING
@@ -782,9 +832,10 @@ class TradeLifecycle:
                     s.phase = Phase.OPEN
                 elif (
                     not s.no_retry
+                    and not s.retry_pending
                     and s.attempts.get(OrderRole.ENTRY.value, 0) < 1 + self._cfg.limit_retry_count
                 ):
-                    out += self._place_entry(self._retry_price(), now_ms)
+                    out.append(self._request_retry())
         elif o.role is OrderRole.STOP:
             if status is OrderStatus.REJECTED:
                 out += self._stop_rejected(o, code, message)
@@ -805,6 +856,38 @@ class TradeLifecycle:
             else:
                 s.close_use_band = False
         return out
+
+    def _request_retry(self) -> RequestRetry:
+        s = self._s
+        s.retry_pending = True
+        return RequestRetry(
+            trade_id=self.trade_id,
+            symbol=self.symbol,
+            plan=s.plan,
+            mid=s.last_mid,
+            filled_qty=s.entry_filled,
+            filled_avg_price=self._entry_avg() if s.entry_filled > 0 else _ZERO,
+        )
+
+    def _retry_approved(self, plan: TradePlan, now_ms: int) -> list[Command]:
+        s = self._s
+        if not s.retry_pending:
+            return []  # late or duplicate answer
+        s.retry_pending = False
+        if s.no_retry or s.phase is not Phase.ENTRY_CANCELING or self.live_orders(OrderRole.ENTRY):
+            return []
+        if plan.trade_id != s.plan.trade_id or plan.symbol != s.plan.symbol or plan.side is not s.plan.side:
+            s.no_retry = True
+            return [self._alert("RETRY_INVALID", f"retry plan {plan.trade_id} does not match the trade")]
+        rest = plan.quantity - s.entry_filled
+        if rest <= 0:
+            s.no_retry = True
+            return [
+                self._alert("RETRY_INVALID", f"retry plan quantity {plan.quantity} leaves nothing to enter")
+            ]
+        s.plan = plan
+        s.stop_price = plan.stop_price
+        return self._place_entry(plan.entry_price, now_ms)
 
     def _retry_price(self) -> Decimal:
         """The retry's passive price from the latest mid; the plan's price when no usable mid is known."""
@@ -937,7 +1020,9 @@ class TradeLifecycle:
             if self._s.phase == Phase.EXITING:  # protection just failed
                 return out + self._ensure_closing(pos, live_entries, now_ms)
             return out + self._ensure_target(pos, now_ms)
-        entry_done = s.phase is Phase.OPEN or (s.phase is Phase.ENTRY_CANCELING and not live_entries)
+        entry_done = s.phase is Phase.OPEN or (
+            s.phase is Phase.ENTRY_CANCELING and not live_entries and not (s.retry_pending and not s.no_retry)
+        )
         if entry_done and not live_entries and not self._live_closers():
             return self._finish(now_ms)
         return []

@@ -49,11 +49,13 @@ from futures_actor.core.rounding import (
     RoundingInputError,
     passive_entry_price,
     round_price_nearest,
+    round_stop_away,
     to_decimal,
 )
 from futures_actor.core.sizing import (
     CostRates,
     SizingRejected,
+    all_in_loss_per_unit,
     round_trip_cost_pct,
     size_entry,
     worst_case_loss_usd,
@@ -68,6 +70,7 @@ __all__ = [
     "RiskContext",
     "RiskInputError",
     "evaluate",
+    "evaluate_retry",
     "exposure_worst_case_loss",
     "open_risk_usd",
 ]
@@ -177,6 +180,10 @@ class RiskContext(msgspec.Struct, frozen=True, kw_only=True):
     trail_atr_mult: float | None = None
     trail_after_r: float | None = None
     trade_id_salt: str = ""
+    # An entry retry (BOT_SPEC §9 [resolved]): what earlier attempts of the trade filled, counted in
+    # the retry's per-trade risk, open risk and margin.
+    prior_fill_qty: float = 0.0
+    prior_fill_price: float = 0.0
 
 
 class CandleDecisionGuard:
@@ -357,23 +364,39 @@ def evaluate(
             mark_price=ctx.mark_price,
         )
     stop_pct = to_decimal(signal.stop_pct, field="signal.stop_pct")
+    costs = CostRates.from_config(cfg.execution)
+    stop = round_stop_away(entry * (1 - side.sign * stop_pct), side=side, tick=ctx.rules.tick_size)
+    prior_qty = to_decimal(ctx.prior_fill_qty, field="ctx.prior_fill_qty")
+    prior_loss = Decimal(0)
+    if prior_qty > 0:  # a retry after a partial fill: the filled part takes its share of the risk first
+        prior_price = to_decimal(ctx.prior_fill_price, field="ctx.prior_fill_price")
+        prior_loss = prior_qty * max(
+            all_in_loss_per_unit(side=side, entry_price=prior_price, stop_price=stop, costs=costs), Decimal(0)
+        )
+    budget = risk_usd - float(prior_loss)
+    if not budget > 0:
+        return _reject(
+            RiskCode.PER_TRADE_RISK,
+            "the quantity already filled uses the whole per-trade risk at the retry's stop",
+            prior_fill_qty=ctx.prior_fill_qty,
+            prior_loss_usd=float(prior_loss),
+            risk_usd=risk_usd,
+        )
     sized = size_entry(
-        side=side,
-        entry_price=entry,
-        stop_price=entry * (1 - side.sign * stop_pct),
-        risk_usd=risk_usd,
-        rules=ctx.rules,
-        costs=CostRates.from_config(cfg.execution),
+        side=side, entry_price=entry, stop_price=stop, risk_usd=budget, rules=ctx.rules, costs=costs
     )
     if isinstance(sized, SizingRejected):
         return RiskRejection(code=sized.code, message=sized.message, values=sized.values)
-    if sized.loss_to_stop_usd > sized.risk_usd:  # size_entry guarantees it; checked all the same
+    if (
+        float(sized.loss_to_stop_usd + prior_loss) > risk_usd
+    ):  # size_entry guarantees it; checked all the same
         return _reject(
             RiskCode.PER_TRADE_RISK,
             "loss to stop exceeds the per-trade risk",
-            loss_to_stop_usd=float(sized.loss_to_stop_usd),
+            loss_to_stop_usd=float(sized.loss_to_stop_usd + prior_loss),
             risk_usd=risk_usd,
         )
+    prior_notional = ctx.prior_fill_qty * ctx.prior_fill_price
     notional = float(sized.notional_usd)
     qty = float(sized.quantity)
     entry_f = float(sized.entry_price)
@@ -408,6 +431,15 @@ def evaluate(
         exit_fee_pct=cfg.execution.taker_fee_pct,
         stop_slippage_pct=cfg.execution.paper_slippage_stop_pct,
     )
+    if ctx.prior_fill_qty > 0:
+        new_loss += worst_case_loss_usd(
+            side=side,
+            quantity=ctx.prior_fill_qty,
+            entry_price=ctx.prior_fill_price,
+            stop_price=stop_f,
+            exit_fee_pct=cfg.execution.taker_fee_pct,
+            stop_slippage_pct=cfg.execution.paper_slippage_stop_pct,
+        )
     existing = open_risk_usd(exposures, cfg)
     limit = equity * risk.max_total_open_risk_pct
     if existing + new_loss > limit:
@@ -423,7 +455,7 @@ def evaluate(
     # Free margin (rule 7), on the venue's available balance: wallet minus the margin of positions
     # and open entry orders, our reservations included, so that an approval is an order it accepts.
     margin = notional / signal.leverage
-    available = portfolio.usable_balance_usd()
+    available = portfolio.usable_balance_usd() - prior_notional / max(signal.leverage, 1.0)
     free = available * (1.0 - risk.margin_buffer_pct)
     if margin > free:
         return _reject(
@@ -454,7 +486,7 @@ def evaluate(
         candle_open_time_ms=signal.candle_open_time_ms,
         created_ms=ctx.now_ms,
         entry_price=sized.entry_price,
-        quantity=sized.quantity,
+        quantity=sized.quantity + prior_qty,
         stop_price=sized.stop_price,
         target_price=target,
         leverage=signal.leverage,
@@ -462,8 +494,8 @@ def evaluate(
         risk_pct=risk_pct,
         risk_usd=risk_usd,
         stop_pct=sized.stop_pct,
-        notional_usd=notional,
-        margin_used_usd=margin,
+        notional_usd=notional + prior_notional,
+        margin_used_usd=margin + prior_notional / max(signal.leverage, 1.0),
         trail_atr_mult=ctx.trail_atr_mult,
         trail_after_r=ctx.trail_after_r,
         exploration=ctx.exploration,
@@ -569,3 +601,59 @@ def _net_beta_notional(
     if b_new is None:
         return before, None
     return before, before + signal.side.sign * notional * b_new
+
+
+def evaluate_retry(
+    plan: TradePlan,
+    *,
+    mid: float | None,
+    filled_qty: float,
+    filled_avg_price: float,
+    stop_pct: float,
+    target_r_multiple: float | None,
+    portfolio: PortfolioSnapshot,
+    ctx: RiskContext,
+    cfg: BotConfig,
+) -> TradePlan | RiskRejection:
+    """An entry retry as a new decision at the new price (BOT_SPEC §9 [resolved]).
+
+    The signal of `plan` at `mid` (the plan's entry price when no mid is known) goes through every
+    rule of `evaluate` again: stop `stop_pct` and target `target_r_multiple` R from the new entry
+    price, size from the current equity with `filled_qty` (filled by earlier attempts at
+    `filled_avg_price`) counted in the per-trade risk, open risk and margin. `portfolio` must not
+    hold this trade's own reservation. The plan keeps the trade id; its quantity is the trade's
+    total (filled included).
+    """
+    reference = mid if mid is not None and math.isfinite(mid) and mid > 0 else float(plan.entry_price)
+    signal = Signal(
+        symbol=plan.symbol,
+        strategy=plan.strategy,
+        side=plan.side,
+        regime=plan.regime,
+        regime_confidence=plan.confidence_score,
+        candle_open_time_ms=plan.candle_open_time_ms,
+        entry_price=reference,
+        stop_price=reference * (1.0 - plan.side.sign * stop_pct),
+        stop_pct=stop_pct,
+        target_price=None,
+        leverage=plan.leverage,
+        atr=0.0,
+        reason="entry retry",
+        target_r_multiple=target_r_multiple,
+    )
+    retry_ctx = msgspec.structs.replace(
+        ctx,
+        mid_price=reference,
+        last_decided_candle_ms=None,
+        prior_fill_qty=filled_qty,
+        prior_fill_price=filled_avg_price,
+        exploration=plan.exploration,
+        trail_atr_mult=plan.trail_atr_mult,
+        trail_after_r=plan.trail_after_r,
+    )
+    result = evaluate(signal, portfolio, retry_ctx, cfg)
+    if isinstance(result, RiskRejection):
+        return result
+    return msgspec.structs.replace(
+        result, trade_id=plan.trade_id, confidence_score=plan.confidence_score, exploration=plan.exploration
+    )

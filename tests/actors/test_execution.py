@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -22,6 +23,8 @@ from futures_actor.actors.messages import (
     KillSwitch,
     PositionUpdated,
     RepublishPositions,
+    RetryDecided,
+    RetryRequested,
     StopIntake,
     SubmitPlan,
     TradeClosed,
@@ -32,7 +35,7 @@ from futures_actor.binance.paper import PaperExchange
 from futures_actor.core.config import BotConfig, LoggingConfig
 from futures_actor.core.ids import new_trade_id
 from futures_actor.core.lifecycle import OrderStatus, Phase
-from futures_actor.core.models import TradePlan
+from futures_actor.core.models import RiskRejection, TradePlan
 from futures_actor.core.types import Regime, Side, SymbolRules
 from futures_actor.state.journal import TradeJournal, iter_trade_records
 from futures_actor.state.store import StateStore
@@ -297,6 +300,15 @@ class TestEntryTtl:
         await h.send(SubmitPlan(plan=plan, mid_price=D("101.0")))
         assert [cid[-2:] for cid in h.gw.placed_cids()] == ["E1"]
         await settle(CFG.execution.limit_ttl_seconds)
+        # The retry is a new decision (BOT_SPEC §9): risk is asked, nothing is placed until it answers.
+        assert [cid[-2:] for cid in h.gw.placed_cids()] == ["E1"]
+        [request] = h.of(RetryRequested)
+        assert request.plan.trade_id == plan.trade_id
+        assert request.mid == D("101.0")
+        assert request.filled_qty == 0
+        retry_plan = msgspec.structs.replace(plan, entry_price=D("101.0"), stop_price=D("99.0"))
+        await h.send(RetryDecided(trade_id=plan.trade_id, plan=retry_plan, rejection=None))
+        await settle()
         placed = h.gw.placed_cids()
         assert [cid[-2:] for cid in placed] == ["E1", "E2"]
         retry = await h.paper.query_order("BTCUSDT", placed[1])
@@ -314,6 +326,21 @@ class TestEntryTtl:
         assert [m.reason for m in h.of(EntryAbandoned)] == ["TIMEOUT"]
         assert h.store is not None
         assert h.store.get_meta(journal_key(plan.trade_id)) == "1"
+
+    async def test_rejected_retry_ends_in_timeout_record(self, harness: Harness, autojump_clock: Any) -> None:
+        h = harness
+        plan = make_plan()
+        h.set_price("BTCUSDT", "101.0")
+        await h.send(SubmitPlan(plan=plan, mid_price=D("101.0")))
+        await settle(CFG.execution.limit_ttl_seconds)
+        assert len(h.of(RetryRequested)) == 1
+        rejection = RiskRejection(code="TOTAL_OPEN_RISK", message="open risk")
+        await h.send(RetryDecided(trade_id=plan.trade_id, plan=None, rejection=rejection))
+        await settle()
+        assert [cid[-2:] for cid in h.gw.placed_cids()] == ["E1"]
+        [rec] = h.records()
+        assert rec["result"]["reason"] == "TIMEOUT"
+        assert [m.reason for m in h.of(EntryAbandoned)] == ["TIMEOUT"]
 
 
 class TestPartialAtTtl:

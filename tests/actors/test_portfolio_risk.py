@@ -26,6 +26,8 @@ from futures_actor.actors.messages import (
     PortfolioSynced,
     PositionUpdated,
     Resume,
+    RetryDecided,
+    RetryRequested,
     SafeModeChanged,
     ShadowTradeClosed,
     StopIntake,
@@ -1038,3 +1040,50 @@ class TestIneligibleStrategiesTradeInTheShadowBook:
                 v = await h.decide_one(AAA)
             assert v.plan is None
             assert not any(e["event"] == "shadow_entry" for e in logs)
+
+
+class TestEntryRetryIsANewDecision:
+    """Issue 10 #1: RetryRequested is decided like an entry at the new price; execution gets RetryDecided."""
+
+    async def test_approved_retry_is_resized_and_rereserved(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            assert len(h.submitted()) == 1
+            with capture_logs() as logs:
+                await h.send(
+                    RetryRequested(
+                        plan=v.plan, mid=Decimal("101.5"), filled_qty=Decimal(0), filled_avg_price=Decimal(0)
+                    )
+                )
+            (decided,) = h.submitted()
+            assert isinstance(decided, RetryDecided)
+            plan = decided.plan
+            assert plan is not None
+            assert plan.trade_id == v.plan.trade_id
+            assert plan.entry_price == Decimal("101.50")
+            assert plan.stop_price == Decimal("100.48")  # 1 % below 101.50, rounded away
+            assert plan.quantity < v.plan.quantity
+            (exposure,) = h.actor.exposures
+            assert exposure.trade_id == plan.trade_id
+            assert exposure.quantity == float(plan.quantity)
+            assert exposure.stop_price == float(plan.stop_price)
+            assert any(e["event"] == "retry_approved" for e in logs)
+
+    async def test_retry_rejected_by_a_limit_releases_and_ends(self, autojump_clock: Any) -> None:
+        async with running() as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            h.submitted()
+            await h.send(KillSwitch(reason="TEST"))
+            await h.send(
+                RetryRequested(
+                    plan=v.plan, mid=Decimal("101.5"), filled_qty=Decimal(0), filled_avg_price=Decimal(0)
+                )
+            )
+            (decided,) = h.submitted()
+            assert isinstance(decided, RetryDecided)
+            assert decided.plan is None
+            assert decided.rejection is not None
+            assert decided.rejection.code == "KILL_SWITCH"
+            assert h.actor.exposures == ()

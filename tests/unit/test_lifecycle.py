@@ -37,6 +37,9 @@ from futures_actor.core.lifecycle import (
     PositionFlat,
     QueryOrder,
     ReconcileResult,
+    RequestRetry,
+    RetryApproved,
+    RetryRejected,
     StartTimer,
     TradeLifecycle,
     TtlExpired,
@@ -49,6 +52,14 @@ from futures_actor.core.types import OrderRole, Regime, Side, SymbolRules
 from futures_actor.state.log_schema import validate_trade_record
 
 D = Decimal
+
+
+def approve_retry(request: RequestRetry, h: Harness, *, entry: str, qty: str, stop: str) -> list[Command]:
+    """Risk's answer to a retry request: the plan re-decided at the new price (same trade id)."""
+    plan = msgspec.structs.replace(request.plan, entry_price=D(entry), quantity=D(qty), stop_price=D(stop))
+    return h.ev(RetryApproved(plan=plan))
+
+
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 CFG = ExecutionConfig()
 RULES = SymbolRules(
@@ -182,9 +193,16 @@ class TestEntryTimeout:
             CancelOrder(symbol="BTCUSDT", cid=cid("E", 1), is_algo=False),
             CancelTimer(cid=cid("E", 1)),
         ]
-        retry = h.ev(OrderCanceled(cid=cid("E", 1)))
+        asked = h.ev(OrderCanceled(cid=cid("E", 1)))
+        assert only(asked, PlaceOrder) == []  # a retry is a new decision: risk is asked first
+        (request,) = only(asked, RequestRetry)
+        assert (request.mid, request.filled_qty) == (D("101.07"), D(0))
+        # Risk re-priced it from the mid (passive side: a buy rounds down) and re-sized it.
+        retry = approve_retry(request, h, entry="101.0", qty="0.009", stop="99.0")
         (place,) = only(retry, PlaceOrder)
         assert place.cid == cid("E", 2)
+        assert place.qty == D("0.009")
+        assert h.lc.stop_price == D("99.0")
         assert place.order_type == "LIMIT"
         assert place.price == D("101.0")  # re-priced from the mid, passive side (a buy rounds down)
         assert StartTimer(cid=cid("E", 2), seconds=30.0) in retry
@@ -223,9 +241,25 @@ class TestEntryTimeout:
         h.start()
         h.ev(MidPrice(mid=D("99.93")))
         h.ev(TtlExpired(cid=cid("E", 1)))
-        (place,) = only(h.ev(OrderCanceled(cid=cid("E", 1))), PlaceOrder)
+        (request,) = only(h.ev(OrderCanceled(cid=cid("E", 1))), RequestRetry)
+        assert request.mid == D("99.93")
+        (place,) = only(approve_retry(request, h, entry="100.2", qty="0.010", stop="101.2"), PlaceOrder)
         assert place.side == "SELL"
         assert place.price == D("100.2")
+
+    def test_rejected_retry_ends_the_trade_with_timeout(self) -> None:
+        h = Harness()
+        h.start()
+        h.ev(TtlExpired(cid=cid("E", 1)))
+        (request,) = only(h.ev(OrderCanceled(cid=cid("E", 1))), RequestRetry)
+        assert h.lc.retry_pending
+        end = h.ev(RetryRejected(code="TOTAL_OPEN_RISK", message="open risk"))
+        assert only(end, PlaceOrder) == []
+        assert any(isinstance(c, Alert) and c.code == "RETRY_REJECTED" for c in end)
+        assert h.lc.closed
+        assert h.record()["result"]["reason"] == "TIMEOUT"  # type: ignore[index]
+        # A late approval after the end changes nothing.
+        assert h.ev(RetryApproved(plan=request.plan)) == []
 
 
 class TestPartialFillAtTtl:
@@ -569,7 +603,8 @@ class TestUnknownOutcome:
         h = Harness()
         h.start()
         h.ev(TtlExpired(cid=cid("E", 1)))
-        h.ev(OrderCanceled(cid=cid("E", 1)))
+        (request,) = only(h.ev(OrderCanceled(cid=cid("E", 1))), RequestRetry)
+        approve_retry(request, h, entry="100.0", qty="0.010", stop="98.0")
         h.fill(cid("E", 2), "0.005", "100.0")
         for k in range(3):
             h.ev(OrderAccepted(cid=cid("S", k + 1)))
