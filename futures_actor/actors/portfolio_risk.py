@@ -220,6 +220,52 @@ class RiskSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     late_reports: int
 
 
+class _Mailbox:
+    """A never-blocking outbox of PortfolioRisk to one actor (execution, or the shadow book).
+
+    Why: execution awaits its sends to risk (fills, closes, retry requests) while risk sends it plans
+    and retry decisions. If both awaited, a full risk inbox and a full execution inbox (execution's
+    inbox also carries book prices) would leave each actor waiting on the other for good: no stop
+    amended, no fill booked. So risk's decision loop never waits on execution: `post` hands the message
+    over at once when the target has room and nothing is queued before it, else queues it, unbounded
+    by design (one entry per decision, so it grows only while execution is busy) and `deliver`, a
+    task of its own, awaits the target. Order is kept; nothing is dropped.
+    """
+
+    __slots__ = ("_queued", "_recv", "_send", "_target")
+
+    def __init__(self, target: trio.MemorySendChannel[Any]) -> None:
+        self._target = target
+        self._send, self._recv = trio.open_memory_channel[Any](math.inf)
+        self._queued = 0
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def post(self, msg: Any) -> None:
+        if self._queued == 0:
+            try:
+                self._target.send_nowait(msg)
+                return
+            except trio.WouldBlock:
+                pass
+        self._queued += 1
+        self._send.send_nowait(msg)
+
+    def close(self) -> None:
+        self._send.close()
+
+    async def deliver(self) -> None:
+        """Until closed and drained: await the target for each queued message, in order."""
+        async with self._recv:
+            async for msg in self._recv:
+                try:
+                    await self._target.send(msg)
+                finally:
+                    self._queued -= 1
+
+
 class _Batch:
     """Reports of one 5m candle open time, waiting to be decided."""
 
@@ -266,7 +312,8 @@ class PortfolioRisk:
             raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
         self._cfg = cfg
         self._mode: Mode = mode
-        self._execution_send = execution_send
+        self._to_execution = _Mailbox(execution_send)
+        self._to_shadow = _Mailbox(shadow_send) if shadow_send is not None else None
         self._shadow_send = shadow_send
         self._symbols: tuple[str, ...] = tuple(symbols)
         self._monitored = frozenset(self._symbols)
@@ -371,19 +418,40 @@ class PortfolioRisk:
             beta_reference=self._reference_symbol,
             paused=self._risk_state is not None and self._risk_state.paused(self._clock.now_ms()),
         )
-        while True:
-            msg: RiskInbox | None = None
-            with trio.move_on_at(self._next_deadline()):
-                try:
-                    msg = await inbox.receive()
-                except trio.EndOfChannel:
-                    break
-            if msg is not None:
-                await self._handle(msg)
-            await self._decide_ready()
-        # Inbox closed: decide what is still waiting, then persist.
-        await self._decide_ready(flush=True)
-        self._persist()
+        async with trio.open_nursery() as nursery:
+            # The outboxes' own tasks: the loop below never waits on execution (see `_Mailbox`).
+            nursery.start_soon(self._to_execution.deliver)
+            if self._to_shadow is not None:
+                nursery.start_soon(self._shadow_deliver, self._to_shadow)
+            try:
+                while True:
+                    msg: RiskInbox | None = None
+                    with trio.move_on_at(self._next_deadline()):
+                        try:
+                            msg = await inbox.receive()
+                        except trio.EndOfChannel:
+                            break
+                    if msg is not None:
+                        await self._handle(msg)
+                    await self._decide_ready()
+                # Inbox closed: decide what is still waiting, then persist.
+                await self._decide_ready(flush=True)
+                self._persist()
+            except BaseException:
+                nursery.cancel_scope.cancel()  # a crash or cancellation never waits on a delivery
+                raise
+            finally:
+                # Normal end: deliver what is queued, then stop.
+                self._to_execution.close()
+                if self._to_shadow is not None:
+                    self._to_shadow.close()
+
+    async def _shadow_deliver(self, mailbox: _Mailbox) -> None:
+        """The shadow book is not critical: its being gone never stops the risk actor."""
+        try:
+            await mailbox.deliver()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._log.warning("shadow_answer_dropped", reason="shadow book stopped", queued=mailbox.queued)
 
     def _next_deadline(self) -> float:
         if not self._batches:
@@ -725,7 +793,7 @@ class PortfolioRisk:
             )
             decided = RetryDecided(trade_id=plan.trade_id, plan=None, rejection=result)
         self._persist()
-        await self._execution_send.send(decided)
+        self._to_execution.post(decided)
 
     def _answer_shadow_retry(self, msg: RetryRequested, now_ms: int) -> None:
         """A shadow trade's retry: the same new decision, against no exposure, never reserved."""
@@ -739,14 +807,10 @@ class PortfolioRisk:
             approved=plan is not None,
             code=None if rejection is None else rejection.code,
         )
-        if self._shadow_send is None:
+        if self._to_shadow is None:
             return
-        try:
-            self._shadow_send.send_nowait(
-                RetryDecided(trade_id=msg.plan.trade_id, plan=plan, rejection=rejection)
-            )
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self._log.error("shadow_retry_answer_dropped", trade_id=msg.plan.trade_id)
+        # Never dropped (a shadow trade waiting for it would never end), never awaited here.
+        self._to_shadow.post(RetryDecided(trade_id=msg.plan.trade_id, plan=plan, rejection=rejection))
 
     def _decide_retry(
         self, msg: RetryRequested, now_ms: int, *, exposures: tuple[Exposure, ...] | None = None
@@ -941,7 +1005,7 @@ class PortfolioRisk:
             confidence_score=plan.confidence_score,
         )
         self._persist()
-        await self._execution_send.send(SubmitPlan(plan=plan, mid_price=mid))
+        self._to_execution.post(SubmitPlan(plan=plan, mid_price=mid))
         self._reply(report, plan, None)
 
     def _finish_rejection(

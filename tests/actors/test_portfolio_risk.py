@@ -40,6 +40,7 @@ from futures_actor.actors.messages import (
 from futures_actor.actors.portfolio_risk import (
     LATE,
     NO_ACCOUNT,
+    RISK_INBOX_SIZE,
     SHUTTING_DOWN,
     PortfolioRisk,
     RiskInbox,
@@ -279,10 +280,11 @@ async def running(
     closed_pnl: tuple[ClosedPnl, ...] = (),
     shadow_send: trio.MemorySendChannel[Any] | None = None,
     reference_symbol: str = "",
+    execution_inbox_size: int = 32,
 ) -> AsyncIterator[Harness]:
     wall = clock if clock is not None else ManualWallClock(START)
     inbox_send, inbox_recv = open_risk_inbox()
-    exec_send, exec_recv = trio.open_memory_channel[Any](32)
+    exec_send, exec_recv = trio.open_memory_channel[Any](execution_inbox_size)
     actor = PortfolioRisk(
         cfg=cfg,
         mode=mode,  # type: ignore[arg-type]
@@ -1087,3 +1089,25 @@ class TestEntryRetryIsANewDecision:
             assert decided.rejection is not None
             assert decided.rejection.code == "KILL_SWITCH"
             assert h.actor.exposures == ()
+
+    async def test_risk_keeps_serving_while_execution_is_busy(self, autojump_clock: Any) -> None:
+        """The deadlock of the first retry implementation: risk awaited its send of RetryDecided into a
+        full execution inbox while execution (busy, its inbox full of book prices) awaited a send into
+        the full risk inbox; each waited for the other for good. Risk must never wait on execution."""
+        async with running(execution_inbox_size=1) as h:
+            v = await h.decide_one(AAA)  # its SubmitPlan fills execution's inbox: nobody reads it
+            assert v.plan is not None
+            retry = RetryRequested(
+                plan=v.plan, mid=Decimal("101.5"), filled_qty=Decimal(0), filled_avg_price=Decimal(0)
+            )
+            with trio.fail_after(60):
+                await h.send(retry)
+                # Execution's own messages to risk (more than risk's inbox holds) must all get in.
+                for _ in range(RISK_INBOX_SIZE + 8):
+                    await h.inbox.send(account(10_000.0, h.clock.now_ms()))
+                await trio.testing.wait_all_tasks_blocked()
+            submitted, decided = h.submitted()  # execution reads again: nothing lost, in order
+            assert isinstance(submitted, SubmitPlan)
+            assert isinstance(decided, RetryDecided)
+            assert decided.plan is not None
+            assert decided.plan.entry_price == Decimal("101.50")
