@@ -232,6 +232,8 @@ class SystemParts:
     # The REST client reports every exchange error response itself (`System.report_exchange_error`),
     # so the counted kinds an actor reports after its retries gave up are not counted a second time.
     client_counts_errors: bool = False
+    # Rules of every listed symbol: Execution adopts and protects positions outside the universe too.
+    listed_rules: Mapping[str, SymbolRules] = field(default_factory=dict)
 
 
 class ConflatedPrices:
@@ -356,6 +358,7 @@ class System:
             # Replay's wall clock follows trio's clock, which a worker thread cannot read; and a
             # replay favours determinism over a non-blocking fsync.
             journal_in_thread=not parts.replay,
+            listed_rules=parts.listed_rules,
         )
         self.health = HealthActor(
             cfg=cfg.health,
@@ -1624,6 +1627,10 @@ async def _run_live_locked(
                         await retry.after_failure(exc, phase="start-up")
         log.warning("startup_aborted", signal=signals.signal_name, reason="signal during start-up")
         return EXIT_OK
+    except StateStoreError as exc:
+        log.error("state_store_error", error=str(exc))
+        print(f"futures-actor: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except Exception as exc:
         guard = _find_in_group(exc, StateGuardError)
         if guard is not None:
@@ -1779,6 +1786,7 @@ async def _live_attempt(
                 store=store,
                 journal=journal,
                 rules=rules,
+                listed_rules=all_rules,
                 symbols=symbols,
                 log_dir=options.log_dir,
                 state_dir=options.state_dir,

@@ -62,7 +62,7 @@ from typing import Any, Final, assert_never
 import msgspec
 import trio
 
-from futures_actor.actors.http_health import ERRORS, OPEN_POSITIONS, ORDERS, Metrics
+from futures_actor.actors.http_health import ERRORS, OPEN_POSITIONS, ORDERS, UNPROTECTED_POSITIONS, Metrics
 from futures_actor.actors.messages import (
     AccountUpdated,
     AmendStop,
@@ -91,6 +91,7 @@ from futures_actor.binance.gateway import (
     OrderRequest,
     OrderState,
     OrderUpdate,
+    PositionState,
     ResyncNeeded,
     StopRequest,
 )
@@ -133,6 +134,8 @@ CLOSED_TRADES_KEPT: Final = 1000  # closed lifecycles kept in memory for late ev
 FOREIGN_PREFIX: Final = "foreign-"
 _LIVE_ORDER_STATES: Final = tuple(st.value for st in lcm.OrderStatus if st.live)
 _JOURNAL_KEY: Final = "journaled:"
+ADOPTION_SEQ_KEY: Final = "adoption_seq"  # store meta: the next adoption's sequence number (never reused)
+_STOP_TYPES: Final = frozenset({"STOP_MARKET", "STOP"})
 _ENTRY_PHASES: Final = frozenset(
     {lcm.Phase.PENDING_ENTRY, lcm.Phase.ENTRY_WORKING, lcm.Phase.ENTRY_CANCELING}
 )
@@ -212,6 +215,7 @@ class Execution:
         journal_in_thread: bool = True,
         on_alert: Callable[[str, str, str], None] | None = None,
         actor_name: str = "execution",
+        listed_rules: Mapping[str, SymbolRules] | None = None,
     ) -> None:
         self._cfg = cfg
         self._on_alert = on_alert  # (code, symbol, message): operator alerts (Reporter → Telegram)
@@ -221,6 +225,8 @@ class Execution:
         self._store = store
         self._journal = journal
         self._rules = dict(rules_by_symbol)
+        # Rules of every listed symbol: a position outside the universe is adopted and protected too.
+        self._listed_rules = dict(listed_rules or {})
         self._clock = wall_clock
         self._risk = risk_send
         self._symbols = symbol_sends
@@ -251,6 +257,7 @@ class Execution:
         self._halted = False
         self._started = False
         self._outbox: list[tuple[str, Any]] = []  # messages held back until started()
+        self.unprotected: list[str] = []  # the watchdog's last finding: positions without a full stop
 
     # ------------------------------------------------------------------------------------- public views
 
@@ -404,6 +411,12 @@ class Execution:
             if isinstance(cmd, lcm.CancelOrder):  # an order no trade owns
                 await self._cancel_unowned(cmd, timer.attempt)
             return
+        if isinstance(cmd, lcm.SyncPosition):
+            if not lc.closed and lc._s.sync_requested:
+                ev = await self._execute(lc, cmd, attempt=timer.attempt)
+                if ev is not None:
+                    await self._drive(lc, ev)
+            return
         order = lc.orders.get(cmd.cid)
         if order is None or not order.status.live:
             return  # resolved meanwhile (an event, a reconcile)
@@ -552,10 +565,38 @@ class Execution:
             )
 
     async def _on_kill(self, reason: str) -> None:
+        """Close every position on the account (BOT_SPEC §9), not only our trades' quantities.
+
+        Each round first adopts what no trade owns and sizes every trade to its exchange position, then
+        runs every trade's closing loop; it repeats (at most `kill_switch_max_attempts` rounds) while the
+        exchange still shows a position that no closing trade is working on."""
         self._halted = True
         self._log.warning("kill_switch", reason=reason, open_trades=len(self._trades))
-        for lc in list(self._trades.values()):
-            await self._drive(lc, lcm.Kill())
+        for round_no in range(1, self._xcfg.kill_switch_max_attempts + 1):
+            await self._reconcile(startup=False, flatten=True)
+            for lc in list(self._trades.values()):
+                if lc.phase is not lcm.Phase.KILLING and not lc.closed:
+                    await self._drive(lc, lcm.Kill())
+            try:
+                left = [p for p in await self._gw.positions() if p.quantity > 0]
+            except Exception as exc:
+                self._fault(exc, "")
+                self._log.error("kill_switch_positions_failed", round=round_no, error=str(exc))
+                return
+            killing = {lc.symbol for lc in self._trades.values() if lc.phase is lcm.Phase.KILLING}
+            rest = [p for p in left if p.symbol not in killing]
+            self._log.info(
+                "kill_switch_round",
+                round=round_no,
+                open_positions=[f"{p.symbol} {p.side} {p.quantity}" for p in left],
+            )
+            if not rest:
+                return
+        self._log.error(
+            "alert",
+            code="KILL_NOT_FLAT",
+            message=f"positions left after the kill switch: {[p.symbol for p in rest]}",
+        )
 
     async def _on_stop_intake(self) -> None:
         """Cancel every working entry (no retry); stops and targets stay on the exchange."""
@@ -819,8 +860,74 @@ class Execution:
                 if self._on_alert is not None:
                     self._on_alert(code, "" if lc is None else lc.symbol, message)
                 return None
+            case lcm.SyncPosition():
+                return await self._sync_position(lc, cmd, attempt)
             case _:
                 assert_never(cmd)
+
+    async def _sync_position(
+        self, lc: lcm.TradeLifecycle | None, cmd: lcm.SyncPosition, attempt: int
+    ) -> lcm.Event | None:
+        """Read the exchange position of the trade's symbol (and the fills that reduced it)."""
+        try:
+            positions = await self._gw.positions()
+        except Exception as exc:
+            self._fault(exc, cmd.symbol)
+            self._log.warning("position_sync_failed", symbol=cmd.symbol, attempt=attempt, error=str(exc))
+            if lc is not None:
+                self._defer(lc.trade_id, cmd, attempt)
+            return None
+        pos = next((p for p in positions if p.symbol == cmd.symbol), None)
+        side = None if pos is None else Side(pos.side)
+        qty = Decimal(0) if pos is None else pos.quantity
+        held_now = qty if side is cmd.side else Decimal(0)
+        fills = None
+        if held_now < cmd.held_qty:
+            fills = await self._exit_fills(cmd.symbol, cmd.side, cmd.held_qty - held_now, cmd.since_ms)
+        self._log.info(
+            "position_synced",
+            trade_id=cmd.trade_id,
+            symbol=cmd.symbol,
+            held=str(cmd.held_qty),
+            exchange=str(qty),
+            exchange_side=None if side is None else side.value,
+        )
+        return lcm.PositionSnapshot(
+            side=side,
+            qty=qty,
+            entry_price=Decimal(0) if pos is None else pos.entry_price,
+            exits=fills,
+            confirmed=True,
+        )
+
+    async def _exit_fills(self, symbol: str, side: Side, qty: Decimal, since_ms: int) -> lcm.ExitFills | None:
+        """The newest closing-side executions on `symbol` covering `qty`: what closed it outside our orders."""
+        try:
+            rows = await self._gw.user_trades(symbol, start_ms=since_ms)
+        except Exception as exc:
+            self._fault(exc, symbol)
+            self._log.warning("user_trades_failed", symbol=symbol, error=str(exc))
+            return None
+        closing = side.closing_order_side
+        need = qty
+        cost = Decimal(0)
+        fee = Decimal(0)
+        last_ms = 0
+        for r in reversed(rows):
+            if need <= 0:
+                break
+            if r.side != closing or r.qty <= 0:
+                continue
+            take = min(r.qty, need)
+            cost += take * r.price
+            fee += r.fee * take / r.qty
+            last_ms = max(last_ms, r.time_ms)
+            need -= take
+        got = qty - max(need, Decimal(0))
+        if got <= 0:
+            self._log.warning("exit_fills_missing", symbol=symbol, qty=str(qty), since_ms=since_ms)
+            return None
+        return lcm.ExitFills(qty=got, price=cost / got, fee=float(fee), ts_ms=last_ms)
 
     def _defer(self, trade_id: str, cmd: lcm.Command, attempt: int) -> None:
         self._schedule(
@@ -1049,8 +1156,11 @@ class Execution:
 
     # ------------------------------------------------------------------------------------- reconcile
 
-    async def _reconcile(self, *, startup: bool) -> None:
-        """Bring the lifecycles in line with the exchange (the source of truth)."""
+    async def _reconcile(self, *, startup: bool, flatten: bool = False) -> None:
+        """Bring the lifecycles in line with the exchange (the source of truth), then check protection.
+
+        `flatten` (kill switch): quantity differences are acted on at once and every position is adopted,
+        even one a stop of someone else's covers, so that the kill switch can close it."""
         try:
             orders = await self._gw.open_orders()
             positions = await self._gw.positions()
@@ -1061,6 +1171,7 @@ class Execution:
             self._fault(exc, "")
             self._log.error("reconcile_fetch_failed", error=str(exc))
             return
+        found = self._watch(orders, positions)
         if startup:
             states = self._store.load_lifecycles()
             busy_keys: set[str] = set()
@@ -1086,6 +1197,7 @@ class Execution:
                     price=(o.trigger_price if o.is_stop else o.price) or None,
                     status=o.status,
                     executed_qty=o.executed_qty,
+                    reduce_only=o.reduce_only,
                 )
             )
         ex_positions = [
@@ -1095,17 +1207,27 @@ class Execution:
             for p in positions
             if p.symbol not in busy_symbols
         ]
+        if flatten:  # a stop placed by hand does not keep the kill switch off a position: adopt it all
+            ex_orders = [o for o in ex_orders if parse_client_order_id(o.cid, prefix=self._prefix)]
+        exits = await self._exits_for(states, ex_positions)
+        seq = self._next_adoption_seq()
         result = lcm.reconcile(
             lifecycles=states,
             open_orders=ex_orders,
             positions=ex_positions,
             prefix=self._prefix,
             stop_pct=self._adopt_stop_pct,
-            rules=self._rules,
+            rules={**self._listed_rules, **self._rules},
             config=self._xcfg,
             mode=self._mode,
             now_ms=self._now(),
+            startup=startup or flatten,
+            adoption_seq=seq,
+            equity_usd=float(account.equity),
+            exits=exits,
         )
+        if result.next_adoption_seq != seq:  # before any adopted trade is persisted or sends anything
+            self._store.set_meta(ADOPTION_SEQ_KEY, str(result.next_adoption_seq))
         by_trade: dict[str, list[lcm.Command]] = {}
         unowned: list[lcm.CancelOrder] = []
         lcs: dict[str, lcm.TradeLifecycle] = {}
@@ -1153,10 +1275,116 @@ class Execution:
         )
         if startup:
             await self._emit("risk", self._account_msg(account))
+        if found:
+            await self._verify_protection()
+
+    def _next_adoption_seq(self) -> int:
+        raw = self._store.get_meta(ADOPTION_SEQ_KEY)
+        try:
+            return max(1, int(raw)) if raw is not None else 1
+        except ValueError:
+            self._log.error("adoption_seq_invalid", value=raw, expected="a positive integer")
+            return 1
+
+    async def _exits_for(
+        self, states: list[lcm.LifecycleState], positions: list[lcm.ExchangePosition]
+    ) -> dict[str, lcm.ExitFills]:
+        """The real fills of trades the exchange shows smaller or flat (closed or reduced outside the bot)."""
+        by_symbol = {p.symbol: p for p in positions}
+        out: dict[str, lcm.ExitFills] = {}
+        for st in states:
+            if st.phase is lcm.Phase.CLOSED:
+                continue
+            held = st.entry_filled - st.exit_filled
+            if held <= 0:
+                continue
+            p = by_symbol.get(st.plan.symbol)
+            now_held = p.qty if p is not None and p.side is st.plan.side else Decimal(0)
+            if now_held >= held:
+                continue
+            since = st.opened_ms or st.plan.created_ms
+            fills = await self._exit_fills(st.plan.symbol, st.plan.side, held - now_held, since)
+            if fills is not None:
+                out[st.plan.symbol] = fills
+        return out
+
+    # ------------------------------------------------------------------------------------- protection watchdog
+
+    def _watch(self, orders: list[OrderState], positions: list[PositionState]) -> bool:
+        """Check the protection invariant on what the exchange shows; log, alert and count violations.
+
+        Every position has exactly one reduce-only stop on the closing side for its whole quantity; no
+        exit order of ours sits on a flat symbol. Returns whether anything was violated (the reconcile
+        that follows repairs it: adopt, place, resize, cancel)."""
+        unprotected: list[str] = []
+        violations = 0
+        held = {p.symbol for p in positions if p.quantity > 0}
+        for p in positions:
+            if p.quantity <= 0:
+                continue
+            closing = Side(p.side).closing_order_side
+            stops = [o for o in orders if o.symbol == p.symbol and o.is_stop and o.type in _STOP_TYPES]
+            good = [o for o in stops if o.reduce_only and o.side == closing and o.quantity == p.quantity]
+            covering = [o for o in stops if o.reduce_only and o.side == closing and o.quantity >= p.quantity]
+            if len(stops) == 1 and good:
+                continue
+            violations += 1
+            if not covering:
+                unprotected.append(p.symbol)
+            self._log.warning(
+                "protection_violation",
+                symbol=p.symbol,
+                side=p.side,
+                position_qty=str(p.quantity),
+                stops=[f"{o.side} {o.quantity}{' reduce-only' if o.reduce_only else ''}" for o in stops],
+                unprotected=not covering,
+            )
+        for o in orders:
+            if o.symbol in held or not o.reduce_only:
+                continue
+            if parse_client_order_id(o.client_id, prefix=self._prefix) is None:
+                continue
+            violations += 1
+            self._log.warning(
+                "protection_violation", symbol=o.symbol, position_qty="0", order=o.client_id, flat=True
+            )
+        if unprotected:
+            self._log.error(
+                "alert",
+                code="UNPROTECTED_POSITIONS",
+                message=f"positions without a full stop: {', '.join(sorted(unprotected))}; repairing",
+            )
+        self._set_unprotected(unprotected)
+        return violations > 0
+
+    async def _verify_protection(self) -> None:
+        """After a repair: look again, so that /metrics and /health say whether it worked."""
+        try:
+            orders = await self._gw.open_orders()
+            positions = await self._gw.positions()
+        except Exception as exc:
+            self._fault(exc, "")
+            self._log.warning("protection_verify_failed", error=str(exc))
+            return
+        if self._watch(orders, positions):
+            self._log.warning("protection_not_yet_restored", unprotected=self.unprotected)
+        else:
+            self._log.info("protection_restored")
+
+    def _set_unprotected(self, symbols: list[str]) -> None:
+        self.unprotected = sorted(symbols)
+        if self._metrics is not None:
+            self._metrics.set(UNPROTECTED_POSITIONS, float(len(symbols)))
 
     def _command_trade(self, cmd: lcm.Command, key_to_tid: dict[str, str]) -> str | None:
         match cmd:
-            case lcm.PlaceOrder() | lcm.PlaceAlgoOrder() | lcm.EmitTradeClosed() | lcm.Alert():
+            case (
+                lcm.PlaceOrder()
+                | lcm.PlaceAlgoOrder()
+                | lcm.EmitTradeClosed()
+                | lcm.Alert()
+                | lcm.SyncPosition()
+            ):
                 return cmd.trade_id
             case lcm.CancelOrder() | lcm.QueryOrder() | lcm.StartTimer() | lcm.CancelTimer():
                 parsed = parse_client_order_id(cmd.cid, prefix=self._prefix)

@@ -33,7 +33,7 @@ import json
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import h11
 import msgspec
@@ -59,6 +59,7 @@ __all__ = [
     "REJECTIONS",
     "SAFE_MODE",
     "ControlPolicy",
+    "UNPROTECTED_POSITIONS",
     "HealthHttpApp",
     "HttpRequest",
     "HttpResponse",
@@ -84,6 +85,7 @@ API_WEIGHT_USED = PREFIX + "api_weight_used_1m"
 ERRORS = PREFIX + "errors_total"
 SAFE_MODE = PREFIX + "safe_mode"
 DATA_AGE_SECONDS = PREFIX + "data_age_seconds"
+UNPROTECTED_POSITIONS = PREFIX + "unprotected_positions"
 
 # (name, kind, help, label names): the standard families, rendered in this order.
 _STANDARD: tuple[tuple[str, MetricKind, str, tuple[str, ...]], ...] = (
@@ -97,6 +99,7 @@ _STANDARD: tuple[tuple[str, MetricKind, str, tuple[str, ...]], ...] = (
     (API_WEIGHT_USED, "gauge", "Binance request weight used in the current minute.", ()),
     (ERRORS, "counter", "Errors by code.", ("code",)),
     (SAFE_MODE, "gauge", "1 while in safe mode, else 0.", ()),
+    (UNPROTECTED_POSITIONS, "gauge", "Positions on the account without a stop for their whole quantity.", ()),
     (
         DATA_AGE_SECONDS,
         "gauge",
@@ -409,7 +412,17 @@ class HealthHttpApp:
             "open_positions": None if positions is None else int(positions),
             "ts": snap.ts,
         }
+        healthy = self._protection(payload) and healthy
         return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, payload)
+
+    def _protection(self, payload: dict[str, Any]) -> bool:
+        """The protection watchdog's finding: any unprotected position degrades health until repaired."""
+        unprotected = int(self._metrics.get(UNPROTECTED_POSITIONS) or 0)
+        payload["unprotected_positions"] = unprotected
+        if unprotected > 0:
+            payload["state"] = "DEGRADED"
+            payload["reasons"] = [*payload["reasons"], f"unprotected_positions={unprotected}"]
+        return unprotected == 0
 
     async def _run_control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
         reason = "OPERATOR"

@@ -36,6 +36,7 @@ __all__ = [
     "PositionState",
     "ResyncNeeded",
     "StopRequest",
+    "TradeFill",
 ]
 
 OrderSideName = Literal["BUY", "SELL"]
@@ -95,6 +96,17 @@ class PositionState(msgspec.Struct, frozen=True, kw_only=True):
     unrealized_pnl: Decimal = Decimal(0)
     leverage: int = 1
     isolated_margin: Decimal = Decimal(0)
+
+
+class TradeFill(msgspec.Struct, frozen=True, kw_only=True):
+    """One execution on the account (Binance `userTrades` row): ours or anyone's on the same account."""
+
+    symbol: str
+    side: OrderSideName
+    price: Decimal
+    qty: Decimal
+    fee: Decimal  # commission, in the margin asset
+    time_ms: int
 
 
 class AccountState(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,3 +197,8 @@ class ExchangeGateway(Protocol):
     async def positions(self) -> list[PositionState]: ...
 
     async def account(self) -> AccountState: ...
+
+    async def user_trades(self, symbol: str, *, start_ms: int) -> list[TradeFill]:
+        """The account's executions on `symbol` since `start_ms`, oldest first (a closed-outside position
+        is booked at its real fills, BOT_SPEC §10)."""
+        ...

@@ -71,6 +71,7 @@ from futures_actor.binance.gateway import (
     OrderUpdate,
     PositionState,
     StopRequest,
+    TradeFill,
 )
 from futures_actor.binance.sim.account import Account
 from futures_actor.binance.sim.matching import (
@@ -1161,6 +1162,21 @@ class PaperExchange:
                 )
             )
         return out
+
+    async def user_trades(self, symbol: str, *, start_ms: int) -> list[TradeFill]:
+        self._sync()
+        return [
+            TradeFill(
+                symbol=r.symbol,
+                side="BUY" if r.side == "BUY" else "SELL",
+                price=r.price,
+                qty=r.qty,
+                fee=r.commission,
+                time_ms=r.time,
+            )
+            for r in self._account.trades
+            if r.symbol == symbol and r.time >= start_ms
+        ]
 
     async def account(self) -> AccountState:
         t = self._sync()

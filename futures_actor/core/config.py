@@ -222,6 +222,9 @@ class ExecutionConfig(_Section, frozen=True):
     taker_fee_pct: Fraction = 0.0004
     order_ack_timeout_seconds: PositiveFloat = 10.0
     reconcile_interval_seconds: PositiveFloat = 300.0
+    # A stop larger than its (shrunken) position still protects it in full (reduce-only): its resize waits
+    # this long so that a target filled in many slivers costs a handful of replacements (BOT_SPEC §9).
+    stop_resize_coalesce_seconds: NonNegativeFloat = 30.0
 
 
 class PerformanceConfig(_Section, frozen=True):

@@ -20,6 +20,7 @@ from futures_actor.core.types import OrderRole
 
 __all__ = [
     "BINANCE_CLIENT_ID_RE",
+    "MAX_ATTEMPT",
     "ClientOrderId",
     "InvalidClientOrderId",
     "client_order_id",
@@ -30,7 +31,7 @@ __all__ = [
 
 BINANCE_CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 _TRADE_KEY_LEN = 24
-_MAX_ATTEMPT = 999
+MAX_ATTEMPT = 999  # the attempt field has at most three digits
 _NAMESPACE = uuid.UUID("6f1d1f6e-5b7a-4c3e-9a51-2f4c3f0e8b10")
 _CLIENT_ID_RE = re.compile(
     r"^(?P<prefix>[A-Za-z0-9]{1,4})-(?P<key>[0-9a-f]{24})-(?P<role>[ESTXK])(?P<attempt>[1-9][0-9]{0,2})$"
@@ -58,8 +59,8 @@ def trade_key(trade_id: str) -> str:
 
 def client_order_id(*, prefix: str, trade_id: str, role: OrderRole, attempt: int) -> str:
     """The client order id of `role` attempt `attempt` of `trade_id`."""
-    if not 1 <= attempt <= _MAX_ATTEMPT:
-        raise InvalidClientOrderId(f"attempt {attempt} is outside 1..{_MAX_ATTEMPT}")
+    if not 1 <= attempt <= MAX_ATTEMPT:
+        raise InvalidClientOrderId(f"attempt {attempt} is outside 1..{MAX_ATTEMPT}")
     if not re.fullmatch(r"[A-Za-z0-9]{1,4}", prefix):
         raise InvalidClientOrderId(f"prefix {prefix!r} must be 1-4 letters or digits")
     cid = f"{prefix}-{trade_key(trade_id)}-{role.value}{attempt}"

@@ -22,7 +22,17 @@ Policy (the rules the tests pin down):
   accepted, so the position is never without a stop. A trailing move that loosens the stop is refused.
 - A stop rejection counts as a protection failure (a failed trailing move whose old stop still covers the
   position merely reverts the move); after `protection_max_attempts` consecutive failures the position
-  is closed with a reduce-only MARKET order (role EXIT, result reason `SL`).
+  is closed with a reduce-only MARKET order (role EXIT, result reason `KILL_SWITCH`: an emergency
+  flattening by the bot, BOT_SPEC §9, not a stop exit).
+- The exchange position is the truth: a stop that vanishes without our cancel, or a reduce-only order
+  refused (-2022), makes the lifecycle ask for the exchange position (`SyncPosition`) before it sends
+  anything else; `PositionSnapshot` then books what changed outside the bot (a hand-made close or
+  partial close at its real fills, a position grown by hand at the exchange's average) and the stop
+  follows the position's quantity. A growing position gets a bigger stop at once; a shrinking one keeps
+  its (larger, still fully protecting) stop for `stop_resize_coalesce_seconds` so that a target filled
+  in slivers costs a handful of replacements, the latest quantity winning.
+- Client ids run out after `MAX_ATTEMPT` versions of a role: never a crash. A stop that still covers
+  the position stays; otherwise the position is closed (alert `IDS_EXHAUSTED`).
 - Closing loop (kill switch and failed protection): cancel entries (and targets), then reduce-only MARKET
   orders until flat, at most `kill_switch_max_attempts`; after a -4131 (PERCENT_PRICE) the next attempt
   is an IOC LIMIT at the edge of the allowed band around the mark price. When flat, the remaining stops
@@ -36,6 +46,7 @@ Policy (the rules the tests pin down):
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal, assert_never
 
@@ -43,7 +54,13 @@ import msgspec
 
 from futures_actor.core.clock import iso_utc
 from futures_actor.core.config import ExecutionConfig
-from futures_actor.core.ids import client_order_id, new_trade_id, parse_client_order_id, trade_key
+from futures_actor.core.ids import (
+    MAX_ATTEMPT,
+    client_order_id,
+    new_trade_id,
+    parse_client_order_id,
+    trade_key,
+)
 from futures_actor.core.models import TradePlan
 from futures_actor.core.rounding import (
     RoundingInputError,
@@ -65,6 +82,7 @@ __all__ = [
     "Event",
     "ExchangeOrder",
     "ExchangePosition",
+    "ExitFills",
     "FundingPaid",
     "Kill",
     "LifecycleError",
@@ -83,6 +101,7 @@ __all__ = [
     "PlaceAlgoOrder",
     "PlaceOrder",
     "PositionFlat",
+    "PositionSnapshot",
     "Protect",
     "QueryOrder",
     "ReconcileResult",
@@ -90,6 +109,7 @@ __all__ = [
     "RetryApproved",
     "RetryRejected",
     "StartTimer",
+    "SyncPosition",
     "TrackedOrder",
     "TradeLifecycle",
     "TtlExpired",
@@ -102,6 +122,7 @@ ADOPTED_STRATEGY = "ADOPTED"
 # Binance error codes the lifecycle reacts to (protocol facts, not tunables).
 ERR_DUPLICATE_CID = -4116
 ERR_PERCENT_PRICE = -4131
+ERR_REDUCE_ONLY = -2022  # ReduceOnly order is rejected: the position is not what we think
 # Not a Binance code: the order was not found by its client id (it never reached the venue).
 NOT_FOUND_CODE = 0
 _ZERO = Decimal(0)
@@ -188,6 +209,12 @@ class LifecycleState(msgspec.Struct, kw_only=True):
     last_mid: Decimal | None = None
     last_mark: Decimal | None = None
     adopted: bool = False
+    sync_needed: bool = False  # the exchange position must be read before anything else is sent
+    sync_requested: bool = False  # a SyncPosition command is out
+    mismatch_qty: Decimal = _ZERO  # exchange quantity seen once by a periodic reconcile (to confirm)
+    shrink_since_ms: int = 0  # when the stop first exceeded a shrunken position (resize coalescing)
+    external_exit_ms: int = 0  # time of the last fill that closed the position outside our orders
+    ids_alerted: bool = False
 
 
 # ----------------------------------------------------------------------------------------- events
@@ -263,6 +290,29 @@ class OrderStatusUnknown(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     cid: str
 
 
+class ExitFills(msgspec.Struct, frozen=True, kw_only=True):
+    """The account's real fills that reduced a position outside our orders (user trades)."""
+
+    qty: Decimal
+    price: Decimal  # volume-weighted average
+    fee: float
+    ts_ms: int
+
+
+class PositionSnapshot(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """The exchange position on the trade's symbol (`side` None = flat), read just now.
+
+    `exits`: the real fills of what left the position outside our orders, when it shrank. `confirmed`:
+    act on a quantity difference at once (start-up, a requested sync); otherwise a difference is acted
+    on only when the next reconcile sees the same quantity (a fill event may still be on its way)."""
+
+    side: Side | None
+    qty: Decimal
+    entry_price: Decimal = _ZERO
+    exits: ExitFills | None = None
+    confirmed: bool = True
+
+
 class OrderFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """Result of a query by client id: the order exists with this status and executed quantity."""
 
@@ -307,6 +357,7 @@ Event = (
     | OrderNotFound
     | RetryApproved
     | RetryRejected
+    | PositionSnapshot
 )
 
 # --------------------------------------------------------------------------------------- commands
@@ -354,6 +405,16 @@ class QueryOrder(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     is_algo: bool
 
 
+class SyncPosition(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Read the exchange position of `symbol` (and the fills that reduced it) and answer `PositionSnapshot`."""
+
+    trade_id: str
+    symbol: str
+    side: Side
+    held_qty: Decimal  # what the trade holds now: a smaller position needs its exit fills
+    since_ms: int
+
+
 class StartTimer(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     cid: str
     seconds: float
@@ -397,6 +458,7 @@ Command = (
     | EmitTradeClosed
     | Alert
     | RequestRetry
+    | SyncPosition
 )
 
 _STATE_DECODER = msgspec.json.Decoder(LifecycleState)
@@ -469,9 +531,15 @@ class TradeLifecycle:
         prefix: str,
         mode: str,
         now_ms: int,
+        adoption_seq: int,
         equity_usd: float = 0.0,
     ) -> TradeLifecycle:
-        """A lifecycle for a position no trade owns (reason ADOPTED), protected at `stop_pct` from entry."""
+        """A lifecycle for a position no trade owns (reason ADOPTED), protected at `stop_pct` from entry.
+
+        Each adoption is its own trade: the id derives from the symbol, the side, the adoption time and
+        `adoption_seq` (a counter the caller persists and never reuses), so a position adopted again after
+        an earlier adopted one on the same symbol closed never meets the old trade's client ids, across
+        restarts too, and a replay derives the same ids."""
         if qty <= 0 or entry_price <= 0:
             raise LifecycleError(f"adopted position {symbol}: qty {qty} and entry {entry_price} must be > 0")
         if not 0.0 < stop_pct < 1.0:
@@ -481,8 +549,13 @@ class TradeLifecycle:
         stop = round_stop_away(raw_stop, side=side, tick=rules.tick_size)
         risk_usd = float(abs(entry_price - stop) * qty)
         notional = float(entry_price * qty)
+        if adoption_seq < 1:
+            raise LifecycleError(f"adoption_seq: got {adoption_seq}, expected >= 1")
         trade_id = new_trade_id(
-            symbol=symbol, strategy=ADOPTED_STRATEGY, candle_open_time_ms=0, salt=side.value
+            symbol=symbol,
+            strategy=ADOPTED_STRATEGY,
+            candle_open_time_ms=now_ms,
+            salt=f"{side.value}|{adoption_seq}",
         )
         plan = TradePlan(
             trade_id=trade_id,
@@ -608,7 +681,7 @@ class TradeLifecycle:
                 if o is not None and o.status.live:
                     out += self._terminal(o, OrderStatus.EXPIRED, 0, "", now_ms)
             case TtlExpired(cid=cid):
-                out += self._ttl(cid)
+                out += self._ttl(cid)  # (also the wake-up of a coalesced stop resize: `_ensure` below)
             case AmendStop(new_price=new_price):
                 out += self._amend(new_price)
             case Kill():
@@ -640,6 +713,8 @@ class TradeLifecycle:
                     out.append(
                         self._alert("RETRY_REJECTED", f"entry retry refused by risk: {code} {message}")
                     )
+            case PositionSnapshot():
+                out += self._snapshot(event)
             case MidPrice() | FundingPaid():
                 pass
             case _:
@@ -679,6 +754,17 @@ class TradeLifecycle:
             case _:
                 pass
         return []
+
+    def _ids_left(self, role: OrderRole) -> bool:
+        """Whether `role` still has an unused client id (attempts run up to `MAX_ATTEMPT`)."""
+        return self._s.attempts.get(role.value, 0) < MAX_ATTEMPT
+
+    def _ids_exhausted_alert(self, role: OrderRole) -> list[Command]:
+        s = self._s
+        if s.ids_alerted:
+            return []
+        s.ids_alerted = True
+        return [self._alert("IDS_EXHAUSTED", f"no client id left for role {role.name} ({MAX_ATTEMPT} used)")]
 
     def _next_cid(self, role: OrderRole) -> tuple[str, int]:
         s = self._s
@@ -809,9 +895,8 @@ class TradeLifecycle:
             plan_stop = self._s.plan.stop_price
             moved = o.price is not None and (o.price - plan_stop) * self.side.sign > 0
             return "TRAIL" if moved else "SL"
-        if o.role is OrderRole.KILL:
-            return "KILL_SWITCH"
-        return "SL"
+        # KILL, and EXIT: the bot's emergency flattening after failed protection (BOT_SPEC §9), not a stop.
+        return "KILL_SWITCH"
 
     def _terminal(
         self, o: TrackedOrder, status: OrderStatus, code: int, message: str, now_ms: int
@@ -840,6 +925,8 @@ class TradeLifecycle:
             if status is OrderStatus.REJECTED:
                 out += self._stop_rejected(o, code, message)
             elif not was_requested and s.phase is not Phase.CLOSED:
+                # Gone without our cancel: the position may be gone too (closed by hand). Read it first.
+                s.sync_needed = True
                 out.append(self._alert("STOP_GONE", f"stop {o.cid} ended as {status} without our cancel"))
         elif o.role is OrderRole.TARGET:
             # A target that never reached the venue (not found after a crash or a lost request) is
@@ -850,6 +937,8 @@ class TradeLifecycle:
         else:  # EXIT / KILL closing order
             if status is OrderStatus.REJECTED:
                 s.close_use_band = code == ERR_PERCENT_PRICE
+                if code == ERR_REDUCE_ONLY:
+                    s.sync_needed = True  # nothing (or less) to reduce: read the position, do not repeat
                 out.append(
                     self._alert("CLOSE_REJECTED", f"closing order {o.cid} rejected ({code} {message})")
                 )
@@ -914,6 +1003,8 @@ class TradeLifecycle:
             s.stop_price = covering[0].price
             return [self._alert("STOP_AMEND_REJECTED", f"stop move {o.cid} rejected ({code} {message})")]
         s.protection_failures += 1
+        if code == ERR_REDUCE_ONLY:
+            s.sync_needed = True  # the position is not what we think: read it before the next attempt
         return [
             self._alert(
                 "STOP_REJECTED",
@@ -1013,6 +1104,8 @@ class TradeLifecycle:
             return []
         pos = self.position_qty
         live_entries = self.live_orders(OrderRole.ENTRY)
+        if s.sync_needed and pos > 0:
+            return self._request_sync()
         if s.phase in (Phase.EXITING, Phase.KILLING):
             return self._ensure_closing(pos, live_entries, now_ms)
         if pos > 0:
@@ -1027,6 +1120,87 @@ class TradeLifecycle:
             return self._finish(now_ms)
         return []
 
+    def _request_sync(self) -> list[Command]:
+        """Ask for the exchange position once every order's outcome is known (nothing new is sent meanwhile)."""
+        s = self._s
+        if s.sync_requested or any(o.status is OrderStatus.UNKNOWN for o in self.live_orders()):
+            return []
+        s.sync_requested = True
+        return [
+            SyncPosition(
+                trade_id=self.trade_id,
+                symbol=self.symbol,
+                side=self.side,
+                held_qty=self.position_qty,
+                since_ms=s.opened_ms or s.plan.created_ms,
+            )
+        ]
+
+    def _snapshot(self, ev: PositionSnapshot) -> list[Command]:
+        """The exchange position, read: book what changed outside the bot; the stop then follows it."""
+        s = self._s
+        held = self.position_qty
+        exch = ev.qty if ev.side is self.side else _ZERO
+        if exch == held:
+            s.mismatch_qty = _ZERO
+            s.sync_needed = False
+            s.sync_requested = False
+            return []
+        if any(o.status is OrderStatus.UNKNOWN for o in self.live_orders()):
+            # An order's outcome is unknown (it may be the fill that explains the difference): decide
+            # once it is resolved, on a fresh read of the position.
+            s.sync_needed = True
+            s.sync_requested = False
+            return []
+        out: list[Command] = []
+        if exch != held and exch > 0 and not ev.confirmed and s.mismatch_qty != exch:
+            s.mismatch_qty = exch  # a fill event may be on its way: act when the next look agrees
+            return [self._alert("POSITION_MISMATCH", f"exchange holds {exch}, the trade {held}; re-checking")]
+        s.mismatch_qty = _ZERO
+        s.sync_needed = False
+        s.sync_requested = False
+        if exch < held:
+            gone = held - exch
+            fills = ev.exits
+            if fills is not None and fills.qty > 0:
+                price = fills.price
+                s.fees_usd += fills.fee * float(min(gone / fills.qty, Decimal(1)))
+                s.external_exit_ms = max(s.external_exit_ms, fills.ts_ms)
+                how = "at its real fills"
+            else:
+                price = s.last_mark or s.last_mid or self._entry_avg()
+                how = "at an estimated price (no fills found)"
+            s.exit_filled += gone
+            s.exit_cost += gone * price
+            if exch == 0 and s.phase is not Phase.KILLING:
+                s.reason = "MANUAL"
+            s.no_retry = True
+            out.append(
+                self._alert(
+                    "POSITION_REDUCED_OUTSIDE",
+                    f"exchange holds {exch}, the trade held {held}: {gone} booked at {price} {how}",
+                )
+            )
+            if s.phase in (Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING):
+                s.phase = Phase.OPEN if s.entry_filled > 0 else Phase.ENTRY_CANCELING
+        elif exch > held:
+            added = exch - held
+            basis = ev.entry_price * exch - self._entry_avg() * held if ev.entry_price > 0 else _ZERO
+            cost = (
+                basis if basis > 0 else added * (ev.entry_price if ev.entry_price > 0 else self._entry_avg())
+            )
+            s.entry_filled += added
+            s.entry_cost += cost
+            out.append(
+                self._alert(
+                    "POSITION_GREW_OUTSIDE",
+                    f"exchange holds {exch}, the trade held {held}: {added} added at {cost / added}",
+                )
+            )
+        if self.position_qty > 0 and s.phase not in (Phase.EXITING, Phase.KILLING):
+            s.protection_failures = 0
+        return out
+
     def _live_closers(self) -> list[TrackedOrder]:
         return self.live_orders(OrderRole.EXIT) + self.live_orders(OrderRole.KILL)
 
@@ -1038,18 +1212,34 @@ class TradeLifecycle:
         good = [o for o in stops if o.qty - o.filled_qty == pos and o.price == s.stop_price]
         out: list[Command] = []
         if good:
+            s.shrink_since_ms = 0
             for o in stops:
                 if o is not good[0]:
                     out += self._cancel(o)  # retire the old version only after the new one is accepted
             return out
+        covering = [o for o in stops if o.qty - o.filled_qty > pos and o.price == s.stop_price]
+        coalesce_ms = int(self._cfg.stop_resize_coalesce_seconds * 1000)
+        if covering and coalesce_ms > 0:
+            # Larger than the position: it still protects all of it. Resize after a while, latest qty wins.
+            if s.shrink_since_ms == 0:
+                s.shrink_since_ms = now_ms
+                return [StartTimer(cid=covering[0].cid, seconds=self._cfg.stop_resize_coalesce_seconds)]
+            if now_ms - s.shrink_since_ms < coalesce_ms:
+                return []
+        if not self._ids_left(OrderRole.STOP):
+            if covering:
+                return self._ids_exhausted_alert(OrderRole.STOP)  # the larger stop keeps protecting
+            out += self._ids_exhausted_alert(OrderRole.STOP)
+            s.protection_failures = self._cfg.protection_max_attempts  # close it: it cannot be protected
         if s.protection_failures >= self._cfg.protection_max_attempts:
             s.phase = Phase.EXITING
-            s.reason = "SL"
+            s.reason = "KILL_SWITCH"
             s.close_attempts = 0
             out.append(
                 self._alert("PROTECTION_FAILED", "stop could not be placed; closing with a MARKET order")
             )
             return out
+        s.shrink_since_ms = 0
         o = self._track(
             role=OrderRole.STOP,
             order_type="STOP_MARKET",
@@ -1086,6 +1276,9 @@ class TradeLifecycle:
                 if o is not good[0]:
                     out += self._cancel(o)
             return out
+        if not self._ids_left(OrderRole.TARGET):
+            s.target_disabled = True
+            return self._ids_exhausted_alert(OrderRole.TARGET)
         o = self._track(
             role=OrderRole.TARGET,
             order_type="LIMIT",
@@ -1110,14 +1303,14 @@ class TradeLifecycle:
             return out
         if self._live_closers():
             return out
-        if s.close_attempts >= self._cfg.kill_switch_max_attempts:
+        role = OrderRole.KILL if s.phase is Phase.KILLING else OrderRole.EXIT
+        if s.close_attempts >= self._cfg.kill_switch_max_attempts or not self._ids_left(role):
             if not s.close_alerted:
                 s.close_alerted = True
                 out.append(
                     self._alert("NOT_FLAT", f"still {pos} open after {s.close_attempts} closing attempts")
                 )
             return out
-        role = OrderRole.KILL if s.phase is Phase.KILLING else OrderRole.EXIT
         band = self._band_price() if s.close_use_band else None
         o = self._track(
             role=role,
@@ -1152,7 +1345,8 @@ class TradeLifecycle:
         for o in self.live_orders():
             out += self._cancel(o)
         s.phase = Phase.CLOSED
-        s.closed_ms = now_ms
+        # Closed outside the bot (found later): the record carries the time of the real closing fill.
+        s.closed_ms = s.external_exit_ms if 0 < s.external_exit_ms <= now_ms else now_ms
         if s.entry_filled == 0 and s.reason != "KILL_SWITCH":
             s.reason = "TIMEOUT"
         out.append(EmitTradeClosed(trade_id=self.trade_id, record=self.trade_record()))
@@ -1255,6 +1449,7 @@ class ExchangeOrder(msgspec.Struct, frozen=True, kw_only=True):
     price: Decimal | None
     status: str = "NEW"
     executed_qty: Decimal = _ZERO
+    reduce_only: bool = False
 
 
 class ExchangePosition(msgspec.Struct, frozen=True, kw_only=True):
@@ -1271,7 +1466,22 @@ class ReconcileResult(msgspec.Struct, kw_only=True):
     lifecycles: list[LifecycleState]
     adopted: list[str]  # trade ids of adopted positions
     foreign_orders: list[ExchangeOrder]
-    foreign_positions: list[ExchangePosition]
+    foreign_positions: list[ExchangePosition]  # protected by someone else's stop, or no symbol rules
+    next_adoption_seq: int = 1
+
+
+def _covered_by_foreign_stop(p: ExchangePosition, foreign: list[ExchangeOrder]) -> bool:
+    """A stop not of ours (placed by hand) already protects the whole position: it is not ours to protect."""
+    closing = p.side.closing_order_side
+    return any(
+        o.symbol == p.symbol
+        and o.is_algo
+        and o.order_type in ("STOP_MARKET", "STOP")
+        and o.reduce_only
+        and o.side == closing
+        and o.qty >= p.qty
+        for o in foreign
+    )
 
 
 def reconcile(
@@ -1285,17 +1495,25 @@ def reconcile(
     config: ExecutionConfig,
     mode: str,
     now_ms: int,
+    startup: bool = True,
+    adoption_seq: int = 1,
+    equity_usd: float = 0.0,
+    exits: Mapping[str, ExitFills] | None = None,
 ) -> ReconcileResult:
     """Bring the persisted lifecycles in line with the exchange, the source of truth (BOT_SPEC §10).
 
     - Orders are matched to trades by client id; ours that no open trade owns are cancelled.
     - Our entry orders still open are stale after a restart (their TTL timers are gone): cancelled, no retry.
     - A tracked order missing from the open orders: cancelled if we had asked for it, else queried by id.
-    - A position held by a trade is protected (`Protect`); a trade the exchange shows flat is closed
-      (`MANUAL`); a trade whose entry was never sent (PENDING_ENTRY) is closed as `TIMEOUT`.
-    - Quantity differences are alerted (`POSITION_MISMATCH`), not corrected: the stop follows our fills.
-    - A position no trade owns is adopted (strategy `ADOPTED`) unless a foreign order sits on its symbol,
-      in which case it is foreign: left untouched and reported (counts toward limits and open risk).
+    - Every trade is shown its exchange position (`PositionSnapshot`, with the real fills from `exits`
+      when it shrank): closed outside the bot ⇒ booked `MANUAL` at those fills; grown or shrunk by hand ⇒
+      booked, and the stop follows (at once at start-up; when a periodic reconcile sees the same quantity
+      twice otherwise). A held position is protected (`Protect`); a trade whose entry was never sent
+      (PENDING_ENTRY) is closed as `TIMEOUT`.
+    - Every position no trade owns is adopted (strategy `ADOPTED`, its own trade id from `adoption_seq`,
+      `equity_usd` in its record) and protected, in the universe or not (`rules` must hold every listed
+      symbol), whatever foreign orders sit on the symbol; those orders are left untouched. Not adopted:
+      a position a foreign reduce-only stop already fully covers, and one without symbol rules (reported).
     Applying the commands and feeding their results back, a second run yields no commands.
     """
     commands: list[Command] = []
@@ -1346,36 +1564,37 @@ def reconcile(
                 commands += lc.handle(OrderCanceled(cid=o.cid), now_ms=now_ms)
             elif o.status is not OrderStatus.UNKNOWN:
                 commands += lc.handle(OrderStatusUnknown(cid=o.cid), now_ms=now_ms)
+        if startup:
+            lc._s.sync_requested = False  # a sync asked for before the restart died with it
         if lc.closed:
             continue
         if lc.phase is Phase.PENDING_ENTRY:
             commands += lc._finish(now_ms)  # its entry was never sent; the signal is stale now
             continue
         pos = pos_by_symbol.get(lc.symbol)
+        fills = (exits or {}).get(lc.symbol)
         if pos is None or pos.side is not lc.side:
-            has_unknown = any(o.status is OrderStatus.UNKNOWN for o in lc.live_orders())
-            if lc.position_qty > 0 and not has_unknown:
-                commands += lc.handle(PositionFlat(price=lc._s.last_mark), now_ms=now_ms)
+            if lc.position_qty > 0:
+                flat = PositionSnapshot(side=None, qty=_ZERO, exits=fills, confirmed=True)
+                commands += lc.handle(flat, now_ms=now_ms)
             if pos is not None:  # the opposite side is not this trade's: it is adopted below
                 commands.append(lc._alert("POSITION_SIDE_MISMATCH", f"exchange holds {pos.side} {pos.qty}"))
             continue
         owned_symbols.add(lc.symbol)
-        if pos.qty != lc.position_qty:
-            commands.append(
-                lc._alert(
-                    "POSITION_MISMATCH", f"exchange holds {pos.qty}, the trade expects {lc.position_qty}"
-                )
-            )
+        snap = PositionSnapshot(
+            side=pos.side, qty=pos.qty, entry_price=pos.entry_price, exits=fills, confirmed=startup
+        )
+        commands += lc.handle(snap, now_ms=now_ms)
         if lc.position_qty > 0 and lc.phase not in (Phase.KILLING, Phase.EXITING):
             # A position found without a (correctly sized) stop gets one now; a no-op when protected.
             commands += lc.handle(Protect(), now_ms=now_ms)
     foreign_positions: list[ExchangePosition] = []
     adopted: list[str] = []
-    foreign_symbols = {o.symbol for o in foreign_orders}
+    seq = adoption_seq
     for p in positions:
         if p.qty <= 0 or p.symbol in owned_symbols:
             continue
-        if p.symbol in foreign_symbols or p.symbol not in rules:
+        if p.symbol not in rules or _covered_by_foreign_stop(p, foreign_orders):
             foreign_positions.append(p)
             continue
         lc = TradeLifecycle.adopt(
@@ -1389,7 +1608,10 @@ def reconcile(
             prefix=prefix,
             mode=mode,
             now_ms=now_ms,
+            adoption_seq=seq,
+            equity_usd=equity_usd,
         )
+        seq += 1
         commands.append(lc._alert("ADOPTED", f"adopted {p.side} {p.qty} @ {p.entry_price}"))
         commands += lc.handle(Protect(), now_ms=now_ms)
         live.append(lc)
@@ -1400,4 +1622,5 @@ def reconcile(
         adopted=adopted,
         foreign_orders=foreign_orders,
         foreign_positions=foreign_positions,
+        next_adoption_seq=seq,
     )

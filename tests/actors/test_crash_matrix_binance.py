@@ -95,6 +95,8 @@ class SimHarness:
         self.inbox: trio.MemorySendChannel[Any] | None = None
         self.hook: Callable[[str, str, str, Any], None] | None = None
         self.crash_scope: trio.CancelScope | None = None
+        self.listed_rules: dict[str, Any] | None = None  # every listed symbol's rules (out of universe too)
+        self.metrics: Any = None  # an `http_health.Metrics` to read the watchdog's gauge
         for plan in PLANS.values():
             self.set_price(plan.symbol, str(plan.entry_price))
 
@@ -147,6 +149,8 @@ class SimHarness:
             risk_send=risk_send,
             symbol_sends={s: sym_send for s in SYMBOLS},
             journal_in_thread=False,
+            listed_rules=self.listed_rules,
+            metrics=self.metrics,
         )
         nursery.start_soon(self._collect, risk_recv, self.risk_msgs)
         nursery.start_soon(self._collect, sym_recv, [])

@@ -177,6 +177,9 @@ class RecordingGateway:
     async def positions(self) -> Any:
         return await self.inner.positions()
 
+    async def user_trades(self, symbol: str, *, start_ms: int) -> Any:
+        return await self.inner.user_trades(symbol, start_ms=start_ms)
+
     async def account(self) -> Any:
         return await self.inner.account()
 
@@ -467,7 +470,7 @@ class TestFaults:
         assert await h.positions() == {}
         assert any(c.endswith("X1") for c in h.gw.placed_cids())
         [rec] = h.records()
-        assert rec["result"]["reason"] == "SL"
+        assert rec["result"]["reason"] == "KILL_SWITCH"  # emergency flattening, not a stop exit (issue 9 #15)
         assert await h.open_orders() == []
 
     @pytest.mark.parametrize(

@@ -233,7 +233,9 @@ class TestRejections:
             assert h.stops("BTCUSDT") == []
             assert h.regular_orders("BTCUSDT") == []
             [rec] = h.records()
-            assert rec["result"]["reason"] == "SL"
+            assert (
+                rec["result"]["reason"] == "KILL_SWITCH"
+            )  # emergency flattening, not a stop exit (issue 9 #15)
             # The close is priced from the venue (a place response has no avgPrice), never at 0.
             [x1] = h.sim.orders_by_client_id(close.client_id)
             assert x1.status == "FILLED"

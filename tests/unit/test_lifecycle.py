@@ -476,7 +476,8 @@ class TestOrphanProtection:
         assert only(close, Alert)
         assert h.lc.phase is Phase.EXITING
         h.fill(market.cid, "0.010", "97.5")
-        assert h.record()["result"]["reason"] == "SL"  # type: ignore[index]
+        # The bot's emergency flattening (BOT_SPEC §9), not a stop exit: never recorded SL (issue 9 #15).
+        assert h.record()["result"]["reason"] == "KILL_SWITCH"  # type: ignore[index]
         assert len(only(h.log, PlaceAlgoOrder)) == 2
 
 
@@ -735,9 +736,14 @@ class TestReconcile:
         assert ("CancelOrder", cid("E", 1, b.lc.trade_id)) in kinds
         assert all(c.cid != "web_abc123" for c in first.commands if isinstance(c, CancelOrder))
         assert [o.cid for o in first.foreign_orders] == ["web_abc123"]
-        assert [p.symbol for p in first.foreign_positions] == ["XRPUSDT"]
-        (adopted_id,) = first.adopted
-        (doge_stop,) = [c for c in first.commands if isinstance(c, PlaceAlgoOrder)]
+        # A foreign order on the symbol no longer keeps its position unprotected (issue 9 #2): adopted.
+        assert first.foreign_positions == []
+        assert len(first.adopted) == 2
+        assert first.next_adoption_seq == 3
+        (doge_stop,) = [c for c in first.commands if isinstance(c, PlaceAlgoOrder) and c.symbol == "DOGEUSDT"]
+        adopted_id = doge_stop.trade_id
+        (xrp_stop,) = [c for c in first.commands if isinstance(c, PlaceAlgoOrder) and c.symbol == "XRPUSDT"]
+        assert (xrp_stop.side, xrp_stop.qty) == ("BUY", D("50"))
         assert doge_stop.symbol == "DOGEUSDT"
         assert doge_stop.cid == cid("S", 1, adopted_id)
         assert doge_stop.trigger_price == D("0.2")  # 0.25 x 0.98 = 0.245, rounded away (down) to the 0.1 tick
@@ -815,8 +821,13 @@ class TestReconcile:
         (closed,) = [c for c in first.commands if isinstance(c, EmitTradeClosed)]
         assert closed.trade_id == pending.lc.trade_id
         assert closed.record["result"]["reason"] == "TIMEOUT"
-        assert [c.code for c in first.commands if isinstance(c, Alert)] == ["POSITION_MISMATCH"]
-        assert [c for c in first.commands if isinstance(c, PlaceOrder | PlaceAlgoOrder)] == []
+        # Start-up: the exchange position is the truth; 0.003 left outside the bot, booked (issue 9 #3/#5).
+        assert [c.code for c in first.commands if isinstance(c, Alert)] == ["POSITION_REDUCED_OUTSIDE"]
+        (moved,) = [s for s in first.lifecycles if s.plan.trade_id == held.lc.trade_id]
+        assert moved.entry_filled - moved.exit_filled == D("0.007")
+        # The larger stop keeps protecting all of it (its resize is coalesced); the target follows at once.
+        assert [c for c in first.commands if isinstance(c, PlaceAlgoOrder)] == []
+        assert [c.qty for c in first.commands if isinstance(c, PlaceOrder)] == [D("0.007")]
 
         ex2 = FakeExchange(
             orders=[],
