@@ -1174,7 +1174,7 @@ class PaperExchange:
                 fee=r.commission,
                 time_ms=r.time,
             )
-            for r in self._account.trades
+            for r in self._engine.account.trades
             if r.symbol == symbol and r.time >= start_ms
         ]
 
