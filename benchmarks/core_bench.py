@@ -2,13 +2,14 @@
 
     .venv/bin/python benchmarks/core_bench.py [--symbols BTCUSDT,ETHUSDT] [--limit N]
 
-For every closed 5m candle of each symbol (the recorded klines in ../shared/data/klines/), times
+For every closed 5m candle of each symbol (the recorded klines of `bench_data.KLINES`: the bundled
+sample, or `FA_BENCH_DATA=DIR`), times
 the work the symbol actor does on a close: candle store append (validation, continuity, ring
 buffer) + incremental features + regime + the three strategies' `evaluate`. The 1h candles are fed
 in time order too (outside the timed section; one per twelve 5m candles). Prints the median and
 p99 in µs per candle per symbol, and the median over all candles.
 
-The risk-decision part (`bench_risk_decision`) is added by the risk engineer below the marked line.
+Then the risk decision (`bench_risk_decision`): median and p99 per decision.
 """
 
 from __future__ import annotations
@@ -22,31 +23,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_data import KLINES, symbols_with  # noqa: E402
+
 from futures_actor.core.config import BotConfig  # noqa: E402
 from futures_actor.core.features import SymbolFeatureEngine  # noqa: E402
 from futures_actor.core.regime import detect_regime  # noqa: E402
+from futures_actor.core.strategies import build_strategies  # noqa: E402
 from futures_actor.core.types import INTERVAL_MS  # noqa: E402
 from futures_actor.data.klines_csv import read_klines_candles  # noqa: E402
 
-try:  # the strategies module is written by another engineer; the bench runs without it
-    from futures_actor.core.strategies import build_strategies
-except ImportError:  # pragma: no cover - hook: strategies not available yet
-    build_strategies = None  # type: ignore[assignment]
-
-KLINES = ROOT / ".." / "shared" / "data" / "klines"
-SYMBOLS = (
-    "BTCUSDT",
-    "ETHUSDT",
-    "SOLUSDT",
-    "XRPUSDT",
-    "DOGEUSDT",
-    "BNBUSDT",
-    "BCHUSDT",
-    "INJUSDT",
-    "OPUSDT",
-    "ZECUSDT",
-    "HYPEUSDT",
-)
+SYMBOLS = symbols_with("5m", "1h")
 MS_5M = INTERVAL_MS["5m"]
 MS_1H = INTERVAL_MS["1h"]
 
@@ -56,7 +42,7 @@ def bench_symbol(symbol: str, config: BotConfig, limit: int | None) -> list[floa
     five = read_klines_candles(KLINES / f"{symbol}-5m.csv.gz", interval="5m", limit=limit)
     hour = read_klines_candles(KLINES / f"{symbol}-1h.csv.gz", interval="1h")
     engine = SymbolFeatureEngine(symbol=symbol, config=config)
-    strategies = build_strategies(config) if build_strategies is not None else []
+    strategies = build_strategies(config)
     clock = time.perf_counter_ns
     out: list[float] = []
     j = 0
@@ -78,8 +64,6 @@ def bench_symbol(symbol: str, config: BotConfig, limit: int | None) -> list[floa
 
 def bench_candles(symbols: list[str], limit: int | None) -> None:
     config = BotConfig()
-    if build_strategies is None:
-        print("note: core.strategies not importable; timing store + features + regime only")
     everything: list[float] = []
     print(f"{'symbol':<10} {'candles':>8} {'median µs':>10} {'p99 µs':>8}")
     for sym in symbols:
@@ -162,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="5m candles per symbol (default: all)")
     args = p.parse_args(argv)
     bench_candles([s.strip() for s in args.symbols.split(",") if s.strip()], args.limit)
-    # ---- risk-decision benchmark (added by the risk engineer) goes below this line ----
     bench_risk_decision()
     return 0
 

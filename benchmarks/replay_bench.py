@@ -1,8 +1,8 @@
 """Replay benchmark (issue 6 "Performance"): throughput, decision latency and peak memory.
 
 Runs the whole actor system (`app.run_bot` with `--paper --replay`: ReplayFeed -> SymbolActors ->
-PortfolioRisk -> Execution -> PaperExchange, under trio's MockClock) on the shared recorded klines
-(`../shared/data/klines` beside the repo root), each scenario in its own process so that its peak RSS
+PortfolioRisk -> Execution -> PaperExchange, under trio's MockClock) on recorded klines (the bundled
+sample by default, `FA_BENCH_DATA=DIR` for another set: `bench_data.py`), each scenario in its own process so that its peak RSS
 is its own:
 
 1. throughput: 5m candles per wall second on the real symbols (a window of a few days), both over
@@ -10,7 +10,7 @@ is its own:
 2. decision latency: wall time (`time.perf_counter`, trio's clock is simulated) from a SymbolActor
    receiving a 5m close to the entry order reaching the gateway's `place_order`, matched by symbol
    (the first non-reduce-only order after the symbol's latest 5m close), with 20 and 200 simulated
-   symbols (the shared symbols reused under new names with scaled prices);
+   symbols (the recorded symbols reused under new names with scaled prices);
 3. peak RSS of each scenario (`resource.getrusage`).
 
 Each data set holds the 5m candles of the window only and the 1h candles from the start of the
@@ -34,8 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_data import KLINES, symbols_with
+
 REPO = Path(__file__).resolve().parents[1]
-KLINES = REPO / ".." / "shared" / "data" / "klines"
 CONFIG = REPO / "config" / "config.example.json"
 DAY_MS = 86_400_000
 # The window starts this many days into the recording (the 1h history before it warms the features).
@@ -48,9 +49,7 @@ KB = 1024
 
 
 def real_symbols() -> list[str]:
-    five = {p.name.removesuffix("-5m.csv.gz") for p in KLINES.glob("*-5m.csv.gz")}
-    hour = {p.name.removesuffix("-1h.csv.gz") for p in KLINES.glob("*-1h.csv.gz")}
-    return sorted(five & hour)
+    return list(symbols_with("5m", "1h"))
 
 
 def _rows(path: Path, start_ms: int, end_ms: int) -> tuple[str, list[list[str]]]:

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/ws_decode_bench.py [--n 200000]
 
-Frames are real shapes: the recorded combined kline stream (`shared/data/binance-payloads/ws/
-fstream_kline_1m_mainnet_2021-07-22.json`, every frame marked closed so each one becomes a typed
+Frames are real shapes: the recorded combined kline stream (`binance-payloads/ws/
+fstream_kline_1m_mainnet_2021-07-22.json` of `bench_data.PAYLOADS`, bundled in `data/sample/`), every frame marked closed so each one becomes a typed
 `Candle`) and markPrice frames in the documented shape (no recording exists). The baseline does the
 same work with `json.loads` and dict look-ups. ccxt's parser is used if importable (it is not a
 dependency of this project; the row is skipped otherwise).
@@ -16,12 +16,13 @@ import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
+
+from bench_data import PAYLOADS
 
 from futures_actor.binance.market_ws import KlineClosed, MarkPrice, decode_market_frame
 from futures_actor.core.types import Candle
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "binance-payloads" / "ws"
+DATA = PAYLOADS / "ws"
 
 
 def kline_frames() -> list[bytes]:

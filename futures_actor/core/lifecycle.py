@@ -214,6 +214,7 @@ class LifecycleState(msgspec.Struct, kw_only=True):
     mismatch_qty: Decimal = _ZERO  # exchange quantity seen once by a periodic reconcile (to confirm)
     shrink_since_ms: int = 0  # when the stop first exceeded a shrunken position (resize coalescing)
     external_exit_ms: int = 0  # time of the last fill that closed the position outside our orders
+    reducers_checked: bool = False  # our reducing orders were queried for this shortfall of the position
     ids_alerted: bool = False
 
 
@@ -304,13 +305,17 @@ class PositionSnapshot(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
     `exits`: the real fills of what left the position outside our orders, when it shrank. `confirmed`:
     act on a quantity difference at once (start-up, a requested sync); otherwise a difference is acted
-    on only when the next reconcile sees the same quantity (a fill event may still be on its way)."""
+    on only when the next reconcile sees the same quantity (a fill event may still be on its way).
+    `orders_known`: read together with the open orders (a reconcile), so an order of ours that is still open
+    did not fill and one that is gone is being queried; a bare position read leaves our closing orders to
+    be queried before a shortfall is called a close outside the bot."""
 
     side: Side | None
     qty: Decimal
     entry_price: Decimal = _ZERO
     exits: ExitFills | None = None
     confirmed: bool = True
+    orders_known: bool = False
 
 
 class OrderFound(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -1145,13 +1150,24 @@ class TradeLifecycle:
             s.mismatch_qty = _ZERO
             s.sync_needed = False
             s.sync_requested = False
+            s.reducers_checked = False
             return []
-        if any(o.status is OrderStatus.UNKNOWN for o in self.live_orders()):
-            # An order's outcome is unknown (it may be the fill that explains the difference): decide
-            # once it is resolved, on a fresh read of the position.
+        reducers = [o for o in self.live_orders() if o.role is not OrderRole.ENTRY]
+        if any(o.status is OrderStatus.UNKNOWN for o in self.live_orders()) or (
+            exch < held and any(o.status is OrderStatus.SENT for o in reducers)
+        ):
+            # An order's outcome is unknown, or one of our closing orders is still being placed (it may
+            # be the fill that explains the difference): decide once it is resolved, on a fresh read.
             s.sync_needed = True
             s.sync_requested = False
             return []
+        if exch < held and not ev.orders_known and not s.reducers_checked and reducers:
+            # Our stop, target or exit may have filled with its event still on the way (an ACK placement,
+            # a lagging user stream): ask the exchange for each of them before calling the close manual.
+            s.reducers_checked = True
+            s.sync_needed = True
+            s.sync_requested = False
+            return [cmd for o in reducers for cmd in self._unknown(o)]
         out: list[Command] = []
         if exch != held and exch > 0 and not ev.confirmed and s.mismatch_qty != exch:
             s.mismatch_qty = exch  # a fill event may be on its way: act when the next look agrees
@@ -1172,6 +1188,7 @@ class TradeLifecycle:
                 how = "at an estimated price (no fills found)"
             s.exit_filled += gone
             s.exit_cost += gone * price
+            s.reducers_checked = False
             if exch == 0 and s.phase is not Phase.KILLING:
                 s.reason = "MANUAL"
             s.no_retry = True
@@ -1575,14 +1592,19 @@ def reconcile(
         fills = (exits or {}).get(lc.symbol)
         if pos is None or pos.side is not lc.side:
             if lc.position_qty > 0:
-                flat = PositionSnapshot(side=None, qty=_ZERO, exits=fills, confirmed=True)
+                flat = PositionSnapshot(side=None, qty=_ZERO, exits=fills, confirmed=True, orders_known=True)
                 commands += lc.handle(flat, now_ms=now_ms)
             if pos is not None:  # the opposite side is not this trade's: it is adopted below
                 commands.append(lc._alert("POSITION_SIDE_MISMATCH", f"exchange holds {pos.side} {pos.qty}"))
             continue
         owned_symbols.add(lc.symbol)
         snap = PositionSnapshot(
-            side=pos.side, qty=pos.qty, entry_price=pos.entry_price, exits=fills, confirmed=startup
+            side=pos.side,
+            qty=pos.qty,
+            entry_price=pos.entry_price,
+            exits=fills,
+            confirmed=startup,
+            orders_known=True,
         )
         commands += lc.handle(snap, now_ms=now_ms)
         if lc.position_qty > 0 and lc.phase not in (Phase.KILLING, Phase.EXITING):

@@ -170,7 +170,9 @@ def closed(h: SimHarness) -> list[TradeClosed]:
 
 
 class TestReadoption:
-    async def test_readopted_position_gets_a_new_trade_and_a_stop(self, h: SimHarness) -> None:
+    async def test_readopted_position_gets_a_new_trade_and_a_stop(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """Opened by hand, adopted, its stop rejected twice (-2021: the mark is already through it), closed
         by a reduce-only MARKET; then the same long is opened by hand again: it is adopted as a NEW trade and
         protected, and no phantom close is ever booked."""
@@ -183,8 +185,9 @@ class TestReadoption:
             assert positions(h) == {}, "failed protection closes the adopted position"
             [first] = h.records()
             assert first["strategy"] == "ADOPTED"
-            # A MARKET close after failed protection is not a stop exit (#15).
-            assert first["result"]["reason"] != "SL"
+            # A MARKET close after failed protection is not a stop exit (#15), nor a close by hand: it is
+            # the bot's own emergency close, booked when its (ACK-placed) order's fill is known.
+            assert first["result"]["reason"] == "KILL_SWITCH"
             assert first["risk"]["equity_usd"] > 0  # a real equity: the performance rebuild accepts it
             h.sim.set_price("BTCUSDT", D("60000.0"), mark=D("60000.0"))
             await hand.market("BTCUSDT", "BUY", "0.010")
@@ -199,7 +202,9 @@ class TestReadoption:
             assert_no_cid_twice(h)
             bot.cancel_scope.cancel()
 
-    async def test_readoption_survives_restarts(self, h: SimHarness) -> None:
+    async def test_readoption_survives_restarts(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """Opened by hand while the bot runs, adopted; the bot dies; closed by hand while it is down; the
         next incarnation books the close at the real fills. Every adoption its own trade id, every close
         booked once, at the price it happened."""
@@ -236,7 +241,9 @@ class TestReadoption:
 
 
 class TestForeignPositionsProtected:
-    async def test_out_of_universe_position_is_protected(self, h: SimHarness) -> None:
+    async def test_out_of_universe_position_is_protected(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         hand = Hand(h)
         await hand.market("XRPUSDT", "SELL", "100")
         async with trio.open_nursery() as bot:
@@ -247,7 +254,9 @@ class TestForeignPositionsProtected:
             assert trigger(h, "XRPUSDT") == adoption_stop(h, "XRPUSDT")
             bot.cancel_scope.cancel()
 
-    async def test_position_with_unparseable_prefixed_order_is_protected(self, h: SimHarness) -> None:
+    async def test_position_with_unparseable_prefixed_order_is_protected(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         hand = Hand(h)
         await hand.market("ETHUSDT", "BUY", "0.100")
         await hand.limit("ETHUSDT", "BUY", "0.100", "2000.00", cid="fa-not-one-of-ours")
@@ -260,7 +269,9 @@ class TestForeignPositionsProtected:
             assert {"fa-not-one-of-ours", "myownorder"} <= left, "orders not provably ours stay untouched"
             bot.cancel_scope.cancel()
 
-    async def test_position_opened_by_hand_while_running(self, h: SimHarness) -> None:
+    async def test_position_opened_by_hand_while_running(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         hand = Hand(h)
         async with trio.open_nursery() as bot:
             await h.start(bot)
@@ -274,7 +285,9 @@ class TestForeignPositionsProtected:
 
 
 class TestStopFollowsPosition:
-    async def test_grown_and_shrunk_by_hand(self, h: SimHarness) -> None:
+    async def test_grown_and_shrunk_by_hand(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """Adopted 0.010 with a stop of 0.010; 0.010 more bought by hand: the stop becomes 0.020. Then
         0.005 sold by hand: the stop becomes 0.015. Each is booked into the trade, nothing closed."""
         hand = Hand(h)
@@ -306,7 +319,9 @@ def rejected_2022(h: SimHarness) -> list[Any]:
 
 
 class TestClosedWhileDown:
-    async def test_closed_by_hand_while_down_is_booked_at_its_real_exit(self, h: SimHarness) -> None:
+    async def test_closed_by_hand_while_down_is_booked_at_its_real_exit(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         hand = Hand(h)
         await hand.market("BTCUSDT", "BUY", "0.010")
         async with trio.open_nursery() as bot:
@@ -335,7 +350,9 @@ class TestClosedWhileDown:
             assert tc.realized_pnl_usd == rec["result"]["pnl_usd"]  # the loss reaches the risk calendar
             bot.cancel_scope.cancel()
 
-    async def test_stop_cancelled_and_position_closed_by_hand_while_running(self, h: SimHarness) -> None:
+    async def test_stop_cancelled_and_position_closed_by_hand_while_running(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """The person cancels our stop and closes the position: the bot reads the position before
         re-protecting, books the close at its real fill, sends nothing doomed (no -2022 storm)."""
         hand = Hand(h)
@@ -351,7 +368,10 @@ class TestClosedWhileDown:
             await settle(RECONCILE_S + 1)
             assert positions(h) == {}
             assert violations(h) == []
-            assert h.sim.client_ids_sent()[sent_before:] == []
+            prefix = CFG.exchange.client_id_prefix + "-"
+            assert [
+                c for c in h.sim.client_ids_sent()[sent_before:] if c.startswith(prefix)
+            ] == []  # the bot's
             [rec] = h.records()
             assert rec["result"]["reason"] == "MANUAL"
             assert abs(D(str(rec["result"]["exit_price"])) - D("3010")) < D("10")
@@ -362,7 +382,9 @@ class TestClosedWhileDown:
 
 
 class TestKillSwitchFlattensAccount:
-    async def test_kill_closes_every_position(self, h: SimHarness) -> None:
+    async def test_kill_closes_every_position(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         """An adopted trade of 0.010 inside a position of 0.020 (0.010 added by hand just now) and an
         out-of-universe position opened by hand just now: the kill switch closes all of it."""
         hand = Hand(h)
@@ -389,7 +411,9 @@ class TestKillSwitchFlattensAccount:
 
 
 class TestWatchdog:
-    async def test_unprotected_position_is_counted_until_repaired(self, h: SimHarness) -> None:
+    async def test_unprotected_position_is_counted_until_repaired(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
         h.metrics = Metrics()
         hand = Hand(h)
         await hand.market("BTCUSDT", "BUY", "0.010")

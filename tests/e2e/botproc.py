@@ -94,6 +94,13 @@ class BotProcess:
         return [e for e in rows if name is None or e.get("event") == name]
 
     def wait_event(self, name: str, *, timeout: float, count: int = 1) -> dict[str, Any]:
+        found = self.next_event(name, timeout=timeout, count=count)
+        if found is None:
+            raise AssertionError(f"event {name!r} not within {timeout} s:\n{self.output()[-3000:]}")
+        return found
+
+    def next_event(self, name: str, *, timeout: float, count: int = 1) -> dict[str, Any] | None:
+        """The `count`-th event `name`, or None when it has not come within `timeout` (the bot's exit raises)."""
         deadline = time.monotonic() + timeout
         while True:
             found = self.events(name)
@@ -104,8 +111,8 @@ class BotProcess:
                     f"bot exited with {self.proc.returncode} before event {name!r}:\n{self.output()[-3000:]}"
                 )
             if time.monotonic() > deadline:
-                raise AssertionError(f"event {name!r} not within {timeout} s:\n{self.output()[-3000:]}")
-            time.sleep(_POLL_S)
+                return None
+            time.sleep(_POLL_S)  # the one wait on a real process's log, bounded by the deadline
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None

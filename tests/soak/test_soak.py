@@ -2,12 +2,13 @@
 
 The LIVE bot runs as a real process (`python -m futures_actor --live`) against the fake Binance exchange on
 loopback (`tests/e2e/simhost.py`: the same `SimExchange` as `futures-actor sim-exchange`). It is killed
-with SIGKILL at random (seeded) points and restarted, again and again, while an operator opens, adds to
+with SIGKILL at seeded moments of its work (at once, just after it placed an order, just after a
+reconcile) and restarted, again and again, while an operator opens, adds to
 and closes positions by hand on the account (plain MARKET orders without our client-id prefix, on a
 symbol the bot trades and on one outside its universe) and faults are injected at the exchange (5xx
 bursts, a 429, a -1021 burst, lost order responses).
 
-After every restart (once the bot has had `SETTLE_S` to reconcile) and at the end, the invariants are
+After every restart (giving the bot up to `SETTLE_RECONCILES` reconciles to repair) and at the end, the invariants are
 checked through the exchange API, never through the bot:
 - every position has exactly one reduce-only stop (STOP_MARKET) on the opposite side, of the position's
   quantity;
@@ -25,7 +26,6 @@ import json
 import os
 import random
 import signal
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -58,8 +58,10 @@ SPECS = {
 MANUAL_QTY = {"BTCUSDT": Decimal("0.002"), "ETHUSDT": Decimal("0.05"), "XRPUSDT": Decimal("100")}
 PREFIX = default_config().exchange.client_id_prefix + "-"
 UP_S = 120.0
-SETTLE_S = 20.0  # the bot reconciles every 2 s here; this is ten reconciles
-RUN_S = (0.5, 6.0)  # how long the bot runs before the next SIGKILL (uniform, seeded)
+RECONCILE_EVENT = "reconcile_done"
+SETTLE_RECONCILES = 10  # the bot reconciles every 2 s here: repairs have ten reconciles to show
+RECONCILE_WAIT_S = 10.0  # bound on waiting for one reconcile (or a kill moment) of the real process
+KILL_MOMENTS = ("now", "order_placed", RECONCILE_EVENT)  # where a SIGKILL lands (seeded choice)
 FINAL_EXIT_S = 30.0
 
 
@@ -118,17 +120,30 @@ def invariant_violations(account: Account) -> list[str]:
     return found
 
 
-def wait_protected(account: Account, timeout: float) -> list[str]:
-    """Poll until the invariants hold (the bot repairs in its reconcile); the last violations if not."""
-    deadline = time.monotonic() + timeout
-    while True:
+def wait_protected(bot: BotProcess, account: Account) -> list[str]:
+    """Check the invariants through the exchange; while they fail, give the bot its next reconcile (it repairs
+    there) and check again, up to `SETTLE_RECONCILES` reconciles. The last violations if they never hold."""
+    seen = len(bot.events(RECONCILE_EVENT))
+    for n in range(SETTLE_RECONCILES + 1):
         try:
             found = invariant_violations(account)
         except (httpx.HTTPError, RuntimeError) as exc:  # an injected fault hit our own query
             found = [f"exchange query failed: {exc}"]
-        if not found or time.monotonic() > deadline:
+        if not found or n == SETTLE_RECONCILES:
             return found
-        time.sleep(0.5)
+        if bot.next_event(RECONCILE_EVENT, timeout=RECONCILE_WAIT_S, count=seen + n + 1) is None:
+            return [*found, f"no {RECONCILE_EVENT} within {RECONCILE_WAIT_S} s"]
+    return found
+
+
+def kill_at_a_seeded_moment(bot: BotProcess, rng: random.Random) -> str:
+    """SIGKILL right after a seeded moment of the bot's work: at once, just after it placed an order (the ack
+    may not be processed yet), or just after a reconcile. A moment that does not come in time is a kill then."""
+    moment = rng.choice(KILL_MOMENTS)
+    if moment != "now":
+        bot.next_event(moment, timeout=RECONCILE_WAIT_S, count=len(bot.events(moment)) + 1)
+    bot.kill()
+    return moment
 
 
 class Operator:
@@ -224,17 +239,16 @@ def test_kill_restart_soak_keeps_every_position_protected(tmp_path: Path, soak_s
             bot.start()
             figures.restarts += 1
             bot.wait_event("system_started", timeout=UP_S, count=cycle + 1)
-            found = wait_protected(account, SETTLE_S)
+            found = wait_protected(bot, account)
             figures.checks += 1
             figures.violations += [f"restart {cycle + 1}: {v}" for v in found]
             action = operator.act()
-            log.append(f"restart {cycle + 1}: {action}")
-            time.sleep(rng.uniform(*RUN_S))
-            bot.kill()  # SIGKILL at a random point
+            moment = kill_at_a_seeded_moment(bot, rng)
+            log.append(f"restart {cycle + 1}: {action}; SIGKILL after {moment}")
             figures.kills += 1
         bot.start()
         bot.wait_event("system_started", timeout=UP_S, count=KILLS + 1)
-        found = wait_protected(account, SETTLE_S)
+        found = wait_protected(bot, account)
         figures.checks += 1
         figures.violations += [f"final: {v}" for v in found]
         bot.signal(signal.SIGTERM)
@@ -246,15 +260,4 @@ def test_kill_restart_soak_keeps_every_position_protected(tmp_path: Path, soak_s
         (tmp_path / "soak-figures.json").write_text(json.dumps(result, indent=2))
         print("SOAK", json.dumps(result))
     assert code == 0, bot.output()[-3000:]
-    if figures.violations and not watchdog_landed():
-        # Issue 9 #1-#3 and the protection watchdog belong to another branch (h2): until its
-        # `unprotected_positions` metric exists, protection violations are expected, not a pass.
-        pytest.xfail("protection watchdog not landed yet:\n" + "\n".join(figures.violations))
     assert not figures.violations, "\n".join(figures.violations)
-
-
-def watchdog_landed() -> bool:
-    """True once the protection watchdog (issue 9, h2) publishes its `unprotected_positions` metric."""
-    from futures_actor.actors import http_health
-
-    return any("unprotected_positions" in str(v) for v in vars(http_health).values() if isinstance(v, str))

@@ -117,3 +117,36 @@ class TestClientIdExhaustion:
         [close] = [c for c in cmds if isinstance(c, PlaceOrder) and c.role is OrderRole.EXIT]
         assert (close.order_type, close.reduce_only, close.qty) == ("MARKET", True, D("0.020"))
         assert h.lc.phase is Phase.EXITING
+
+
+class TestShortfallIsOursFirst:
+    """A bare position read that finds less than the trade holds: our own stop, target or exit may have filled
+    with its event still on the way (an ACK placement, a lagging user stream). Each is asked for by client id
+    before the shortfall is booked as a close outside the bot."""
+
+    def test_flat_read_queries_our_orders_and_books_the_target_fill_as_tp(self) -> None:
+        from futures_actor.core.lifecycle import OrderFound, PositionSnapshot, QueryOrder
+
+        h = _open("0.010")
+        target = next(o for o in h.lc.live_orders(OrderRole.TARGET))
+        cmds = h.ev(PositionSnapshot(side=None, qty=D("0")))
+        queried = {c.cid for c in cmds if isinstance(c, QueryOrder)}
+        assert target.cid in queried
+        assert not h.lc.closed, "not booked MANUAL before our orders are resolved"
+        for c in sorted(queried):
+            found = "FILLED" if c == target.cid else "NEW"
+            h.ev(OrderFound(cid=c, status=found, executed_qty=D("0.010") if found == "FILLED" else D("0"),
+                            avg_price=D("101.5") if found == "FILLED" else D("0")))  # fmt: skip
+        assert h.lc.closed
+        assert h.record()["result"]["reason"] == "TP"
+
+    def test_orders_still_working_then_the_close_was_outside(self) -> None:
+        from futures_actor.core.lifecycle import OrderFound, PositionSnapshot, QueryOrder
+
+        h = _open("0.010")
+        cmds = h.ev(PositionSnapshot(side=None, qty=D("0")))
+        for c in [c for c in cmds if isinstance(c, QueryOrder)]:
+            h.ev(OrderFound(cid=c.cid, status="NEW", executed_qty=D("0"), avg_price=D("0")))
+        cmds = h.ev(PositionSnapshot(side=None, qty=D("0")))
+        assert not [c for c in cmds if isinstance(c, QueryOrder)], "asked once per shortfall, not forever"
+        assert h.record()["result"]["reason"] == "MANUAL"

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-# `../shared`, `/ ".." / "shared"`, `"shared" / "data"`: the directory beside the repository that only the
+# The `shared` directory beside the repository, written as a relative string path up one level or joined
+# with Path's `/` (up-then-shared, or shared-then-a-child): the directory that only the
 # developers' machines and CI have.
 OUTSIDE = re.compile(r"""\.\./shared|["']\.\.["']\s*/\s*["']shared["']|["']shared["']\s*/""")
 
@@ -22,16 +23,16 @@ def _offenders(root: Path) -> list[str]:
 
 
 def test_pattern_catches_the_ways_it_was_written() -> None:
-    assert OUTSIDE.search('SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"')
-    assert OUTSIDE.search('p = "../shared/data/klines"')
-    assert OUTSIDE.search('    / "shared"') is None  # split over lines: see test_no_multiline_path_to_it
-    assert OUTSIDE.search('X = ROOT / "shared" / "data"')
+    # The samples are assembled so that this file itself names no such path.
+    name, up = "shared", ".."
+    assert OUTSIDE.search(f'SHARED = Path(__file__).resolve().parents[2] / "{up}" / "{name}"')
+    assert OUTSIDE.search(f'p = "{up}/{name}/data/klines"')
+    assert OUTSIDE.search(f'    / "{name}"') is None  # split over lines: see test_no_multiline_path_to_it
+    assert OUTSIDE.search(f'X = ROOT / "{name}" / "data"')
 
 
 def test_no_test_reads_the_directory_beside_the_repository() -> None:
-    offenders = [
-        o for o in _offenders(REPO / "tests") if not o.startswith("tests/unit/test_self_contained.py")
-    ]
+    offenders = [o for o in _offenders(REPO / "tests")]
     assert offenders == [], "tests must use data/sample (the sample_dir fixture) or build their data"
 
 
@@ -40,7 +41,7 @@ def test_bot_code_never_reads_it() -> None:
 
 
 def test_no_multiline_path_to_it() -> None:
-    """`Path(...) / ".." / "shared"` split over lines (ruff formats long paths that way)."""
+    """The Path join up-then-shared split over two lines (ruff formats long paths that way)."""
     for root in (REPO / "tests", REPO / "futures_actor"):
         for path in sorted(root.rglob("*.py")):
             if path.name == "test_self_contained.py":

@@ -42,15 +42,17 @@ class TestLock:
         state = tmp_path / "state"
         code = textwrap.dedent(
             f"""
-            import sys, time
+            import sys
             from pathlib import Path
             from futures_actor.state.guard import lock_state_dir
             lock = lock_state_dir(Path({str(state)!r}))
             print("locked", flush=True)
-            time.sleep(60)
+            sys.stdin.read()  # hold the lock until the test closes our stdin or kills us
             """
         )
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == b"locked"
@@ -60,6 +62,9 @@ class TestLock:
         finally:
             proc.kill()  # SIGKILL: no cleanup runs, the kernel drops the lock
             proc.wait(timeout=10)
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe is not None:
+                    pipe.close()
         with lock_state_dir(state) as lock:
             assert lock.held
 
