@@ -1207,30 +1207,21 @@ class PortfolioRisk:
         elif not math.isfinite(pnl):
             self._log.error("risk_pnl_rejected", trade_id=msg.trade_id, realized_pnl_usd=pnl)
         else:
-            equity = self._equity if self._equity is not None else self._risk_state.day_start_equity
             before = self._risk_state
             # Funding was booked when paid (FundingBooked): only the rest is booked now.
-            self._risk_state = book_trade_close(
+            self._booked(
                 before,
-                trade_id=msg.trade_id,
-                pnl_usd=pnl,
-                now_ms=now_ms,
-                equity_usd=equity,
-                cfg=self._cfg.risk,
-            )
-            if self._risk_state.pause_until_ms != before.pause_until_ms:
-                self._log.warning(
-                    "weekly_stop_hit",
-                    week_pnl_pct=self._risk_state.week_pnl_pct(),
-                    pause_until_ms=self._risk_state.pause_until_ms,
-                    reduced_risk_until_ms=self._risk_state.reduced_risk_until_ms,
-                )
-            self._log.info(
+                book_trade_close(
+                    before,
+                    trade_id=msg.trade_id,
+                    pnl_usd=pnl,
+                    now_ms=now_ms,
+                    equity_usd=self._booking_equity(before),
+                    cfg=self._cfg.risk,
+                ),
                 "risk_pnl_recorded",
                 trade_id=msg.trade_id,
                 realized_pnl_usd=pnl,
-                day_pnl_pct=self._risk_state.day_pnl_pct(),
-                week_pnl_pct=self._risk_state.week_pnl_pct(),
             )
         try:
             trade = closed_trade_from_record(msg.record)
@@ -1275,32 +1266,39 @@ class PortfolioRisk:
             # The trade's close was booked already (its record holds this funding): nothing to add.
             self._log.warning("risk_funding_after_close", trade_id=msg.trade_id, amount_usd=amount)
             return
-        equity = self._equity if self._equity is not None else self._risk_state.day_start_equity
         before = self._risk_state
-        self._risk_state = book_funding(
+        self._booked(
             before,
-            trade_id=msg.trade_id,
-            amount_usd=float(amount),
-            now_ms=self._clock.now_ms(),
-            equity_usd=equity,
-            cfg=self._cfg.risk,
-        )
-        if self._risk_state.pause_until_ms != before.pause_until_ms:
-            self._log.warning(
-                "weekly_stop_hit",
-                week_pnl_pct=self._risk_state.week_pnl_pct(),
-                pause_until_ms=self._risk_state.pause_until_ms,
-                reduced_risk_until_ms=self._risk_state.reduced_risk_until_ms,
-            )
-        self._log.info(
+            book_funding(
+                before,
+                trade_id=msg.trade_id,
+                amount_usd=float(amount),
+                now_ms=self._clock.now_ms(),
+                equity_usd=self._booking_equity(before),
+                cfg=self._cfg.risk,
+            ),
             "risk_funding_booked",
             trade_id=msg.trade_id,
             symbol=msg.symbol,
             amount_usd=float(amount),
-            day_pnl_pct=self._risk_state.day_pnl_pct(),
-            week_pnl_pct=self._risk_state.week_pnl_pct(),
         )
         self._persist()
+
+    def _booking_equity(self, state: RiskState) -> float:
+        """The equity a realized amount is measured against: the account's, else the day's start."""
+        return self._equity if self._equity is not None else state.day_start_equity
+
+    def _booked(self, before: RiskState, after: RiskState, event: str, **fields: Any) -> None:
+        """Adopt the risk state after a realized amount was booked; log it, and a weekly stop it hit."""
+        self._risk_state = after
+        if after.pause_until_ms != before.pause_until_ms:
+            self._log.warning(
+                "weekly_stop_hit",
+                week_pnl_pct=after.week_pnl_pct(),
+                pause_until_ms=after.pause_until_ms,
+                reduced_risk_until_ms=after.reduced_risk_until_ms,
+            )
+        self._log.info(event, **fields, day_pnl_pct=after.day_pnl_pct(), week_pnl_pct=after.week_pnl_pct())
 
     def _on_shadow_trade_closed(self, msg: ShadowTradeClosed) -> None:
         """A shadow trade ended: the performance layer learns from it; risk state is untouched."""

@@ -4,8 +4,7 @@ id was sent twice, each trade at most once in trades.jsonl, open risk and realiz
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -38,17 +37,6 @@ ETH = make_plan(symbol="ETHUSDT", side=Side.SHORT, entry="50.00", stop="51.00", 
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def fast_tmp(tmp_path: Path) -> Iterator[Path]:
-    """A scratch directory on tmpfs when there is one: the store and the journal fsync every write."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir=shm, prefix="fa-crash-") as d:
-        yield Path(d)
 
 
 def crash_at(method: str, suffix: str, phase: str, *, nth: int = 1) -> Callable[[str, str, str, Any], None]:

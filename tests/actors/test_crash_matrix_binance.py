@@ -7,7 +7,6 @@ open risk it reports unchanged by the restart."""
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -61,17 +60,6 @@ def autojump_clock() -> trio.testing.MockClock:
 def _stamina_no_waits() -> Iterator[None]:
     with stamina.set_testing(True, attempts=100, cap=True):
         yield
-
-
-@pytest.fixture
-def fast_tmp(tmp_path: Path) -> Iterator[Path]:
-    """A scratch directory on tmpfs when there is one: the store and the journal fsync every write."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir=shm, prefix="fa-crashbx-") as d:
-        yield Path(d)
 
 
 async def settle(seconds: float = 0.5) -> None:

@@ -3,8 +3,7 @@ kill switch (AC10), unknown placement outcome (AC12), StopIntake (AC9), exchange
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -52,17 +51,6 @@ RULES = {
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture
-def fast_tmp(tmp_path: Path) -> Iterator[Path]:
-    """A scratch directory on tmpfs when there is one: the store and the journal fsync every write."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir=shm, prefix="fa-exec-") as d:
-        yield Path(d)
 
 
 def make_plan(

@@ -6,7 +6,6 @@ scenario no position is left without exactly one protective stop, and no order e
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -45,16 +44,6 @@ CONDITIONAL = frozenset({"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARK
 @pytest.fixture
 async def h(fast_tmp: Path, autojump_clock: trio.testing.MockClock) -> SimHarness:
     return SimHarness(fast_tmp)
-
-
-@pytest.fixture
-def fast_tmp(tmp_path: Path) -> Iterator[Path]:
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir=shm, prefix="fa-faultbx-") as d:
-        yield Path(d)
 
 
 @pytest.fixture

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import tempfile
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import stamina
 import trio
 import trio.testing
-from test_crash_matrix_binance import CFG, T0, SimHarness, assert_no_cid_twice, settle
+from test_crash_matrix_binance import (  # the crash matrix's harness, fixtures included
+    CFG,
+    T0,
+    SimHarness,
+    _stamina_no_waits,  # noqa: F401 (autouse fixture)
+    assert_no_cid_twice,
+    settle,
+)
 from test_http_health import snapshot
 
 from futures_actor.actors.http_health import UNPROTECTED_POSITIONS, HealthHttpApp, HttpRequest, Metrics
@@ -42,27 +46,6 @@ LISTED = ("BTCUSDT", "ETHUSDT", "XRPUSDT", "BNBUSDT")  # the bot's universe is B
 PRICES = {"BTCUSDT": "60000.0", "ETHUSDT": "3000.00", "XRPUSDT": "0.5000", "BNBUSDT": "600.000"}
 STOP_PCT = D(repr(CFG.strategies.trend_pullback.stop_pct))
 RECONCILE_S = CFG.execution.reconcile_interval_seconds
-
-
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
-@pytest.fixture(autouse=True)
-def _stamina_no_waits() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=100, cap=True):
-        yield
-
-
-@pytest.fixture
-def fast_tmp(tmp_path: Path) -> Iterator[Path]:
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        yield tmp_path
-        return
-    with tempfile.TemporaryDirectory(dir=shm, prefix="fa-protect-") as d:
-        yield Path(d)
 
 
 @pytest.fixture
