@@ -110,6 +110,7 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
     from trio.testing import MockClock
 
     from futures_actor import app
+    from futures_actor.actors.messages import CandleClosed
     from futures_actor.actors.symbol_actor import SymbolActor
     from futures_actor.binance.paper import PaperExchange
     from futures_actor.cli import RunOptions
@@ -121,18 +122,19 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
     seen: set[str] = set()  # symbols the replay universe kept
     span: list[float] = []  # wall time of the first and the latest 5m close handled
 
-    original_on_5m = SymbolActor._on_5m
+    original_handle = SymbolActor._handle
     original_place = PaperExchange.place_order
 
-    async def on_5m(self: Any, candle: Any, nursery: Any) -> None:
-        now = time.perf_counter()
-        received[self._symbol] = now
-        candles["5m"] += 1
-        seen.add(self._symbol)
-        span[1:] = [now]
-        if len(span) == 1:
-            span.insert(0, now)
-        await original_on_5m(self, candle, nursery)
+    async def handle(self: Any, msg: Any, nursery: Any) -> None:
+        if isinstance(msg, CandleClosed) and msg.interval == "5m":
+            now = time.perf_counter()
+            received[self._symbol] = now
+            candles["5m"] += 1
+            seen.add(self._symbol)
+            span[1:] = [now]
+            if len(span) == 1:
+                span.insert(0, now)
+        await original_handle(self, msg, nursery)
 
     async def place_order(self: Any, req: Any) -> Any:
         if not req.reduce_only:
@@ -141,7 +143,7 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
                 latencies.append(time.perf_counter() - start)
         return await original_place(self, req)
 
-    SymbolActor._on_5m = on_5m  # type: ignore[method-assign]
+    SymbolActor._handle = handle  # type: ignore[method-assign]
     PaperExchange.place_order = place_order  # type: ignore[method-assign]
 
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:

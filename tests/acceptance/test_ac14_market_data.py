@@ -37,9 +37,9 @@ from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.ws_conn import memory_connector
 from futures_actor.core.config import BotConfig, default_config
-from futures_actor.core.models import RegimeResult, Signal
 from futures_actor.core.types import INTERVAL_MS, Candle
 from futures_actor.logs import configure_logging, reset_logging
+from futures_actor.machines.symbol import SendReport
 from futures_actor.startup import derive_rules
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
@@ -174,11 +174,10 @@ def recording_actor(observed: Observed) -> type[SymbolActor]:
             super().__init__(**kwargs)
             observed.actors.append(self)
 
-        async def _report(
-            self, candle: Candle, regime: RegimeResult, signals: tuple[Signal, ...], nursery: trio.Nursery
-        ) -> None:
-            observed.reports.append((candle.open_time_ms, regime.reason, len(signals)))
-            await super()._report(candle, regime, signals, nursery)
+        async def _send_report(self, effect: SendReport, nursery: trio.Nursery) -> None:
+            r = effect.report
+            observed.reports.append((r.candle_open_time_ms, r.regime.reason, len(r.signals)))
+            await super()._send_report(effect, nursery)
 
     return RecordingSymbolActor
 
