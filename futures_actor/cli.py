@@ -546,7 +546,7 @@ def replay_clock() -> trio.abc.Clock:
     """trio's MockClock with autojump, imported from where it lives: `trio.testing` re-exports it
     but importing that package imports pytest (~120 ms and test tooling in the bot's process)."""
     try:
-        from trio._core import MockClock
+        from trio._core import MockClock  # type: ignore[attr-defined]
     except ImportError:  # a trio that moved it: the public path still works
         from trio.testing import MockClock
     return MockClock(autojump_threshold=0)

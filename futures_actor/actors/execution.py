@@ -209,7 +209,7 @@ class Execution:
         rules_by_symbol: Mapping[str, SymbolRules],
         wall_clock: WallClock,
         risk_send: trio.abc.SendChannel[Any],
-        symbol_sends: Mapping[str, trio.abc.SendChannel[Any]],
+        symbol_sends: Mapping[str, trio.MemorySendChannel[Any]],
         on_fault: FaultCallback | None = None,
         metrics: Metrics | None = None,
         journal_in_thread: bool = True,
@@ -257,6 +257,10 @@ class Execution:
         self._halted = False
         self._started = False
         self._outbox: list[tuple[str, Any]] = []  # messages held back until started()
+        # Position updates a symbol actor's full inbox could not take yet: the latest per trade, delivered
+        # in order by one task per symbol (never dropped: trailing rests on them; never awaited here).
+        self._held_for_symbol: dict[str, dict[str, PositionUpdated]] = {}
+        self._nursery: trio.Nursery | None = None
         self.unprotected: list[str] = []  # the watchdog's last finding: positions without a full stop
 
     # ------------------------------------------------------------------------------------- public views
@@ -291,6 +295,7 @@ class Execution:
         self._publish_order_counts()
         send, recv = trio.open_memory_channel[Any](MERGED_BUFFER)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._pump_inbox, inbox, send.clone())
             nursery.start_soon(self._pump_events, self._gw.events(), send.clone())
             send.close()
@@ -1138,12 +1143,45 @@ class Execution:
         if send is None:
             self._log.info("symbol_actor_missing", symbol=target, message=type(msg).__name__)
             return
+        if target in self._held_for_symbol:  # earlier updates still wait: never overtake them
+            self._hold_for_symbol(target, msg)
+            return
         try:
             send.send_nowait(msg)
         except trio.WouldBlock:
-            self._log.warning("symbol_inbox_full", symbol=target, message=type(msg).__name__)
+            self._hold_for_symbol(target, msg)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._log.warning("symbol_actor_gone", symbol=target, message=type(msg).__name__)
+
+    def _hold_for_symbol(self, symbol: str, msg: PositionUpdated) -> None:
+        """The symbol actor's inbox is full (market data fills it): keep the latest update of each trade
+        and deliver them from a task of their own, so Execution never waits on a symbol actor."""
+        held = self._held_for_symbol.setdefault(symbol, {})
+        first = not held
+        held[msg.trade_id] = msg
+        self._log.warning("symbol_inbox_full", symbol=symbol, message=type(msg).__name__, held=len(held))
+        if first and self._nursery is not None:
+            self._nursery.start_soon(self._deliver_held, symbol)
+
+    async def _deliver_held(self, symbol: str) -> None:
+        held = self._held_for_symbol[symbol]
+        while held:
+            trade_id, msg = next(iter(held.items()))
+            send = self._symbols.get(symbol)
+            if send is None:
+                self._log.info(
+                    "symbol_actor_missing", symbol=symbol, message=type(msg).__name__, held=len(held)
+                )
+                break
+            try:
+                await send.send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._log.warning("symbol_actor_gone", symbol=symbol, message=type(msg).__name__)
+                break
+            if held.get(trade_id) is msg:  # a newer update that came meanwhile goes next
+                del held[trade_id]
+        del self._held_for_symbol[symbol]
+        self._log.info("symbol_inbox_drained", symbol=symbol)
 
     def _account_msg(self, a: AccountState) -> AccountUpdated:
         return AccountUpdated(
@@ -1250,9 +1288,11 @@ class Execution:
         open_cids = {o.client_id for o in orders}
         for tid, lc in lcs.items():
             asked = {c.cid for c in by_trade[tid] if isinstance(c, lcm.CancelOrder)}
-            for o in lc.live_orders():
-                if o.cancel_requested and o.cid in open_cids and o.cid not in asked:
-                    by_trade[tid].append(lcm.CancelOrder(symbol=lc.symbol, cid=o.cid, is_algo=o.is_algo))
+            for tracked in lc.live_orders():
+                if tracked.cancel_requested and tracked.cid in open_cids and tracked.cid not in asked:
+                    by_trade[tid].append(
+                        lcm.CancelOrder(symbol=lc.symbol, cid=tracked.cid, is_algo=tracked.is_algo)
+                    )
         for cmd in unowned:
             self._log.warning("order_unowned_cancel", symbol=cmd.symbol, cid=cmd.cid)
             await self._cancel_unowned(cmd, 1)
@@ -1262,8 +1302,8 @@ class Execution:
             self._persisted.pop(tid, None)  # reconcile may have changed it: persist unconditionally
             await self._commit(lc, by_trade[tid])
         await self._track_foreign(result.foreign_positions)
-        for o in result.foreign_orders:
-            self._log.info("foreign_order", symbol=o.symbol, cid=o.cid, type=o.order_type)
+        for foreign in result.foreign_orders:
+            self._log.info("foreign_order", symbol=foreign.symbol, cid=foreign.cid, type=foreign.order_type)
         self._log.info(
             "reconcile_done",
             startup=startup,
@@ -1384,6 +1424,7 @@ class Execution:
                 | lcm.EmitTradeClosed()
                 | lcm.Alert()
                 | lcm.SyncPosition()
+                | lcm.RequestRetry()
             ):
                 return cmd.trade_id
             case lcm.CancelOrder() | lcm.QueryOrder() | lcm.StartTimer() | lcm.CancelTimer():

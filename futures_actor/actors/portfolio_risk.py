@@ -295,7 +295,7 @@ class PortfolioRisk:
         *,
         cfg: BotConfig,
         mode: Mode,
-        execution_send: trio.abc.SendChannel[Any],
+        execution_send: trio.MemorySendChannel[Any],
         symbols: Iterable[str],
         rules_by_symbol: Mapping[str, SymbolRules],
         wall_clock: WallClock,

@@ -167,7 +167,11 @@ class TelegramNotifier:
     async def get_updates(self, offset: int, *, poll_timeout_s: float) -> list[_Update] | None:
         """One `getUpdates` long poll for messages after `offset`; None (logged) on any failure."""
         url = f"{self._cfg.telegram_api_base_url.rstrip('/')}/bot{self._token}/getUpdates"
-        params = {"offset": offset, "timeout": int(poll_timeout_s), "allowed_updates": '["message"]'}
+        params: dict[str, str | int] = {
+            "offset": offset,
+            "timeout": int(poll_timeout_s),
+            "allowed_updates": '["message"]',
+        }
         try:
             response = await self._client.get(
                 url, params=params, timeout=poll_timeout_s + self._cfg.telegram_timeout_seconds

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import msgspec
 
@@ -87,7 +87,7 @@ class SchemaViolation(msgspec.Struct, frozen=True, kw_only=True):
         return f"trade record field {self.field}: value {shown}; expected {self.expected}"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

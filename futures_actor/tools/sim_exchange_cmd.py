@@ -80,8 +80,8 @@ def run_sim_exchange(argv: list[str]) -> int:
             for f in files
         }
         info, specs = load_exchange_info(args.exchange_info, symbols=sorted(candles))
-    except (KlinesFileError, ValueError) as exc:
-        print(f"sim-exchange: {exc}", file=sys.stderr)
+    except (KlinesFileError, ValueError) as bad:
+        print(f"sim-exchange: {bad}", file=sys.stderr)
         return 2
     first = min(c[0].open_time_ms for c in candles.values() if c)
     start = args.start_ms if args.start_ms is not None else first

@@ -185,6 +185,9 @@ class Harness:
         self.store: StateStore | None = None
         self.ex: Execution | None = None
         self.inbox: trio.MemorySendChannel[Any] | None = None
+        self.symbol_capacity = 10_000  # the symbol actors' inbox
+        self.symbol_recv: trio.MemoryReceiveChannel[Any] | None = None  # set when nobody drains it
+        self.drain_symbols = True
 
     def set_price(self, symbol: str, price: str, *, volume: str | None = None) -> None:
         p = D(price)
@@ -199,7 +202,7 @@ class Harness:
         self.store = StateStore.open(self.tmp / "state.sqlite")
         journal = TradeJournal(directory=self.tmp / "logs", cfg=LoggingConfig(), clock=self.clock)
         risk_send, risk_recv = trio.open_memory_channel[Any](10_000)
-        sym_send, sym_recv = trio.open_memory_channel[Any](10_000)
+        sym_send, sym_recv = trio.open_memory_channel[Any](self.symbol_capacity)
         send, recv = trio.open_memory_channel[Any](16)
         self.inbox = send
         self.ex = Execution(
@@ -215,7 +218,10 @@ class Harness:
             journal_in_thread=False,
         )
         nursery.start_soon(self._collect, risk_recv, self.risk_msgs)
-        nursery.start_soon(self._collect, sym_recv, self.symbol_msgs)
+        if self.drain_symbols:
+            nursery.start_soon(self._collect, sym_recv, self.symbol_msgs)
+        else:
+            self.symbol_recv = sym_recv
         await nursery.start(self.ex.run, recv)
         return self.ex
 
@@ -528,6 +534,37 @@ class TestTrailingAndIntake:
         updates = [m for m in h.symbol_msgs if isinstance(m, PositionUpdated)]
         assert updates[-1].stop_price == D("99.0")
         assert updates[-1].qty == plan.quantity
+
+    async def test_full_symbol_inbox_delays_position_updates_never_drops_them(
+        self, fast_tmp: Path, autojump_clock: Any
+    ) -> None:
+        """Market data can fill a symbol actor's inbox; the position updates that trailing rests on
+        then wait (the latest per trade, in order) and arrive once there is room: none is lost, and
+        Execution never blocks on the symbol actor meanwhile."""
+        h = Harness(fast_tmp, TrioWallClock(T0))
+        h.symbol_capacity, h.drain_symbols = 1, False
+        async with trio.open_nursery() as nursery:
+            await nursery.start(h.paper.run)
+            await h.start(nursery)
+            plan = make_plan()
+            await fill_entry(h, plan)
+            h.set_price("BTCUSDT", "102.0")
+            await h.send(
+                AmendStop(trade_id=plan.trade_id, symbol="BTCUSDT", new_stop=99.05, reference_price=102.0)
+            )
+            await assert_protected(h, "BTCUSDT", plan.quantity, D("99.0"))  # Execution went on
+            assert h.symbol_recv is not None
+            got: list[Any] = []
+            while True:
+                with trio.move_on_after(1):
+                    got.append(await h.symbol_recv.receive())
+                    continue
+                break
+            updates = [m for m in got if isinstance(m, PositionUpdated)]
+            assert len(updates) >= 2
+            assert updates[-1].stop_price == D("99.0")  # the latest state arrived
+            assert updates[-1].qty == plan.quantity
+            nursery.cancel_scope.cancel()
 
     async def test_republish_positions_for_a_restarted_symbol_actor(
         self, harness: Harness, autojump_clock: Any

@@ -11,6 +11,7 @@ clock (`advance_to`, `step`), which only moves when told to, so tests are determ
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 from bisect import bisect_right
@@ -331,14 +332,14 @@ class SimExchange:
                 c = m.recorded[m.next_idx]
                 t = c.open_time_ms + self._interval_ms - 1
                 if t <= target and (t, 0) < best[:2]:
-                    best = (t, 0, lambda m=m: self._replay_next(m))
+                    best = (t, 0, functools.partial(self._replay_next, m))
             if m.forming is not None:
                 t = m.forming.open_time_ms + self._interval_ms - 1
                 if t <= target and (t, 1) < best[:2]:
-                    best = (t, 1, lambda m=m: self._close_forming(m))
+                    best = (t, 1, functools.partial(self._close_forming, m))
             t = self._next_funding[sym]
             if t <= target and (t, 2) < best[:2]:
-                best = (t, 2, lambda sym=sym: self._fund(sym))
+                best = (t, 2, functools.partial(self._fund, sym))
         if (
             self._listen_key is not None
             and self._listen_key_expires <= target
