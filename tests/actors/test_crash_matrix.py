@@ -88,11 +88,20 @@ async def entry_only(h: Harness) -> None:
     await h.send(SubmitPlan(plan=BTC, mid_price=D("100.1")))
 
 
+async def entry_expires(h: Harness) -> None:
+    """The entry's TTL passes: Execution cancels it (and, answered, would ask risk for a retry)."""
+    await entry_only(h)
+    await settle(CFG.execution.limit_ttl_seconds + 1)
+
+
 Scenario = Callable[[Harness], Awaitable[None]]
 
 # step: (scenario, crash hook, expected stop per symbol still open after the restart, records expected)
 MATRIX: dict[str, tuple[Scenario, Callable[[], Any], dict[str, Decimal], int]] = {
     "after_entry_sent": (entry_only, lambda: crash_at("place_order", "E1", "after"), {}, 1),
+    # The TTL cancel reached the exchange, its answer never reached the state file: on restart the
+    # reconcile sees the entry canceled, and the lifecycle asks for its retry from inside the reconcile.
+    "after_entry_ttl_cancel": (entry_expires, lambda: crash_at("cancel_order", "E1", "after"), {}, 1),
     "after_partial_fill": (
         partial_fill,
         lambda: crash_at("place_stop", "S1", "before"),
