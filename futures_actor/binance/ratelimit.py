@@ -61,6 +61,7 @@ class RateLimiter:
         self._blocked_until = -math.inf  # trio time
         self._banned_until_ms = 0
         self.waits = 0  # how many times a request had to wait for the budget (for tests and stats)
+        self._logged_wait: tuple[str, float] | None = None  # the last wait logged: (budget, until)
 
     @property
     def weight_budget(self) -> int:
@@ -111,21 +112,44 @@ class RateLimiter:
             self._roll()
             elapsed = self._elapsed()
             if self._used + weight > self._budget:
-                self.waits += 1
-                await trio.sleep_until(self._anchor_time((self._window + 1) * _MINUTE_S))
+                await self._wait("weight_1m", self._used, self._budget, (self._window + 1) * _MINUTE_S)
                 continue
             if orders and self._orders_minute + orders > self._order_minute_budget:
-                self.waits += 1
-                await trio.sleep_until(self._anchor_time((self._window + 1) * _MINUTE_S))
+                await self._wait(
+                    "orders_1m",
+                    self._orders_minute,
+                    self._order_minute_budget,
+                    (self._window + 1) * _MINUTE_S,
+                )
                 continue
             if orders and self._orders + orders > self._order_budget:
-                self.waits += 1
-                await trio.sleep_until(self._anchor_time((math.floor(elapsed / _TEN_S) + 1) * _TEN_S))
+                await self._wait(
+                    "orders_10s",
+                    self._orders,
+                    self._order_budget,
+                    (math.floor(elapsed / _TEN_S) + 1) * _TEN_S,
+                )
                 continue
             self._used += weight
             self._orders += orders
             self._orders_minute += orders
             return
+
+    async def _wait(self, budget: str, used: int, limit: int, until_offset_s: float) -> None:
+        """Sleep until the window of `budget` rolls over. Said once per window: a request that waits
+        for up to a minute without a word looks like a hung bot."""
+        self.waits += 1
+        until = self._anchor_time(until_offset_s)
+        if self._logged_wait != (budget, until):
+            self._logged_wait = (budget, until)
+            log.warning(
+                "binance_budget_wait",
+                budget=budget,
+                used=used,
+                limit=limit,
+                wait_s=round(max(0.0, until - trio.current_time()), 3),
+            )
+        await trio.sleep_until(until)
 
     def _anchor_time(self, offset_s: float) -> float:
         assert self._anchor is not None

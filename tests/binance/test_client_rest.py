@@ -15,6 +15,8 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 import stamina
+import structlog
+import structlog.testing
 import trio
 import trio.testing
 
@@ -582,8 +584,13 @@ class TestRateLimits:
             await client.server_time()
             assert client.limiter.used_weight == 1680
             t0 = trio.current_time()
-            await client.server_time()
+            with structlog.testing.capture_logs() as logs:
+                await client.server_time()
             assert trio.current_time() - t0 > 0  # had to wait for the next minute
+        # ... and said so, once, with the figures (a silent wait of up to a minute looks like a hang).
+        [wait] = [e for e in logs if e["event"] == "binance_budget_wait"]
+        assert (wait["budget"], wait["used"], wait["limit"]) == ("weight_1m", 1680, 1680)
+        assert 0 < wait["wait_s"] <= 60
 
     async def test_429_waits_retry_after(self, autojump_clock: trio.testing.MockClock) -> None:
         fake = Fake()
