@@ -417,7 +417,7 @@ class Execution:
                 await self._cancel_unowned(cmd, timer.attempt)
             return
         if isinstance(cmd, lcm.SyncPosition):
-            if not lc.closed and lc._s.sync_requested:
+            if not lc.closed and lc.sync_requested:
                 ev = await self._execute(lc, cmd, attempt=timer.attempt)
                 if ev is not None:
                     await self._drive(lc, ev)
@@ -610,14 +610,9 @@ class Execution:
         for lc in list(self._trades.values()):
             if lc.phase not in _ENTRY_PHASES:
                 continue
-            # The lifecycle has no "cancel entry" event: mark it no-retry, then expire the attempt.
-            lc._s.no_retry = True
-            entries = [o for o in lc.live_orders(OrderRole.ENTRY) if not o.cancel_requested]
-            for o in entries:
+            for o in lc.live_orders(OrderRole.ENTRY):
                 self._ttl.pop(o.cid, None)
-                await self._drive(lc, lcm.TtlExpired(cid=o.cid))
-            if not entries:
-                await self._commit(lc, [])
+            await self._drive(lc, lcm.StopEntry())
 
     def _feed_prices(self, symbol: str) -> None:
         mid = self._mid.get(symbol)
@@ -708,16 +703,6 @@ class Execution:
         if queue is None:
             queue = deque()
         state = lc.to_state()
-        if (
-            state.phase is lcm.Phase.ENTRY_WORKING
-            and state.entry_filled == 0
-            and not lc.live_orders(OrderRole.ENTRY)
-        ):
-            # The lifecycle leaves a rejected entry in ENTRY_WORKING with nothing live: end the entry
-            # phase (nothing filled, no retry) and let it finish the trade.
-            lc._s.phase = lcm.Phase.ENTRY_CANCELING
-            cmds = cmds + lc.handle(lcm.Protect(), now_ms=self._now())
-            state = lc.to_state()
         cmds = self._persist(lc, state, cmds, queue)
         self._register(lc)
         for cmd in cmds:

@@ -103,6 +103,7 @@ __all__ = [
     "PositionFlat",
     "PositionSnapshot",
     "Protect",
+    "StopEntry",
     "QueryOrder",
     "ReconcileResult",
     "RequestRetry",
@@ -277,6 +278,11 @@ class Protect(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """A position was found without a stop: protect it now."""
 
 
+class StopEntry(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Entries are no longer taken (intake stopped): cancel the working entry and never retry it; a
+    partial fill stays the position, protected as usual."""
+
+
 class FundingPaid(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     amount: float  # signed income: negative = paid
 
@@ -355,6 +361,7 @@ Event = (
     | AmendStop
     | Kill
     | Protect
+    | StopEntry
     | FundingPaid
     | PositionFlat
     | OrderStatusUnknown
@@ -612,6 +619,11 @@ class TradeLifecycle:
         return self._s.phase
 
     @property
+    def sync_requested(self) -> bool:
+        """A position read (SyncPosition) was asked for and not answered yet."""
+        return self._s.sync_requested
+
+    @property
     def closed(self) -> bool:
         return self._s.phase is Phase.CLOSED
 
@@ -693,6 +705,8 @@ class TradeLifecycle:
                 out += self._kill()
             case Protect():
                 s.protection_failures = 0
+            case StopEntry():
+                out += self._stop_entry()
             case PositionFlat(price=price):
                 out += self._flat(price)
             case OrderStatusUnknown(cid=cid):
@@ -926,6 +940,8 @@ class TradeLifecycle:
                     and s.attempts.get(OrderRole.ENTRY.value, 0) < 1 + self._cfg.limit_retry_count
                 ):
                     out.append(self._request_retry())
+                else:  # nothing filled and nothing more to try: the entry phase is over (`_ensure` ends it)
+                    s.phase = Phase.ENTRY_CANCELING
         elif o.role is OrderRole.STOP:
             if status is OrderStatus.REJECTED:
                 out += self._stop_rejected(o, code, message)
@@ -1033,6 +1049,14 @@ class TradeLifecycle:
             return []
         s.phase = Phase.ENTRY_CANCELING
         return self._cancel(o)
+
+    def _stop_entry(self) -> list[Command]:
+        self._s.no_retry = True
+        out: list[Command] = []
+        for o in self.live_orders(OrderRole.ENTRY):
+            if not o.cancel_requested:
+                out += self._ttl(o.cid)
+        return out
 
     def _amend(self, new_price: Decimal) -> list[Command]:
         s = self._s

@@ -41,6 +41,7 @@ from futures_actor.core.lifecycle import (
     RetryApproved,
     RetryRejected,
     StartTimer,
+    StopEntry,
     TradeLifecycle,
     TtlExpired,
     decode_state,
@@ -845,3 +846,47 @@ class TestReconcile:
         (adopted_stop,) = [c for c in result.commands if isinstance(c, PlaceAlgoOrder)]
         assert adopted_stop.side == "BUY"
         assert adopted_stop.trigger_price == D("102.0")
+
+
+class TestEntryEndsInsideTheLifecycle:
+    """The entry phase ends by events alone: Execution never writes the lifecycle's state (issue 12)."""
+
+    def test_a_rejected_entry_with_nothing_filled_ends_the_trade(self) -> None:
+        h = Harness()
+        h.start()
+        out = h.ev(OrderRejected(cid=cid("E", 1), code=-2019, message="Margin is insufficient."))
+        assert only(out, RequestRetry) == []  # a rejection is not retried
+        assert h.lc.closed
+        assert h.record()["result"]["reason"] == "TIMEOUT"
+
+    def test_stop_entry_cancels_the_working_entry_and_never_retries(self) -> None:
+        h = Harness()
+        h.start()
+        h.ev(OrderAccepted(cid=cid("E", 1)))
+        assert h.ev(StopEntry()) == [
+            CancelOrder(symbol="BTCUSDT", cid=cid("E", 1), is_algo=False),
+            CancelTimer(cid=cid("E", 1)),
+        ]
+        out = h.ev(OrderCanceled(cid=cid("E", 1)))
+        assert only(out, RequestRetry) == []
+        assert h.lc.closed
+
+    def test_stop_entry_while_a_retry_is_asked_for_ends_the_trade(self) -> None:
+        h = Harness()
+        h.start()
+        h.ev(OrderAccepted(cid=cid("E", 1)))
+        h.ev(TtlExpired(cid=cid("E", 1)))
+        assert only(h.ev(OrderCanceled(cid=cid("E", 1))), RequestRetry)
+        h.ev(StopEntry())
+        assert h.lc.closed
+        assert only(h.placed(), PlaceOrder) == [h.placed()[0]]  # the first attempt only
+
+    def test_stop_entry_keeps_a_partial_fill_as_the_position(self) -> None:
+        h = Harness()
+        (entry, _timer) = h.start()
+        h.ev(OrderAccepted(cid=entry.cid))
+        h.fill(entry.cid, "0.004", "100.0")
+        h.ev(StopEntry())
+        h.ev(OrderCanceled(cid=entry.cid))
+        assert not h.lc.closed
+        assert h.lc.position_qty == D("0.004")
