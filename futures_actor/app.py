@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import httpx
 import msgspec
@@ -89,7 +89,7 @@ from futures_actor.binance.models import usable_symbol_rules
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.urls import resolve_urls
-from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, kill_file_path
+from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions, kill_file_path
 from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
 from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind
@@ -132,9 +132,6 @@ from futures_actor.state.store import StateStore, StateStoreError
 from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
 from futures_actor.tearsheet.equity import EQUITY_CSV, AccountView, EquityCsvWriter, EquitySampler
 from futures_actor.tearsheet.load import SUMMARY_JSON
-
-if TYPE_CHECKING:
-    from futures_actor.cli import RunOptions
 
 __all__ = ["System", "SystemParts", "run_bot", "run_system"]
 

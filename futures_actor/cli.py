@@ -32,10 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-import msgspec
-
 from futures_actor import __version__
-from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, KILL_FILE, kill_file_path
+from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, KILL_FILE, RunOptions, kill_file_path
 from futures_actor.core.clock import SystemWallClock, iso_utc
 from futures_actor.core.config import BotConfig, ConfigError, Mode, config_to_dict, load_config
 from futures_actor.core.secrets import MASK, Secrets, load_dotenv
@@ -76,32 +74,6 @@ TOOLS: dict[str, tuple[str, str]] = {
 
 class UsageError(Exception):
     """A command line that cannot be run as given (exit 2)."""
-
-
-class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything `app.run_bot` needs, decided and validated by the command line.
-
-    `mode` is the effective mode (PAPER_LIVE unless the config says LIVE and `--live` was given).
-    `warnings` are messages for the event log (the CLI also printed them to stderr).
-    """
-
-    config: BotConfig
-    config_path: Path
-    mode: Mode
-    testnet: bool
-    log_dir: Path
-    state_dir: Path
-    replay_dir: Path | None = None
-    # --timerange (UTC ms, start inclusive, end exclusive) and --symbols; replay only.
-    replay_start_ms: int | None = None
-    replay_end_ms: int | None = None
-    replay_symbols: tuple[str, ...] | None = None
-    env_file: Path | None = None
-    console: str = "auto"
-    warnings: tuple[str, ...] = ()
-    # `--fresh-state`: start although the state file is missing or empty while the trade journal (or,
-    # LIVE, the exchange) shows earlier trading (BOT_SPEC §10 [resolved]); refused otherwise.
-    fresh_state: bool = False
 
 
 def packaged_example_config() -> Path:
