@@ -526,6 +526,7 @@ class System:
             open_risk_usd=snap.open_risk_usd,
             open_positions=snap.positions,
             ineligible_strategies=self.risk.ineligible_strategies(),
+            performance_blocked_strategies=self.risk.performance_blocked_strategies(),
         )
 
     async def _on_symbol_dropped(self, event: ChildDropped) -> None:
@@ -1451,7 +1452,8 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                 },
             )
             stdout.write(render_summary(summary) + "\n")
-            stdout.write(render_ineligible(system.risk.ineligible_strategies()) + "\n")
+            lockouts = (system.risk.ineligible_strategies(), system.risk.performance_blocked_strategies())
+            stdout.write(render_ineligible(*lockouts) + "\n")
             stdout.write(
                 f"run directory: {log_dir}\n"
                 f"  {journal.link_path.name}: {len(records)} records ({summary.total.trades} trades, "

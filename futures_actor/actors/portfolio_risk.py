@@ -79,7 +79,6 @@ from futures_actor.core.config import BotConfig
 from futures_actor.core.correlation import CorrelationMatrix, HourlyCloses, lazy_correlation_matrix
 from futures_actor.core.models import RiskRejection, Signal, TradePlan
 from futures_actor.core.performance import (
-    STANDING_NEGATIVE_EXPECTANCY,
     PerformanceTracker,
     TradeRecordError,
     closed_trade_from_record,
@@ -108,14 +107,17 @@ from futures_actor.core.risk_state import (
 )
 from futures_actor.core.rounding import RoundingInputError
 from futures_actor.core.selector import (
+    LOCKOUT_BELOW_THRESHOLD,
+    LOCKOUT_INELIGIBLE,
+    LOCKOUT_LOW_SAMPLE,
     SelectionDecision,
     SelectionInputError,
     SelectionState,
     StrategySelector,
 )
-from futures_actor.core.strategies import build_strategies
+from futures_actor.core.strategies import STRATEGY_NAMES, build_strategies, strategy_allows_regime
 from futures_actor.core.trailing import TrailingRule
-from futures_actor.core.types import INTERVAL_MS, SymbolRules, TradingState
+from futures_actor.core.types import INTERVAL_MS, Regime, SymbolRules, TradingState
 from futures_actor.logs import get_logger
 from futures_actor.state.store import BlobKind, StateStore, StateStoreError
 
@@ -358,6 +360,7 @@ class PortfolioRisk:
         self._approvals = 0
         self._rejections: dict[str, int] = {}
         self._shadow_entries = 0
+        self._last_shadowed: dict[str, int] = {}  # strategy -> wall ms of its last lock-out shadow plan
         self._late = 0
 
     # -- public views -----------------------------------------------------------------------------
@@ -410,6 +413,8 @@ class PortfolioRisk:
     ) -> None:
         """Serve the inbox until it is closed. Ready (started) once persisted state is loaded."""
         self._load_persisted()
+        self._refresh_eligibility(self._clock.now_ms())  # a rebuilt record may lock a strategy out
+        self._persist()
         task_status.started()
         self._log.info(
             "risk_started",
@@ -621,9 +626,9 @@ class PortfolioRisk:
         except SelectionInputError as exc:
             self._finish_rejection(report, None, _input_error(exc))
             return
-        self._shadow_ineligible(report, decision, now_ms=now_ms)
         signal = decision.signal
         if decision.outcome == "NO_TRADE" or signal is None:
+            self._shadow_locked_out(report, decision, now_ms=now_ms)
             self._log.info(
                 "selection_no_trade",
                 symbol=symbol,
@@ -646,6 +651,7 @@ class PortfolioRisk:
             return
         result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=False)
         if isinstance(result, RiskRejection) and result.values.get(_SHADOW_ONLY) == 1.0:
+            # LIVE weekly-stop pause: the selected signal takes the symbol's shadow slot this candle.
             shadow = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True)
             if isinstance(shadow, TradePlan):
                 self._shadow_entries += 1
@@ -664,38 +670,71 @@ class PortfolioRisk:
                 )
             else:
                 self._log.info("shadow_rejected", symbol=symbol, code=shadow.code, reason=shadow.message)
+        else:
+            self._shadow_locked_out(report, decision, now_ms=now_ms)
         if isinstance(result, RiskRejection):
             self._finish_rejection(report, decision, result)
             return
         await self._approve(report, decision, result)
 
-    def _shadow_ineligible(self, report: SymbolReport, decision: SelectionDecision, *, now_ms: int) -> None:
-        """BOT_SPEC §7 [resolved]: a signal of a strategy ineligible for negative expectancy trades on
-        the shadow paper book, in every mode, so that its window keeps learning. Sized like a live
-        entry (live equity) but against no exposure, never reserved, never in the calendar."""
+    def _shadow_locked_out(self, report: SymbolReport, decision: SelectionDecision, *, now_ms: int) -> None:
+        """BOT_SPEC §7 [resolved]: a signal of a strategy that its own record keeps from trading live
+        trades on the shadow paper book, in every mode, so that its window keeps learning and it can
+        come back (`StrategySelector.locked_out`):
+
+        - INELIGIBLE: expectancy ≤ 0 on enough trades (the spec's own case).
+        - BELOW_THRESHOLD: eligible on enough trades, but the strategy's confidence (score =
+          expectancy_R − dd_penalty × max_dd) keeps the decision below `regime.confidence_threshold`
+          while the regime's confidence meets it. The same lock-out: no live trade, so the window that
+          blocks it never changes. Issue 10 #6.
+        - LOW_SAMPLE when the mode never explores (LIVE, or `paper_exploration` off). Decision: these
+          go to the shadow book too. LIVE can never trade them, so without it their record could never
+          be built and a fresh LIVE install would never trade at all. The shadow book is
+          capital-neutral (never reserved, never in the exposure, the stop calendar or equity), and
+          a shadow record only makes the strategy a candidate: it must still reach
+          `min_trades_before_confidence`, positive expectancy and the threshold before any live order.
+
+        Only while the regime's own confidence meets the threshold (the regime says trade), and one
+        plan per symbol and candle (the shadow book holds one position per symbol): the strategy
+        shadowed least recently first, then the order above, then the strategy's priority. Sized like
+        a live entry at the live equity, against no exposure; never reserved, never in the calendar."""
         if self._shadow_send is None:
             return
-        threshold = self._cfg.regime.confidence_threshold
-        negative = [c.strategy for c in decision.candidates if c.status == STANDING_NEGATIVE_EXPECTANCY]
-        signal = next((sig for sig in report.signals if sig.strategy in negative), None)
-        if signal is None or signal.regime_confidence < threshold:
+        locked = self._selector.locked_out(decision)
+        if not locked:
+            return
+        signals = {sig.strategy: sig for sig in report.signals}
+        order = (LOCKOUT_INELIGIBLE, LOCKOUT_BELOW_THRESHOLD, LOCKOUT_LOW_SAMPLE)
+        pick = min(
+            (lo for lo in locked if lo.candidate.strategy in signals),
+            key=lambda lo: (
+                self._last_shadowed.get(lo.candidate.strategy, -1),
+                order.index(lo.why) if lo.why in order else len(order),
+                _strategy_priority(lo.candidate.strategy),
+            ),
+            default=None,
+        )
+        if pick is None:
             return
         self._refresh_eligibility(now_ms)
+        signal = signals[pick.candidate.strategy]
         result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True, exposures=())
         if isinstance(result, RiskRejection):
             self._log.info(
                 "shadow_rejected",
-                why="INELIGIBLE",
+                why=pick.why,
                 symbol=report.symbol,
+                strategy=signal.strategy,
                 code=result.code,
                 reason=result.message,
             )
             return
         plan = msgspec.structs.replace(result, exploration=False, confidence_score=signal.regime_confidence)
         self._shadow_entries += 1
+        self._last_shadowed[plan.strategy] = now_ms
         self._log.info(
             "shadow_entry",
-            why="INELIGIBLE",
+            why=pick.why,
             symbol=report.symbol,
             trade_id=plan.trade_id,
             strategy=plan.strategy,
@@ -704,6 +743,9 @@ class PortfolioRisk:
             quantity=str(plan.quantity),
             stop_price=str(plan.stop_price),
             risk_usd=plan.risk_usd,
+            strategy_confidence=pick.candidate.strategy_confidence,
+            expectancy_r=pick.candidate.expectancy_r,
+            window_n=pick.candidate.n,
             sent=self._send_shadow(report, plan),
         )
 
@@ -711,11 +753,20 @@ class PortfolioRisk:
         """Strategies ineligible on their global window (expectancy ≤ 0 on enough trades): since when (ms)."""
         return dict(self._selection_now().ineligible_since)
 
+    def performance_blocked_strategies(self) -> dict[str, int]:
+        """Strategies eligible on enough trades whose own confidence is below the threshold in a regime
+        they are configured for (they trade on the shadow book there): since when (ms)."""
+        return dict(self._selection_now().blocked_since)
+
     def _refresh_eligibility(self, now_ms: int) -> None:
-        """Track which strategies turned ineligible (or eligible again) and when; logged on a change."""
+        """Track which strategies turned ineligible or performance-blocked (or came back) and when;
+        logged on every change (`strategy_ineligible` / `strategy_eligible_again`, `strategy_blocked` /
+        `strategy_unblocked`)."""
         perf = self._cfg.performance
+        threshold = self._cfg.regime.confidence_threshold
         state = self._selection_now()
         since = dict(state.ineligible_since)
+        blocked = dict(state.blocked_since)
         for name in self._trailing:
             stats = self._tracker.stats(name)
             ineligible = (
@@ -737,8 +788,37 @@ class PortfolioRisk:
                     expectancy_r=stats.expectancy_r,
                     ineligible_since_ms=started,
                 )
-        if since != state.ineligible_since:
-            self._selection = msgspec.structs.replace(state, ineligible_since=since)
+            standings = [
+                self._tracker.standing(name, regime)
+                for regime in Regime
+                if strategy_allows_regime(self._cfg, name, regime)
+            ]
+            low = [st for st in standings if st.eligible and not st.low_sample and st.confidence < threshold]
+            is_blocked = not ineligible and bool(low)
+            if is_blocked and name not in blocked:
+                blocked[name] = now_ms
+                self._log.warning(
+                    "strategy_blocked",
+                    strategy=name,
+                    regimes=[st.regime.value for st in low],
+                    confidence=min(st.confidence for st in low),
+                    threshold=threshold,
+                    n=low[0].stats.n,
+                    expectancy_r=low[0].stats.expectancy_r,
+                    max_drawdown_pct=low[0].stats.max_drawdown_pct,
+                )
+            elif not is_blocked and name in blocked:
+                started = blocked.pop(name)
+                self._log.warning(
+                    "strategy_unblocked",
+                    strategy=name,
+                    ineligible=ineligible,
+                    blocked_since_ms=started,
+                    confidence=max((st.confidence for st in standings), default=0.0),
+                    threshold=threshold,
+                )
+        if since != state.ineligible_since or blocked != state.blocked_since:
+            self._selection = msgspec.structs.replace(state, ineligible_since=since, blocked_since=blocked)
 
     async def _on_retry(self, msg: RetryRequested) -> None:
         """An expired entry asks to retry: a new decision at the new price through every rule (BOT_SPEC
@@ -976,8 +1056,11 @@ class PortfolioRisk:
         self._guard.mark(report.symbol, report.candle_open_time_ms)
         if not decision.exploration:
             # The decision's state carries the preference; the eligibility record is the actor's.
+            current = self._selection_now()
             self._selection = msgspec.structs.replace(
-                decision.state, ineligible_since=self._selection_now().ineligible_since
+                decision.state,
+                ineligible_since=current.ineligible_since,
+                blocked_since=current.blocked_since,
             )
         self._approvals += 1
         self._count("approved", None)
@@ -1433,6 +1516,10 @@ class PortfolioRisk:
             m.set(EQUITY, self._equity)
             if self._equity > 0:
                 m.set(OPEN_RISK_PCT, risk_usd / self._equity)
+
+
+def _strategy_priority(name: str) -> int:
+    return STRATEGY_NAMES.index(name) if name in STRATEGY_NAMES else len(STRATEGY_NAMES)
 
 
 def _input_error(exc: Exception) -> RiskRejection:

@@ -62,6 +62,9 @@ class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     day_end_equity_usd: float | None = None
     # Strategies ineligible (expectancy ≤ 0 on enough trades; they trade on the shadow book): since (ms).
     ineligible_strategies: dict[str, int] = msgspec.field(default_factory=dict)
+    # Strategies eligible on enough trades whose confidence is below the threshold (performance-blocked;
+    # they trade on the shadow book too): since (ms).
+    performance_blocked_strategies: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class RecordProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,6 +98,7 @@ class DailyReport(msgspec.Struct, frozen=True, kw_only=True):
     problems: tuple[RecordProblem, ...] = ()
     day_end_equity_usd: float = 0.0
     ineligible_strategies: dict[str, str] = msgspec.field(default_factory=dict)  # strategy -> since (ISO)
+    performance_blocked_strategies: dict[str, str] = msgspec.field(default_factory=dict)  # likewise
 
 
 def report_file_name(day: date) -> str:
@@ -224,6 +228,9 @@ def build_daily_report(
         day_pnl_pct=(day_end - account.day_start_equity_usd) / account.day_start_equity_usd,
         day_end_equity_usd=day_end,
         ineligible_strategies={k: iso_utc(v) for k, v in sorted(account.ineligible_strategies.items())},
+        performance_blocked_strategies={
+            k: iso_utc(v) for k, v in sorted(account.performance_blocked_strategies.items())
+        },
         drawdown_pct=(peak_equity - equity) / peak_equity,
         max_intraday_drawdown_pct=max_dd,
         trade_count=count,
@@ -242,16 +249,35 @@ def build_daily_report(
     )
 
 
+def _since_items(since_iso: Mapping[str, str]) -> str:
+    return ", ".join(f"{name} since {since}" for name, since in sorted(since_iso.items()))
+
+
 def _ineligible_line(since_iso: Mapping[str, str]) -> str:
     if not since_iso:
         return "Ineligible strategies: none"
-    items = ", ".join(f"{name} since {since}" for name, since in sorted(since_iso.items()))
-    return f"Ineligible strategies (trading on the shadow book): {items}"
+    return f"Ineligible strategies (trading on the shadow book): {_since_items(since_iso)}"
 
 
-def render_ineligible(since_ms: Mapping[str, int]) -> str:
-    """One line naming the ineligible strategies and since when (UTC), for the replay summary."""
-    return _ineligible_line({name: iso_utc(ms) for name, ms in since_ms.items()})
+def _blocked_line(since_iso: Mapping[str, str]) -> str:
+    if not since_iso:
+        return "Performance-blocked strategies: none"
+    return (
+        "Performance-blocked strategies (confidence below the threshold; trading on the shadow book): "
+        + _since_items(since_iso)
+    )
+
+
+def render_ineligible(since_ms: Mapping[str, int], blocked_ms: Mapping[str, int] | None = None) -> str:
+    """Two lines naming the ineligible and the performance-blocked strategies and since when (UTC), for
+    the replay summary."""
+    blocked = blocked_ms if blocked_ms is not None else {}
+    return "\n".join(
+        (
+            _ineligible_line({name: iso_utc(ms) for name, ms in since_ms.items()}),
+            _blocked_line({name: iso_utc(ms) for name, ms in blocked.items()}),
+        )
+    )
 
 
 def render_report_text(report: DailyReport, *, mode: str) -> str:
@@ -266,6 +292,7 @@ def render_report_text(report: DailyReport, *, mode: str) -> str:
         f"Open risk: {report.open_risk_usd:,.2f} ({report.open_risk_pct:.2%}), positions: {report.open_positions}",
     ]
     lines.append(_ineligible_line(report.ineligible_strategies))
+    lines.append(_blocked_line(report.performance_blocked_strategies))
     if report.problems:
         lines.append(f"Malformed trade records left out: {len(report.problems)}")
     return "\n".join(lines)

@@ -18,6 +18,13 @@ small persisted state that keeps that choice stable. The rules, in order:
    first) may trade as `EXPLORATION` if the regime confidence itself meets the threshold; exploration
    neither changes the preferred strategy nor counts as a switch. LIVE never explores.
 5. Otherwise NO TRADE, with a code and every candidate's numbers.
+6. Lock-outs (`StrategySelector.locked_out`): candidates of a decision that cannot trade live for a
+   reason only their own record can lift, while the regime's confidence meets the threshold. They
+   trade on the shadow paper book (BOT_SPEC §7 [resolved]), so that their windows keep learning:
+   `INELIGIBLE` (expectancy ≤ 0 on enough trades), `BELOW_THRESHOLD` (eligible, enough trades, but
+   the strategy's own confidence is below the threshold), and `LOW_SAMPLE` when the mode never
+   explores (LIVE, or exploration switched off). Without this a window that receives no trades never
+   changes and the strategy is locked out for ever.
 
 The function is pure. The UTC day comes from the `now_ms` passed in (the 5m close time), never from a
 clock. `decision.state` is the state after the decision: persist it when the selected trade is
@@ -38,6 +45,9 @@ from futures_actor.core.strategies import STRATEGY_NAMES, strategy_allows_regime
 from futures_actor.core.types import INTERVAL_MS, Regime
 
 __all__ = [
+    "LOCKOUT_BELOW_THRESHOLD",
+    "LOCKOUT_INELIGIBLE",
+    "LOCKOUT_LOW_SAMPLE",
     "NO_TRADE_BELOW_THRESHOLD",
     "NO_TRADE_INELIGIBLE",
     "NO_TRADE_LOW_SAMPLE",
@@ -51,6 +61,7 @@ __all__ = [
     "SELECT_SWITCHED",
     "SELECT_SWITCHED_INELIGIBLE",
     "CandidateAssessment",
+    "LockedOut",
     "SelectionDecision",
     "SelectionInputError",
     "SelectionState",
@@ -80,6 +91,11 @@ NO_TRADE_BELOW_THRESHOLD = "BELOW_THRESHOLD"
 
 _NOT_CONFIGURED = "NOT_CONFIGURED"
 
+# Why a candidate is locked out of live trading (and goes to the shadow book instead).
+LOCKOUT_INELIGIBLE = "INELIGIBLE"
+LOCKOUT_BELOW_THRESHOLD = "BELOW_THRESHOLD"
+LOCKOUT_LOW_SAMPLE = "LOW_SAMPLE"
+
 
 class SelectionInputError(ValueError):
     """The candidates handed to the selector are inconsistent (a caller bug, never market data)."""
@@ -105,6 +121,9 @@ class SelectionState(msgspec.Struct, frozen=True, kw_only=True):
     # Strategies ineligible on their global window (expectancy ≤ 0 on enough trades) and since when
     # (UTC ms); kept by PortfolioRisk for the reports, carried unchanged by the selector.
     ineligible_since: dict[str, int] = msgspec.field(default_factory=dict)
+    # Strategies eligible on enough trades whose own confidence is below `regime.confidence_threshold`
+    # in a regime they are configured for (performance-blocked) and since when (UTC ms); likewise.
+    blocked_since: dict[str, int] = msgspec.field(default_factory=dict)
 
     def switches_on(self, regime: Regime, day: int) -> int:
         return self.switches.get(regime.value, 0) if day == self.utc_day else 0
@@ -163,6 +182,13 @@ class SelectionDecision(msgspec.Struct, frozen=True, kw_only=True):
     max_switches_per_day: int = 0
     candidates: list[CandidateAssessment] = msgspec.field(default_factory=list)
     state: SelectionState = msgspec.field(default_factory=SelectionState)
+
+
+class LockedOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A candidate that cannot trade live on this decision, and why (`LOCKOUT_*`)."""
+
+    candidate: CandidateAssessment
+    why: str
 
 
 class _Context(msgspec.Struct, frozen=True, kw_only=True):
@@ -330,6 +356,31 @@ class StrategySelector:
             state=state,
         )
 
+    def explores(self) -> bool:
+        """Whether low-sample strategies may trade as EXPLORATION here (PAPER_LIVE with the option)."""
+        return self._mode == "PAPER_LIVE" and self._cfg.performance.paper_exploration
+
+    def locked_out(self, decision: SelectionDecision) -> list[LockedOut]:
+        """The candidates of `decision` that only the shadow book can teach (see rule 6), in candidate
+        order. None when the regime's own confidence is below the threshold (the regime says no trade,
+        whatever the records), for CHOP_NO_TRADE, and never the selected strategy."""
+        threshold = self._cfg.regime.confidence_threshold
+        regime = decision.regime
+        if regime is None or regime is Regime.CHOP_NO_TRADE or decision.regime_confidence < threshold:
+            return []
+        out: list[LockedOut] = []
+        for c in decision.candidates:
+            if c.strategy == decision.strategy or c.status == _NOT_CONFIGURED:
+                continue
+            if not c.eligible:
+                out.append(LockedOut(candidate=c, why=LOCKOUT_INELIGIBLE))
+            elif c.low_sample:
+                if not self.explores():
+                    out.append(LockedOut(candidate=c, why=LOCKOUT_LOW_SAMPLE))
+            elif c.strategy_confidence < threshold:
+                out.append(LockedOut(candidate=c, why=LOCKOUT_BELOW_THRESHOLD))
+        return out
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_candidates(self, candidates: list[Signal]) -> None:
@@ -387,7 +438,7 @@ class StrategySelector:
     def _explorer(
         self, assessed: list[CandidateAssessment], regime_conf: float, threshold: float
     ) -> CandidateAssessment | None:
-        if self._mode != "PAPER_LIVE" or not self._cfg.performance.paper_exploration:
+        if not self.explores():
             return None
         if regime_conf < threshold:
             return None

@@ -49,7 +49,7 @@ from futures_actor.actors.portfolio_risk import (
 from futures_actor.core.clock import ManualWallClock
 from futures_actor.core.config import BotConfig
 from futures_actor.core.correlation import HourlyCloses, aligned_log_returns, pearson
-from futures_actor.core.models import RegimeResult, Signal
+from futures_actor.core.models import RegimeResult, Signal, TradePlan
 from futures_actor.core.performance import ClosedTrade, PerformanceTracker
 from futures_actor.core.risk import Exposure
 from futures_actor.core.risk_state import DAY_MS, ClosedPnl, RiskState
@@ -1111,3 +1111,177 @@ class TestEntryRetryIsANewDecision:
             assert isinstance(decided, RetryDecided)
             assert decided.plan is not None
             assert decided.plan.entry_price == Decimal("101.50")
+
+
+def blocked_tracker(*strategies: str) -> PerformanceTracker:
+    """Eligible but performance-blocked windows (issue 10 #6): 10 wins of +1 R then 10 losses of
+    -0.9 R at 1 % of equity each. Expectancy +0.05 R (> 0: eligible, not low-sample), max drawdown
+    ≈ 8.6 %, score ≈ 0.05 − 0.5 × 0.086 ≈ 0.007, confidence ≈ 0.507 < threshold 0.55."""
+    tracker = PerformanceTracker(cfg=CFG.performance)
+    for name in strategies or (STRATEGY,):
+        regime = Regime.RANGE if name == "range_mean_reversion" else Regime.TREND
+        for i, r in enumerate([1.0] * 10 + [-0.9] * 10):
+            tracker.record(
+                ClosedTrade(
+                    trade_id=f"{name}-hist-{i}",
+                    strategy=name,
+                    regime=regime,
+                    r_multiple=r,
+                    pnl_usd=r * 100.0,
+                    equity_usd=10_000.0,
+                    fees_usd=1.0,
+                    funding_usd=0.0,
+                    reason="TP" if r > 0 else "SL",
+                )
+            )
+    return tracker
+
+
+def trend_report(
+    symbol: str, candle: int, strategies: tuple[str, ...], *, conf: float = 0.7, price: float = 100.0
+) -> tuple[SymbolReport, trio.MemoryReceiveChannel[Verdict]]:
+    """A TREND report with one long signal per named strategy (same candle, same regime confidence)."""
+    base, recv = report(symbol, candle, conf=conf, price=price)
+    (sig,) = base.signals
+    signals = tuple(msgspec.structs.replace(sig, strategy=name) for name in strategies)
+    assert recv is not None
+    return msgspec.structs.replace(base, signals=signals), recv
+
+
+def shadow_close(plan: TradePlan, r: float, close_ms: int) -> ShadowTradeClosed:
+    """The shadow book's trade record of `plan` closed at `r` R (as the shadow journal writes it)."""
+    record = shadow_record(plan.trade_id, r, close=datetime.fromtimestamp(close_ms / 1000, UTC).isoformat())
+    record["strategy"] = plan.strategy
+    return ShadowTradeClosed(record=record)
+
+
+class TestPerformanceBlockedStrategiesTradeInTheShadowBook:
+    """Issue 10 #6, second half (BOT_SPEC §7 [resolved]): an *eligible* strategy whose own confidence
+    keeps the decision below `regime.confidence_threshold` (the regime's confidence is above it) gets
+    no live trade, so its window never changes: locked out for ever. Its signal trades on the shadow
+    book (never reserved, never in the calendar) and the shadow trades' closes bring it back."""
+
+    async def test_below_threshold_by_performance_goes_to_the_shadow_book(self, autojump_clock: Any) -> None:
+        names = ("trend_pullback", "trend_breakout")
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        async with running(tracker=blocked_tracker(*names), shadow_send=shadow_send) as h:
+            with capture_logs() as logs:
+                v = (await h.decide(trend_report(AAA, h.next_candle(), names)))[AAA]
+            assert v.plan is None
+            assert v.rejection is not None
+            assert v.rejection.values["selection_code"] == "BELOW_THRESHOLD"
+            assert v.rejection.values["regime_confidence"] >= CFG.regime.confidence_threshold
+            assert h.submitted() == []  # nothing live
+            sent = shadow_recv.receive_nowait()
+            assert isinstance(sent, SubmitPlan)
+            assert sent.plan.strategy in names
+            assert sent.plan.quantity > 0
+            assert sent.plan.risk_pct == CFG.risk.risk_per_trade_pct  # sized like a live entry
+            with pytest.raises(trio.WouldBlock):  # one shadow plan per symbol and candle
+                shadow_recv.receive_nowait()
+            snap = h.actor.snapshot()
+            assert (snap.pending, snap.positions, snap.open_risk_usd) == (0, 0, 0.0)  # never reserved
+            assert h.actor.exposures == ()
+            entry = next(e for e in logs if e["event"] == "shadow_entry")
+            assert entry["why"] == "BELOW_THRESHOLD"
+            assert entry["trade_id"] == sent.plan.trade_id
+            blocked = h.actor.performance_blocked_strategies()
+            assert set(blocked) == set(names)
+            assert h.actor.ineligible_strategies() == {}
+            # The next candle's shadow plan goes to the other blocked strategy (least recently shadowed).
+            await h.decide(trend_report(AAA, h.next_candle(), names))
+            again = shadow_recv.receive_nowait()
+            assert {again.plan.strategy, sent.plan.strategy} == set(names)
+
+    async def test_regime_below_threshold_is_not_shadowed(self, autojump_clock: Any) -> None:
+        """The regime itself says no (confidence below the threshold): nothing to learn, no shadow."""
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        async with running(tracker=blocked_tracker(), shadow_send=shadow_send) as h:
+            v = await h.decide_one(AAA, conf=0.5)
+            assert v.plan is None
+            with pytest.raises(trio.WouldBlock):
+                shadow_recv.receive_nowait()
+
+    async def test_shadow_trades_bring_it_back_to_live(self, autojump_clock: Any) -> None:
+        """Followed through: blocked ⇒ shadow plan ⇒ its close enters the window ⇒ … ⇒ confidence
+        recovers ⇒ the strategy trades live again. The risk calendar never sees a shadow trade."""
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        tracker = blocked_tracker()
+        async with running(tracker=tracker, shadow_send=shadow_send) as h:
+            state_before = h.actor.risk_state
+            shadowed: list[str] = []
+            live: Verdict | None = None
+            with capture_logs() as logs:
+                for _ in range(10):
+                    v = await h.decide_one(AAA)
+                    if v.plan is not None:
+                        live = v
+                        break
+                    sent = shadow_recv.receive_nowait()
+                    shadowed.append(sent.plan.trade_id)
+                    await h.send(shadow_close(sent.plan, 1.0, h.clock.now_ms()))
+            assert shadowed, "the blocked strategy was never shadowed"
+            assert live is not None, "the strategy never came back"
+            assert live.plan is not None
+            assert live.plan.strategy == STRATEGY
+            assert [t.trade_id for t in tracker.window(STRATEGY)][-len(shadowed) :] == shadowed
+            assert h.actor.risk_state == state_before  # no shadow pnl booked
+            assert STRATEGY not in h.actor.performance_blocked_strategies()
+            back = [e for e in logs if e["event"] == "strategy_unblocked"]
+            assert len(back) == 1
+            assert back[0]["strategy"] == STRATEGY
+            (sub,) = h.submitted()
+            assert sub.plan == live.plan
+            with pytest.raises(trio.WouldBlock):  # the live decision sends nothing to the shadow book
+                shadow_recv.receive_nowait()
+
+
+class TestLowSampleInLive:
+    """LIVE never explores, so a strategy with fewer than `min_trades_before_confidence` trades could
+    never trade and never build its record. It trades on the (capital-neutral) shadow book instead."""
+
+    async def test_live_low_sample_goes_to_the_shadow_book(self, autojump_clock: Any) -> None:
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        async with running(mode="LIVE", shadow_send=shadow_send) as h:
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA)
+            assert v.plan is None
+            assert v.rejection is not None
+            assert v.rejection.values["selection_code"] == "LOW_SAMPLE"
+            assert h.submitted() == []
+            sent = shadow_recv.receive_nowait()
+            assert sent.plan.strategy == STRATEGY
+            assert not sent.plan.exploration
+            assert h.actor.exposures == ()
+            assert next(e for e in logs if e["event"] == "shadow_entry")["why"] == "LOW_SAMPLE"
+
+    async def test_paper_exploration_trades_live_paper_not_shadow(self, autojump_clock: Any) -> None:
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        async with running(mode="PAPER_LIVE", shadow_send=shadow_send) as h:
+            v = await h.decide_one(AAA)
+            assert v.plan is not None
+            assert v.plan.exploration
+            with pytest.raises(trio.WouldBlock):
+                shadow_recv.receive_nowait()
+
+
+class TestLockoutsAreNamedSinceWhen:
+    """The summary and the daily report read `performance_blocked_strategies()` / `ineligible_strategies()`."""
+
+    async def test_blocked_since_is_set_at_start_and_survives_a_restart(
+        self, autojump_clock: Any, fast_tmp: Path
+    ) -> None:
+        """A record rebuilt at start-up that blocks a strategy is named at once (not only after the next
+        trade), and the 'since' of a performance-blocked strategy survives a restart unchanged."""
+        store = StateStore.open(fast_tmp / "state.sqlite")
+        clock = ManualWallClock(START)
+        async with running(store=store, clock=clock, tracker=blocked_tracker()) as h:
+            assert h.actor.performance_blocked_strategies() == {STRATEGY: START}
+        store.close()
+        clock.advance(DAY_MS)
+        store = StateStore.open(fast_tmp / "state.sqlite")
+        with capture_logs() as logs:
+            async with running(store=store, clock=clock, tracker=blocked_tracker()) as h2:
+                assert h2.actor.performance_blocked_strategies() == {STRATEGY: START}
+        store.close()
+        assert not any(e["event"] == "strategy_blocked" for e in logs)  # not blocked anew

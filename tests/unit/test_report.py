@@ -9,12 +9,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from futures_actor.core.report import (
     AccountSnapshot,
     ReportInputError,
     build_daily_report,
+    render_ineligible,
     render_report_text,
     report_file_name,
 )
@@ -227,3 +229,46 @@ def test_report_names_ineligible_strategies_and_since_when() -> None:
     text = render_report_text(report, mode="PAPER_LIVE")
     assert "trend_breakout since 2025-05-13T00:00:00.000Z" in text
     assert "Ineligible strategies: none" in render_report_text(build_daily_report(DAY, [], ACCOUNT), mode="X")
+
+
+def test_report_names_performance_blocked_strategies_and_since_when() -> None:
+    """Issue 10 #6: the daily report says which strategies are performance-blocked (eligible, but their
+    confidence is below the threshold; they trade on the shadow book) and since when, apart from the
+    ineligible ones."""
+    account = AccountSnapshot(
+        equity_usd=10_000.0,
+        unrealized_pnl_usd=0.0,
+        day_start_equity_usd=10_000.0,
+        peak_equity_usd=10_000.0,
+        open_risk_usd=0.0,
+        open_positions=0,
+        ineligible_strategies={"trend_breakout": 1_747_094_400_000},
+        performance_blocked_strategies={"range_mean_reversion": 1_747_180_800_000},
+    )
+    report = build_daily_report(DAY, [], account)
+    assert report.performance_blocked_strategies == {"range_mean_reversion": "2025-05-14T00:00:00.000Z"}
+    assert report.ineligible_strategies == {"trend_breakout": "2025-05-13T00:00:00.000Z"}
+    text = render_report_text(report, mode="PAPER_LIVE")
+    blocked_line = next(line for line in text.splitlines() if line.startswith("Performance-blocked"))
+    assert "range_mean_reversion since 2025-05-14T00:00:00.000Z" in blocked_line
+    assert "trend_breakout" not in blocked_line
+    assert "Performance-blocked strategies: none" in render_report_text(
+        build_daily_report(DAY, [], ACCOUNT), mode="X"
+    )
+    # The JSON form keeps every earlier field and adds this one.
+    data = json.loads(msgspec.json.encode(report))
+    assert data["performance_blocked_strategies"] == {"range_mean_reversion": "2025-05-14T00:00:00.000Z"}
+    assert data["ineligible_strategies"] == {"trend_breakout": "2025-05-13T00:00:00.000Z"}
+
+
+def test_render_lockouts_for_the_replay_summary() -> None:
+    text = render_ineligible({"trend_breakout": 1_747_094_400_000}, {"trend_pullback": 1_747_180_800_000})
+    lines = text.splitlines()
+    assert len(lines) == 2
+    assert "trend_breakout since 2025-05-13T00:00:00.000Z" in lines[0]
+    assert lines[1].startswith("Performance-blocked strategies")
+    assert "trend_pullback since 2025-05-14T00:00:00.000Z" in lines[1]
+    assert render_ineligible({}).splitlines() == [
+        "Ineligible strategies: none",
+        "Performance-blocked strategies: none",
+    ]

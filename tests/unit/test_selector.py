@@ -9,6 +9,9 @@ from futures_actor.core.config import BotConfig, PerformanceConfig, default_conf
 from futures_actor.core.models import Signal
 from futures_actor.core.performance import ClosedTrade, PerformanceTracker
 from futures_actor.core.selector import (
+    LOCKOUT_BELOW_THRESHOLD,
+    LOCKOUT_INELIGIBLE,
+    LOCKOUT_LOW_SAMPLE,
     NO_TRADE_BELOW_THRESHOLD,
     NO_TRADE_INELIGIBLE,
     NO_TRADE_LOW_SAMPLE,
@@ -384,3 +387,77 @@ class TestInputs:
         assert doc["candidates"][1]["status"] == "NEGATIVE_EXPECTANCY"
         assert doc["candidates"][1]["expectancy_r"] == pytest.approx(-0.5)
         assert doc["state"]["preferred"] == {"TREND": TREND_PULLBACK}
+
+
+class TestLockedOut:
+    """Rule 6 (issue 10 #6): who cannot trade live for a reason only its own record can lift."""
+
+    def test_eligible_but_below_threshold_by_performance_is_locked_out(self) -> None:
+        tracker = tracker_with(trend_pullback=0.04)  # eligible, 20 trades, confidence 0.54 < 0.55
+        sel = make(mode="PAPER_LIVE")
+        d = sel.select(
+            [signal(TREND_PULLBACK, conf=0.8)], tracker=tracker, state=SelectionState(), now_ms=NOW
+        )
+        assert d.code == NO_TRADE_BELOW_THRESHOLD
+        (lo,) = sel.locked_out(d)
+        assert lo.why == LOCKOUT_BELOW_THRESHOLD
+        assert lo.candidate.strategy == TREND_PULLBACK
+        assert lo.candidate.strategy_confidence == pytest.approx(0.54)
+
+    def test_ineligible_is_locked_out_and_the_selected_one_never(self) -> None:
+        tracker = tracker_with(trend_pullback=-0.2, trend_breakout=0.3)
+        sel = make()
+        d = sel.select(
+            [signal(TREND_PULLBACK), signal(TREND_BREAKOUT)],
+            tracker=tracker,
+            state=SelectionState(),
+            now_ms=NOW,
+        )
+        assert d.strategy == TREND_BREAKOUT
+        assert [(lo.candidate.strategy, lo.why) for lo in sel.locked_out(d)] == [
+            (TREND_PULLBACK, LOCKOUT_INELIGIBLE)
+        ]
+
+    def test_regime_below_threshold_locks_nobody_out(self) -> None:
+        tracker = tracker_with(trend_pullback=0.04, trend_breakout=-0.2)
+        sel = make()
+        d = sel.select(
+            [signal(TREND_PULLBACK, conf=0.5), signal(TREND_BREAKOUT, conf=0.5)],
+            tracker=tracker,
+            state=SelectionState(),
+            now_ms=NOW,
+        )
+        assert d.outcome == "NO_TRADE"
+        assert sel.locked_out(d) == []
+
+    def test_low_sample_is_locked_out_only_where_nothing_explores(self) -> None:
+        fresh = PerformanceTracker(cfg=CFG.performance)
+        live = make(mode="LIVE")
+        d = live.select([signal(TREND_PULLBACK)], tracker=fresh, state=SelectionState(), now_ms=NOW)
+        assert d.code == NO_TRADE_LOW_SAMPLE
+        assert [lo.why for lo in live.locked_out(d)] == [LOCKOUT_LOW_SAMPLE]
+        paper = make(mode="PAPER_LIVE")
+        d = paper.select([signal(TREND_PULLBACK)], tracker=fresh, state=SelectionState(), now_ms=NOW)
+        assert d.code == SELECT_EXPLORATION
+        assert paper.locked_out(d) == []
+        off = msgspec.structs.replace(
+            CFG, performance=msgspec.structs.replace(CFG.performance, paper_exploration=False)
+        )
+        no_explore = make(cfg=off, mode="PAPER_LIVE")
+        d = no_explore.select([signal(TREND_PULLBACK)], tracker=fresh, state=SelectionState(), now_ms=NOW)
+        assert [lo.why for lo in no_explore.locked_out(d)] == [LOCKOUT_LOW_SAMPLE]
+
+    def test_not_configured_for_the_regime_is_not_locked_out(self) -> None:
+        tracker = tracker_with(range_mean_reversion=-0.2)
+        sel = make()
+        d = sel.select([signal(RANGE_MEAN_REVERSION)], tracker=tracker, state=SelectionState(), now_ms=NOW)
+        assert sel.locked_out(d) == []
+
+    def test_state_of_an_older_version_loads_without_blocked_since(self) -> None:
+        old = b'{"utc_day":1,"preferred":{"TREND":"trend_pullback"},"switches":{},"ineligible_since":{}}'
+        state = decode_selection_state(old)
+        assert state.blocked_since == {}
+        again = decode_selection_state(
+            encode_selection_state(msgspec.structs.replace(state, blocked_since={"trend_pullback": 5}))
+        )
+        assert again.blocked_since == {"trend_pullback": 5}
