@@ -21,9 +21,10 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -60,6 +61,7 @@ from futures_actor.actors.messages import (
     EntryFilled,
     KillSwitch,
     MarkUpdated,
+    PositionUpdated,
     RepublishPositions,
     Resume,
     RetryRequested,
@@ -72,6 +74,7 @@ from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.reporter import Alert, Reporter
 from futures_actor.actors.scheduler import Job, Scheduler
+from futures_actor.actors.shadow_trailer import ShadowTrailer
 from futures_actor.actors.supervision import ChildDropped, Supervisor
 from futures_actor.actors.symbol_actor import SymbolActor, open_symbol_inbox
 from futures_actor.actors.telegram import (
@@ -295,6 +298,9 @@ class ShadowBook:
     inbox_send: trio.MemorySendChannel[Any]
     inbox_recv: trio.MemoryReceiveChannel[Any]
     out_recv: trio.MemoryReceiveChannel[Any]
+    # The shadow trades' trailing (no symbol actor trails them): positions in, amendments to `inbox_send`.
+    trailer: ShadowTrailer
+    positions_recv: trio.MemoryReceiveChannel[Any]
 
 
 class System:
@@ -397,15 +403,24 @@ class System:
         except BaseException:
             store.close()
             raise
+        # Not capital (see `PerformanceConfig.shadow_balance_usdt`): with the live book's balance the shadow
+        # account's margin rejected nearly every shadow entry (-2019) and the windows never moved.
+        balance = parts.cfg.performance.shadow_balance_usdt
         paper = PaperExchange.from_store(
             store,
-            cfg=parts.cfg.execution,
+            cfg=msgspec.structs.replace(parts.cfg.execution, paper_initial_balance_usdt=balance),
             rules=dict(parts.rules),
             now_ms=parts.wall_clock.now_ms,
             persist_mode="on_close" if parts.replay else "every_change",
         )
+        account = paper.engine.account.state
+        if account.wallet_balance < Decimal(repr(balance)):
+            # A shadow account persisted by an earlier version (or drained by shadow losses).
+            log.warning("shadow_balance_topped_up", wallet=str(account.wallet_balance), to=balance)
+            account.wallet_balance = Decimal(repr(balance))
         inbox_send, inbox_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
         out_send, out_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
+        positions_send, positions_recv = trio.open_memory_channel[Any](EXECUTION_INBOX_SIZE)
         execution = Execution(
             cfg=parts.cfg,
             mode="PAPER_LIVE",
@@ -415,9 +430,10 @@ class System:
             rules_by_symbol=parts.rules,
             wall_clock=parts.wall_clock,
             risk_send=out_send,
-            # No symbol actor trails a shadow trade (the live ones would amend live orders), no
-            # health faults and no metrics: the shadow book never touches the live bot's state.
-            symbol_sends={},
+            # No symbol actor trails a shadow trade (the live ones would amend live orders): the shadow
+            # book's own trailer does. No health faults and no metrics: the shadow book never touches
+            # the live bot's state.
+            symbol_sends=_EverySymbol(positions_send),
             on_fault=None,
             metrics=None,
             journal_in_thread=not parts.replay,
@@ -431,6 +447,8 @@ class System:
             inbox_send=inbox_send,
             inbox_recv=inbox_recv,
             out_recv=out_recv,
+            trailer=ShadowTrailer(interval=parts.cfg.timeframes.signal_tf),
+            positions_recv=positions_recv,
         )
 
     def _rebuild_tracker(self) -> PerformanceTracker:
@@ -773,6 +791,7 @@ class System:
                 await nursery.start(shadow.paper.run)
                 nursery.start_soon(self._shadow_tap, tap_recv)
                 nursery.start_soon(self._shadow_forwarder, shadow.out_recv)
+                nursery.start_soon(self._shadow_positions, shadow.positions_recv)
                 await nursery.start(shadow.execution.run, shadow.inbox_recv)
                 log.info("shadow_book_started", symbols=list(self.parts.symbols))
                 started = True
@@ -782,7 +801,7 @@ class System:
             if not started:
                 task_status.started()
         finally:
-            for channel in (tap_recv, shadow.inbox_recv, shadow.out_recv):
+            for channel in (tap_recv, shadow.inbox_recv, shadow.out_recv, shadow.positions_recv):
                 channel.close()
             shadow.journal.close()
             shadow.store.close()
@@ -800,6 +819,20 @@ class System:
             if isinstance(msg, BookUpdated | MarkUpdated):
                 with contextlib.suppress(trio.WouldBlock):
                     shadow.inbox_send.send_nowait(msg)
+            elif isinstance(msg, CandleClosed):
+                for amend in shadow.trailer.on_candle(msg):
+                    try:
+                        shadow.inbox_send.send_nowait(amend)
+                    except trio.WouldBlock:  # the next close recomputes it; market data never waits
+                        log.warning("shadow_trail_dropped", trade_id=amend.trade_id, symbol=amend.symbol)
+
+    async def _shadow_positions(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
+        """The shadow execution's messages to "its symbol actors": positions go to the shadow trailer."""
+        shadow = self.shadow
+        assert shadow is not None
+        async for msg in recv:
+            if isinstance(msg, PositionUpdated):
+                shadow.trailer.on_position(msg)
 
     async def _shadow_forwarder(self, recv: trio.MemoryReceiveChannel[Any]) -> None:
         """Of the shadow execution's outputs only closed trades reach PortfolioRisk, as
@@ -1058,6 +1091,22 @@ def _struct_fields(obj: Any) -> dict[str, Any]:
     except TypeError:
         return {"value": repr(obj)}
     return data if isinstance(data, dict) else {"value": data}
+
+
+class _EverySymbol(Mapping[str, trio.abc.SendChannel[Any]]):
+    """The same channel for every symbol (the shadow execution's "symbol actors": its trailer)."""
+
+    def __init__(self, send: trio.abc.SendChannel[Any]) -> None:
+        self._send = send
+
+    def __getitem__(self, key: str) -> trio.abc.SendChannel[Any]:
+        return self._send
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
 
 
 def _feed_paper(paper: PaperExchange, msg: Any) -> None:

@@ -236,6 +236,10 @@ class PerformanceConfig(_Section, frozen=True):
     low_sample_confidence_cap: Fraction = 0.5
     paper_exploration: bool = True
     disable_if_expectancy_negative: bool = True
+    # The shadow paper book's account (BOT_SPEC §7, §8.9): not capital. Shadow trades are sized on the live
+    # equity and their records carry it; this balance only has to be large enough that the shadow
+    # account's margin never decides whether a shadow trade happens (one position per symbol at once).
+    shadow_balance_usdt: PositiveFloat = 1_000_000_000_000.0
 
 
 class NotificationsConfig(_Section, frozen=True):

@@ -107,6 +107,13 @@ async def test_ineligible_strategies_trade_on_the_shadow_book(
         live_plans = [e for e in h.events("plan_accepted") if e["actor"] == "execution"]
         shadow_plans = [e for e in h.events("plan_accepted") if e["actor"] == "shadow_execution"]
         live_records = h.trade_records()
+        untrailed = [e for e in h.events("symbol_actor_missing") if e["actor"] == "shadow_execution"]
+        shadow_amends = [e for e in h.events("stop_moved") if e["actor"] == "shadow_execution"]
+        shadow_margin_rejections = [
+            e
+            for e in h.events("order_rejected")
+            if e["actor"] == "shadow_execution" and e.get("code") in (-2018, -2019)
+        ]
     finally:
         h.close()
     assert entries, "no ineligible strategy traded on the shadow book"
@@ -120,3 +127,13 @@ async def test_ineligible_strategies_trade_on_the_shadow_book(
     assert not shadow_ids & {r["trade_id"] for r in live_records}
     # The summary / report view: who is ineligible, and since when (or eligible again: logged).
     assert isinstance(ineligible, dict)
+    # The shadow book is not capital: its account never decides whether a shadow trade happens (the
+    # full replay had 11,343 shadow entries rejected -2019 against 489 filled, so windows never moved).
+    assert shadow_margin_rejections == []
+    filled = [r for r in shadow_records if r["entry_order"]["filled_qty"] > 0]
+    assert filled, "no shadow entry filled"
+    # Shadow trades are trailed like live ones (no symbol actor trails them: the shadow trailer does);
+    # without it every shadow breakout ended SL at -1 R.
+    assert untrailed == []
+    assert shadow_amends, "no shadow stop was ever trailed"
+    assert "TRAIL" in {r["result"]["reason"] for r in filled}
