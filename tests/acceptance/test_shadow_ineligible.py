@@ -137,3 +137,38 @@ async def test_ineligible_strategies_trade_on_the_shadow_book(
     assert untrailed == []
     assert shadow_amends, "no shadow stop was ever trailed"
     assert "TRAIL" in {r["result"]["reason"] for r in filled}
+
+
+async def test_a_shadow_account_of_an_earlier_version_is_topped_up(
+    tmp_path: Path, sample_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A shadow account persisted with the live book's balance (before `shadow_balance_usdt`) would
+    keep refusing shadow entries for margin: it is topped up at start, and says so."""
+    from decimal import Decimal
+
+    from futures_actor.app import SHADOW_DB_FILE
+    from futures_actor.binance.paper import PAPER_BLOB_NAME, PaperExchange
+    from futures_actor.state.store import BlobKind, StateStore
+    from tests.actors.test_replay_funding import _copy_sample
+
+    cfg = default_config()
+    h = Harness.create(tmp_path, cfg=cfg, symbols=SYMBOLS[:1])
+    _copy_sample(sample_dir, h.klines_dir, SYMBOLS[:1], days=1)
+    h.state_dir.mkdir(parents=True, exist_ok=True)
+    old = StateStore.open(h.state_dir / SHADOW_DB_FILE, durable=False)
+    paper = PaperExchange.from_store(old, cfg=cfg.execution, rules=h.rules, now_ms=lambda: 0)
+    old.put_blob(BlobKind.PAPER, PAPER_BLOB_NAME, paper.snapshot(), now_ms=0)
+    old.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            system = await h.start(nursery)
+            assert system.shadow is not None
+            wallet = system.shadow.paper.engine.account.wallet_balance
+            assert await h.stop() == 0
+            nursery.cancel_scope.cancel()
+        topped = h.events("shadow_balance_topped_up")
+    finally:
+        h.close()
+    assert wallet == Decimal(repr(cfg.performance.shadow_balance_usdt))
+    assert len(topped) == 1
+    assert topped[0]["wallet"] == str(Decimal(repr(cfg.execution.paper_initial_balance_usdt)))
