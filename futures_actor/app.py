@@ -1093,13 +1093,13 @@ def _struct_fields(obj: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"value": data}
 
 
-class _EverySymbol(Mapping[str, trio.abc.SendChannel[Any]]):
+class _EverySymbol(Mapping[str, trio.MemorySendChannel[Any]]):
     """The same channel for every symbol (the shadow execution's "symbol actors": its trailer)."""
 
-    def __init__(self, send: trio.abc.SendChannel[Any]) -> None:
+    def __init__(self, send: trio.MemorySendChannel[Any]) -> None:
         self._send = send
 
-    def __getitem__(self, key: str) -> trio.abc.SendChannel[Any]:
+    def __getitem__(self, key: str) -> trio.MemorySendChannel[Any]:
         return self._send
 
     def __iter__(self) -> Iterator[str]:
