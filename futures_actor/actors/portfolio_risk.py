@@ -697,7 +697,9 @@ class PortfolioRisk:
         Only while the regime's own confidence meets the threshold (the regime says trade), and one
         plan per symbol and candle (the shadow book holds one position per symbol): the strategy
         shadowed least recently first, then the order above, then the strategy's priority. Sized like
-        a live entry at the live equity, against no exposure; never reserved, never in the calendar."""
+        a live entry at the live equity, against no exposure and not the live margin (the shadow book is
+        not capital: a live position holding the margin refused 339 shadow plans in the full replay);
+        never reserved, never in the calendar."""
         if self._shadow_send is None:
             return
         locked = self._selector.locked_out(decision)
@@ -718,7 +720,7 @@ class PortfolioRisk:
             return
         self._refresh_eligibility(now_ms)
         signal = signals[pick.candidate.strategy]
-        result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True, exposures=())
+        result = self._evaluate(report, signal, decision, now_ms=now_ms, shadow=True, shadow_account=True)
         if isinstance(result, RiskRejection):
             self._log.info(
                 "shadow_rejected",
@@ -1001,18 +1003,25 @@ class PortfolioRisk:
         now_ms: int,
         shadow: bool,
         exposures: tuple[Exposure, ...] | None = None,
+        shadow_account: bool = False,
     ) -> TradePlan | RiskRejection:
+        """`shadow_account`: a lock-out shadow plan (`_shadow_locked_out`), sized on the live equity but
+        against the shadow book's account, not the live one: no live exposure, no live margin in use."""
         equity, available, state = self._equity, self._available, self._risk_state
         if equity is None or available is None or state is None:  # `_gate` ran first; kept for typing
             return RiskRejection(code=NO_ACCOUNT, message="no account update received yet: equity unknown")
         trailing = self._trailing.get(signal.strategy)
         portfolio = PortfolioSnapshot(
             equity_usd=equity,
-            available_balance_usd=available,
-            exposures=tuple(self._exposures.values()) if exposures is None else exposures,
+            available_balance_usd=equity if shadow_account else available,
+            exposures=()
+            if shadow_account
+            else tuple(self._exposures.values())
+            if exposures is None
+            else exposures,
             risk_state=state,
-            wallet_balance_usd=self._wallet,
-            unrealized_pnl_usd=self._unrealized,
+            wallet_balance_usd=equity if shadow_account else self._wallet,
+            unrealized_pnl_usd=0.0 if shadow_account else self._unrealized,
         )
         ctx = RiskContext(
             rules=self._rules[report.symbol],

@@ -1235,6 +1235,28 @@ class TestPerformanceBlockedStrategiesTradeInTheShadowBook:
             with pytest.raises(trio.WouldBlock):  # the live decision sends nothing to the shadow book
                 shadow_recv.receive_nowait()
 
+    async def test_live_margin_never_refuses_a_shadow_plan(self, autojump_clock: Any) -> None:
+        """The shadow book is not capital: a live position holding the margin does not keep a locked-out
+        strategy from its shadow trade (the full replay lost 339 shadow plans to the live MARGIN rule)."""
+        shadow_send, shadow_recv = trio.open_memory_channel[Any](8)
+        async with running(tracker=blocked_tracker(), shadow_send=shadow_send, equity=None) as h:
+            await h.send(
+                AccountUpdated(
+                    equity_usd=10_000.0,
+                    wallet_balance_usd=10_000.0,
+                    available_balance_usd=500.0,  # a live position holds the rest
+                    unrealized_pnl_usd=0.0,
+                    ts_ms=h.clock.now_ms(),
+                )
+            )
+            with capture_logs() as logs:
+                v = await h.decide_one(AAA)
+            assert v.plan is None
+            assert not [e for e in logs if e["event"] == "shadow_rejected"]
+            sent = shadow_recv.receive_nowait()
+            assert sent.plan.strategy == STRATEGY
+            assert h.actor.exposures == ()
+
 
 class TestLowSampleInLive:
     """LIVE never explores, so a strategy with fewer than `min_trades_before_confidence` trades could
