@@ -39,16 +39,16 @@ from futures_actor.actors.health import (
     DataReceived,
     FaultReported,
     HealthActor,
+    KillSwitchChanged,
+    SymbolsMonitored,
     TradingStateChanged,
     UnwatchSymbol,
     WatchStream,
     exchange_fault_kind,
 )
 from futures_actor.actors.http_health import (
-    API_WEIGHT_USED,
     ControlPolicy,
     HealthHttpApp,
-    Metrics,
     control_token_from_env,
     is_loopback_host,
     open_http_listeners,
@@ -70,6 +70,7 @@ from futures_actor.actors.messages import (
     TradeClosed,
     UniverseChanged,
 )
+from futures_actor.actors.metrics import API_WEIGHT_USED, Metrics
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.reporter import Alert, Reporter
@@ -641,6 +642,7 @@ class System:
             for symbol in removed:
                 await self._health_send.send(UnwatchSymbol(symbol=symbol))
         self.active_symbols = set(monitored)
+        await self._health_send.send(SymbolsMonitored(symbols=tuple(sorted(self.active_symbols))))
         log.info(
             "universe_refreshed",
             tradable=list(selected),
@@ -664,6 +666,7 @@ class System:
         await self._risk_send.send(KillSwitch(reason=reason))
         await self._exec_send.send(KillSwitch(reason=reason))
         await self._report_send.send(KillSwitch(reason=reason))
+        await self._health_send.send(KillSwitchChanged(on=True, reason=reason))
 
     async def resume(self, reason: str) -> None:
         if not self.kill_engaged:
@@ -672,6 +675,7 @@ class System:
         log.warning("kill_switch_released", reason=reason)
         await self._risk_send.send(Resume(reason=reason))
         await self._exec_send.send(Resume(reason=reason))
+        await self._health_send.send(KillSwitchChanged(on=False, reason=reason))
 
     async def _http_kill(self, reason: str) -> None:
         path = kill_file_path(self.parts.state_dir)
@@ -735,6 +739,17 @@ class System:
             profit=profit,
             kill=self._http_kill,
             resume=self._http_resume,
+        )
+
+    def http_app(self) -> HealthHttpApp:
+        """The request logic of /health, /metrics, /kill and /resume for this system."""
+        return HealthHttpApp(
+            snapshot=self.health.snapshot,
+            metrics=self.metrics,
+            on_kill=self._http_kill,
+            on_resume=self._http_resume,
+            control=ControlPolicy(token=self.parts.control_token, bind_host=self.parts.cfg.health.http_host),
+            kill_engaged=lambda: self.kill_engaged,
         )
 
     async def _watch_kill_file(self) -> None:
@@ -979,6 +994,7 @@ class System:
         for symbol in parts.symbols:
             await self.start_symbol(symbol)
         await root.start(market_run)
+        await self._health_send.send(SymbolsMonitored(symbols=tuple(sorted(self.active_symbols))))
         if not parts.replay:
             for symbol in parts.symbols:
                 for stream in WATCHED_STREAMS:
@@ -996,14 +1012,7 @@ class System:
         )
         await root.start(scheduler.run)
         if parts.http and cfg.health.http_enabled:
-            app = HealthHttpApp(
-                snapshot=self.health.snapshot,
-                metrics=self.metrics,
-                on_kill=self._http_kill,
-                on_resume=self._http_resume,
-                control=ControlPolicy(token=parts.control_token, bind_host=cfg.health.http_host),
-                kill_engaged=lambda: self.kill_engaged,
-            )
+            app = self.http_app()
             await root.start(
                 lambda task_status: serve_http(
                     app,

@@ -62,7 +62,6 @@ from typing import Any, Final, assert_never
 import msgspec
 import trio
 
-from futures_actor.actors.http_health import ERRORS, OPEN_POSITIONS, ORDERS, UNPROTECTED_POSITIONS, Metrics
 from futures_actor.actors.messages import (
     AccountUpdated,
     AmendStop,
@@ -82,6 +81,7 @@ from futures_actor.actors.messages import (
     TradeClosed,
     UniverseChanged,
 )
+from futures_actor.actors.metrics import ERRORS, OPEN_POSITIONS, ORDERS, UNPROTECTED_POSITIONS, Metrics
 from futures_actor.binance import errors as bx
 from futures_actor.binance.gateway import (
     AccountChanged,
@@ -262,6 +262,9 @@ class Execution:
         self._held_for_symbol: dict[str, dict[str, PositionUpdated]] = {}
         self._nursery: trio.Nursery | None = None
         self.unprotected: list[str] = []  # the watchdog's last finding: positions without a full stop
+        # Symbols with a position on the account at the last exchange read (our trades' or anyone's);
+        # a symbol leaves it when our last trade on it closes. With the open trades: `open_positions`.
+        self._account_positions: set[str] = set()
 
     # ------------------------------------------------------------------------------------- public views
 
@@ -447,8 +450,15 @@ class Execution:
         else:
             self._closed.pop(tid, None)
             self._trades[tid] = lc
+        if lc.closed and self._open_on_symbol(lc.symbol) is None:
+            self._account_positions.discard(lc.symbol)
+        self._publish_open_positions()
+
+    def _publish_open_positions(self) -> None:
+        """The `open_positions` gauge: symbols with a position now, per our trades and the last read."""
         if self._metrics is not None:
-            self._metrics.set(OPEN_POSITIONS, sum(1 for t in self._trades.values() if t.position_qty > 0))
+            held = {t.symbol for t in self._trades.values() if t.position_qty > 0}
+            self._metrics.set(OPEN_POSITIONS, float(len(held | self._account_positions)))
 
     def _lc_for_cid(self, cid: str) -> lcm.TradeLifecycle | None:
         parsed = parse_client_order_id(cid, prefix=self._prefix)
@@ -588,6 +598,8 @@ class Execution:
                 self._fault(exc, "")
                 self._log.error("kill_switch_positions_failed", round=round_no, error=str(exc))
                 return
+            self._account_positions = {p.symbol for p in left}
+            self._publish_open_positions()
             killing = {lc.symbol for lc in self._trades.values() if lc.phase is lcm.Phase.KILLING}
             rest = [p for p in left if p.symbol not in killing]
             self._log.info(
@@ -1344,6 +1356,8 @@ class Execution:
         unprotected: list[str] = []
         violations = 0
         held = {p.symbol for p in positions if p.quantity > 0}
+        self._account_positions = set(held)
+        self._publish_open_positions()
         for p in positions:
             if p.quantity <= 0:
                 continue

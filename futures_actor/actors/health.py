@@ -3,13 +3,22 @@
 It owns a `core.health.HealthMonitor` and is the only one to touch it. Inbox: `HealthMsg`. Every
 `health.heartbeat_interval_seconds` of trio time (and after every message) it evaluates staleness and the
 healthy streak; every interval it writes the heartbeat file and refreshes the metrics `safe_mode` and
-`data_age_seconds`.
+`data_age_seconds`; at the first beat `health.heartbeat_log_interval_seconds` after the last one it logs
+a `heartbeat` line (state, trading state, kill switch, open and unprotected positions, symbols monitored;
+level warning while the report is not healthy or carries a warning).
+
+- The present, not a stale copy: the kill switch comes as `KillSwitchChanged` (the `kill_switch` gauge is
+  set here), the monitored universe as `SymbolsMonitored` (gauge `symbols_monitored`; zero is logged as
+  `no_symbols_monitored` and shown as a warning), open and unprotected positions are read from the metrics
+  Execution keeps current (`open_positions`, `unprotected_positions`) whenever the snapshot is refreshed.
 
 - `SafeModeChanged(on, reasons)` goes to every subscriber (send channels given at construction), awaited:
   a full subscriber inbox is back-pressure, never a dropped transition. A subscriber whose channel is
   closed is logged and forgotten.
-- The heartbeat file (`health.heartbeat_file` in the state dir) is JSON {ts, ts_ms, state, trading_state,
-  safe_mode, reasons, data_age_seconds (per symbol, stalest stream), stale_streams}, written to a temp file
+- The heartbeat file (`health.heartbeat_file` in the state dir) is the JSON of `core.health.health_report`
+  {ts, ts_ms, state, trading_state, safe_mode, kill_switch, reasons, warnings, open_positions,
+  unprotected_positions, symbols_monitored, data_age_seconds (per symbol, stalest stream),
+  last_data_age_seconds, stale_streams}, written to a temp file
   and renamed over the old one, so a reader never sees half a file. The write is a few hundred bytes done
   synchronously (no thread, so it stays deterministic under the mock clock). A failed write is logged,
   never fatal.
@@ -28,17 +37,28 @@ from typing import assert_never
 import msgspec
 import trio
 
-from futures_actor.actors.http_health import DATA_AGE_SECONDS, SAFE_MODE, Metrics
 from futures_actor.actors.messages import SafeModeChanged
+from futures_actor.actors.metrics import (
+    DATA_AGE_SECONDS,
+    KILL_SWITCH,
+    OPEN_POSITIONS,
+    SAFE_MODE,
+    SYMBOLS_MONITORED,
+    UNPROTECTED_POSITIONS,
+    Metrics,
+)
 from futures_actor.binance import errors as bx
 from futures_actor.core.clock import WallClock, iso_utc
 from futures_actor.core.config import HealthConfig
 from futures_actor.core.health import (
+    NO_SYMBOLS_WARNING,
     FaultKind,
     HealthInputError,
     HealthMonitor,
+    HealthSnapshot,
     HealthState,
     SafeModeTransition,
+    health_report,
 )
 from futures_actor.core.types import TradingState
 from futures_actor.logs import get_logger
@@ -52,6 +72,8 @@ __all__ = [
     "HealthActor",
     "HealthMsg",
     "HealthSnapshot",
+    "KillSwitchChanged",
+    "SymbolsMonitored",
     "Tick",
     "TradingStateChanged",
     "UnwatchSymbol",
@@ -119,25 +141,34 @@ class TradingStateChanged(_Msg, frozen=True):
     state: TradingState
 
 
+class KillSwitchChanged(_Msg, frozen=True):
+    """The operator's kill switch was engaged (`on`) or released."""
+
+    on: bool
+    reason: str = ""
+
+
+class SymbolsMonitored(_Msg, frozen=True):
+    """The symbols the system monitors now (start-up and every universe refresh)."""
+
+    symbols: tuple[str, ...]
+
+
 class Tick(_Msg, frozen=True):
     """Evaluate now and write the heartbeat (the actor also does this on its own timer)."""
 
 
 HealthMsg = (
-    FaultReported | FaultCleared | DataReceived | WatchStream | UnwatchSymbol | TradingStateChanged | Tick
+    FaultReported
+    | FaultCleared
+    | DataReceived
+    | WatchStream
+    | UnwatchSymbol
+    | TradingStateChanged
+    | KillSwitchChanged
+    | SymbolsMonitored
+    | Tick
 )
-
-
-class HealthSnapshot(msgspec.Struct, frozen=True, kw_only=True):
-    ts: str
-    ts_ms: int
-    state: str
-    trading_state: str
-    safe_mode: bool
-    reasons: tuple[str, ...]
-    data_age_seconds: dict[str, float]
-    last_data_age_seconds: float | None
-    stale_streams: tuple[str, ...]
 
 
 def write_json_atomic(path: Path, payload: object, *, fsync: bool = False) -> None:
@@ -173,6 +204,9 @@ class HealthActor:
         self._subscribers = list(subscribers)
         self._metrics = metrics
         self._trading_state = TradingState.ACTIVE
+        self._kill_switch = False
+        self._symbols_monitored: int | None = None
+        self._next_log: float | None = None
         self._snapshot: HealthSnapshot | None = None
         self._log = get_logger("health")
 
@@ -237,6 +271,19 @@ class HealthActor:
                 self._log.info("trading_state_changed", state=state.value)
                 self._trading_state = state
                 return None
+            case KillSwitchChanged(on=on, reason=reason):
+                self._log.warning("health_kill_switch", on=on, reason=reason)
+                self._kill_switch = on
+                if self._metrics is not None:
+                    self._metrics.set(KILL_SWITCH, 1 if on else 0)
+                return None
+            case SymbolsMonitored(symbols=symbols):
+                if not symbols and self._symbols_monitored != 0:
+                    self._log.warning("no_symbols_monitored", message=NO_SYMBOLS_WARNING)
+                self._symbols_monitored = len(symbols)
+                if self._metrics is not None:
+                    self._metrics.set(SYMBOLS_MONITORED, len(symbols))
+                return None
             case Tick():
                 return monitor.evaluate(now)
             case _:
@@ -261,6 +308,10 @@ class HealthActor:
                 self._log.error("safe_mode_subscriber_gone")
                 self._subscribers.remove(channel)
 
+    def _gauge(self, name: str) -> int | None:
+        value = self._metrics.get(name) if self._metrics is not None else None
+        return None if value is None else int(value)
+
     def _refresh_snapshot(self, now: float) -> HealthSnapshot:
         monitor = self._monitor
         ages = monitor.symbol_data_ages(now)
@@ -275,6 +326,10 @@ class HealthActor:
             data_age_seconds=ages,
             last_data_age_seconds=max(ages.values()) if ages else None,
             stale_streams=monitor.stale_streams(),
+            kill_switch=self._kill_switch,
+            open_positions=self._gauge(OPEN_POSITIONS),
+            unprotected_positions=self._gauge(UNPROTECTED_POSITIONS) or 0,
+            symbols_monitored=self._symbols_monitored,
         )
         self._snapshot = snap
         return snap
@@ -284,9 +339,27 @@ class HealthActor:
         snap = self._refresh_snapshot(now)
         if self._metrics is not None:
             self._metrics.set(SAFE_MODE, 1 if snap.safe_mode else 0)
+            self._metrics.set(KILL_SWITCH, 1 if snap.kill_switch else 0)
             for symbol, age in snap.data_age_seconds.items():
                 self._metrics.set(DATA_AGE_SECONDS, age, symbol=symbol)
+        healthy, report = health_report(snap)
+        if self._next_log is None or now >= self._next_log:
+            self._next_log = now + self._cfg.heartbeat_log_interval_seconds
+            log = self._log.info if healthy and not report["warnings"] else self._log.warning
+            log(
+                "heartbeat",
+                state=report["state"],
+                trading_state=report["trading_state"],
+                safe_mode=snap.safe_mode,
+                kill_switch=snap.kill_switch,
+                open_positions=snap.open_positions,
+                unprotected_positions=snap.unprotected_positions,
+                symbols_monitored=snap.symbols_monitored,
+                stale_streams=len(snap.stale_streams),
+                last_data_age_seconds=snap.last_data_age_seconds,
+                reasons=report["reasons"],
+            )
         try:
-            write_json_atomic(self._heartbeat_path, msgspec.to_builtins(snap))
+            write_json_atomic(self._heartbeat_path, report)
         except OSError as exc:
             self._log.error("heartbeat_write_failed", path=str(self._heartbeat_path), error=str(exc))

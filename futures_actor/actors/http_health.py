@@ -2,11 +2,16 @@
 
 Routes (one request per connection, `Connection: close`):
 
-- `GET /health`  JSON {state, trading_state, safe_mode, kill_switch, reasons, last_data_age_seconds,
-  data_age_seconds, stale_streams, equity, open_positions, ts}; 200 when healthy, 503 in safe mode, when
-  HALTED, while the kill switch is engaged and before the Health actor has evaluated anything (the
-  container health check relies on this).
-- `GET /metrics` Prometheus text exposition format 0.0.4 from the `Metrics` registry.
+- `GET /health`  JSON {state, trading_state, safe_mode, kill_switch, reasons, warnings, open_positions,
+  unprotected_positions, symbols_monitored, equity, last_data_age_seconds, data_age_seconds, stale_streams,
+  ts, ts_ms} (`core.health.health_report`): the Health actor's snapshot with the present values laid over
+  it at request time (the kill switch from the system, open and unprotected positions and equity from the
+  metrics the actors keep current). 200 when healthy; 503 in safe mode, when HALTED, while the kill switch
+  is engaged (trading_state REDUCING), while a position is unprotected (state DEGRADED) and before the
+  Health actor has evaluated anything (the container health check relies on this). Zero symbols monitored
+  is a warning (state DEGRADED, 200: a restart would not change it).
+- `GET /metrics` Prometheus text exposition format 0.0.4 of the `actors.metrics.Metrics` registry
+  (ours, process and GC metrics, through prometheus_client).
 - `POST /kill`, `POST /resume` forward to the operator callbacks (JSON body, optionally {"reason": "..."});
   202 when forwarded, 503 when no callback is wired, 500 if the callback failed.
 
@@ -21,8 +26,6 @@ bot refuses to bind a non-loopback `health.http_host` at all.
 It binds to `health.http_host` (127.0.0.1 by default: the kill switch must not be reachable from outside).
 `open_http_listeners` binds the socket before start-up, so a port in use stops the bot before it trades.
 `HealthHttpApp.handle` is the whole request logic, testable without sockets; `serve_http` adds the socket.
-
-`Metrics` is the registry every actor updates (gauges and counters with labels, no prometheus_client).
 """
 
 from __future__ import annotations
@@ -30,85 +33,35 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import math
 import os
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
 
 import h11
 import msgspec
 import trio
 
+from futures_actor.actors.metrics import (
+    CONTENT_TYPE_METRICS,
+    EQUITY,
+    OPEN_POSITIONS,
+    UNPROTECTED_POSITIONS,
+    Metrics,
+)
 from futures_actor.core.config import HealthConfig
-from futures_actor.core.types import TradingState
+from futures_actor.core.health import HealthSnapshot, health_report
 from futures_actor.logs import get_logger
 
-if TYPE_CHECKING:
-    from futures_actor.actors.health import HealthSnapshot
-
 __all__ = [
-    "API_WEIGHT_USED",
-    "DATA_AGE_SECONDS",
-    "DECISIONS",
-    "EQUITY",
-    "ERRORS",
-    "OPEN_POSITIONS",
-    "OPEN_RISK_PCT",
-    "OPEN_RISK_USD",
-    "ORDERS",
-    "REJECTIONS",
-    "SAFE_MODE",
-    "UNPROTECTED_POSITIONS",
     "ControlPolicy",
     "HealthHttpApp",
     "HttpRequest",
     "HttpResponse",
-    "MetricError",
-    "Metrics",
     "control_token_from_env",
     "is_loopback_host",
     "open_http_listeners",
     "serve_http",
 ]
 
-MetricKind = Literal["gauge", "counter"]
-
-PREFIX = "futures_actor_"
-EQUITY = PREFIX + "equity_usd"
-OPEN_RISK_USD = PREFIX + "open_risk_usd"
-OPEN_RISK_PCT = PREFIX + "open_risk_pct"
-OPEN_POSITIONS = PREFIX + "open_positions"
-ORDERS = PREFIX + "orders"
-DECISIONS = PREFIX + "decisions_total"
-REJECTIONS = PREFIX + "rejections_total"
-API_WEIGHT_USED = PREFIX + "api_weight_used_1m"
-ERRORS = PREFIX + "errors_total"
-SAFE_MODE = PREFIX + "safe_mode"
-DATA_AGE_SECONDS = PREFIX + "data_age_seconds"
-UNPROTECTED_POSITIONS = PREFIX + "unprotected_positions"
-
-# (name, kind, help, label names): the standard families, rendered in this order.
-_STANDARD: tuple[tuple[str, MetricKind, str, tuple[str, ...]], ...] = (
-    (EQUITY, "gauge", "Account equity in USDT.", ()),
-    (OPEN_RISK_USD, "gauge", "Open risk (loss to all stops) in USDT.", ()),
-    (OPEN_RISK_PCT, "gauge", "Open risk as a fraction of equity.", ()),
-    (OPEN_POSITIONS, "gauge", "Open positions.", ()),
-    (ORDERS, "gauge", "Orders of ours by state.", ("state",)),
-    (DECISIONS, "counter", "Risk decisions by outcome.", ("outcome",)),
-    (REJECTIONS, "counter", "Rejected trade candidates by reason code.", ("reason",)),
-    (API_WEIGHT_USED, "gauge", "Binance request weight used in the current minute.", ()),
-    (ERRORS, "counter", "Errors by code.", ("code",)),
-    (SAFE_MODE, "gauge", "1 while in safe mode, else 0.", ()),
-    (UNPROTECTED_POSITIONS, "gauge", "Positions on the account without a stop for their whole quantity.", ()),
-    (
-        DATA_AGE_SECONDS,
-        "gauge",
-        "Seconds since the last market data, per symbol (stalest stream).",
-        ("symbol",),
-    ),
-)
-
-CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_JSON = "application/json"
 
 # Bounds of one request: protect the bot from a slow or oversized client.
@@ -131,115 +84,6 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 _BEARER = "bearer "
 _HTTP_INTERNAL_ERROR = 500
 _HTTP_UNAVAILABLE = 503
-
-
-class MetricError(ValueError):
-    """A metric update was refused (unknown name, wrong labels, bad value); the message names them."""
-
-
-class _Family:
-    __slots__ = ("help", "kind", "labels", "name", "samples")
-
-    def __init__(self, name: str, kind: MetricKind, help_text: str, labels: tuple[str, ...]) -> None:
-        self.name = name
-        self.kind = kind
-        self.help = help_text
-        self.labels = labels
-        self.samples: dict[tuple[str, ...], float] = {}
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    """Prometheus sample value: integers without a fraction, `+Inf`, `-Inf`, `NaN`."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-class Metrics:
-    """A registry of gauges and counters, updated by the actors (one trio thread: no locks)."""
-
-    def __init__(self, *, standard: bool = True) -> None:
-        self._families: dict[str, _Family] = {}
-        if standard:
-            for name, kind, help_text, labels in _STANDARD:
-                self.declare(name, kind, help_text, labels)
-
-    def declare(self, name: str, kind: MetricKind, help_text: str, labels: tuple[str, ...] = ()) -> None:
-        if name in self._families:
-            raise MetricError(f"metric {name!r} is already declared")
-        if kind == "counter" and not name.endswith("_total"):
-            raise MetricError(f"counter {name!r}: expected a name ending in _total")
-        self._families[name] = _Family(name, kind, help_text, labels)
-
-    def _key(self, family: _Family, labels: Mapping[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(family.labels):
-            raise MetricError(
-                f"metric {family.name}: labels {sorted(labels)} given, expected {list(family.labels)}"
-            )
-        return tuple(str(labels[name]) for name in family.labels)
-
-    def _family(self, name: str) -> _Family:
-        family = self._families.get(name)
-        if family is None:
-            raise MetricError(f"metric {name!r} is not declared")
-        return family
-
-    def set(self, name: str, value: float, **labels: str) -> None:
-        """Set a gauge."""
-        family = self._family(name)
-        if family.kind != "gauge":
-            raise MetricError(f"metric {name}: set() on a {family.kind}; expected a gauge")
-        if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
-            raise MetricError(f"metric {name}: value {value!r}; expected a number")
-        family.samples[self._key(family, labels)] = float(value)
-
-    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        """Add to a counter (never negative)."""
-        family = self._family(name)
-        if family.kind != "counter":
-            raise MetricError(f"metric {name}: inc() on a {family.kind}; expected a counter")
-        if not isinstance(amount, int | float) or not math.isfinite(amount) or amount < 0:
-            raise MetricError(f"metric {name}: increment {amount!r}; expected a finite number >= 0")
-        key = self._key(family, labels)
-        family.samples[key] = family.samples.get(key, 0.0) + float(amount)
-
-    def remove(self, name: str, **labels: str) -> None:
-        """Drop one labelled sample (a symbol that left the universe)."""
-        family = self._family(name)
-        family.samples.pop(self._key(family, labels), None)
-
-    def get(self, name: str, **labels: str) -> float | None:
-        family = self._family(name)
-        return family.samples.get(self._key(family, labels))
-
-    def render(self) -> str:
-        """The text exposition format: HELP, TYPE, then samples sorted by label values."""
-        lines: list[str] = []
-        for family in self._families.values():
-            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for key in sorted(family.samples):
-                value = format_value(family.samples[key])
-                if family.labels:
-                    pairs = ",".join(
-                        f'{label}="{_escape_label(v)}"' for label, v in zip(family.labels, key, strict=True)
-                    )
-                    lines.append(f"{family.name}{{{pairs}}} {value}")
-                else:
-                    lines.append(f"{family.name} {value}")
-        return "\n".join(lines) + "\n"
 
 
 class HttpRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -385,44 +229,21 @@ class HealthHttpApp:
 
     def _health(self) -> HttpResponse:
         snap = self._snapshot()
-        equity = self._metrics.get(EQUITY)
-        positions = self._metrics.get(OPEN_POSITIONS)
         if snap is None:
             return _json(
                 _HTTP_UNAVAILABLE,
                 {"state": "STARTING", "safe_mode": None, "trading_state": None, "reasons": []},
             )
-        kill_switch = bool(self._kill_engaged()) if self._kill_engaged is not None else None
-        healthy = (
-            snap.state == "HEALTHY"
-            and not snap.safe_mode
-            and snap.trading_state != TradingState.HALTED.value
-            and not kill_switch
+        positions = self._metrics.get(OPEN_POSITIONS)
+        unprotected = self._metrics.get(UNPROTECTED_POSITIONS)
+        healthy, payload = health_report(
+            snap,
+            kill_switch=bool(self._kill_engaged()) if self._kill_engaged is not None else None,
+            open_positions=None if positions is None else int(positions),
+            unprotected_positions=None if unprotected is None else int(unprotected),
         )
-        payload = {
-            "state": snap.state,
-            "trading_state": snap.trading_state,
-            "safe_mode": snap.safe_mode,
-            "kill_switch": kill_switch,
-            "reasons": list(snap.reasons),
-            "last_data_age_seconds": snap.last_data_age_seconds,
-            "data_age_seconds": dict(snap.data_age_seconds),
-            "stale_streams": list(snap.stale_streams),
-            "equity": equity,
-            "open_positions": None if positions is None else int(positions),
-            "ts": snap.ts,
-        }
-        healthy = self._protection(payload) and healthy
+        payload["equity"] = self._metrics.get(EQUITY)
         return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, payload)
-
-    def _protection(self, payload: dict[str, Any]) -> bool:
-        """The protection watchdog's finding: any unprotected position degrades health until repaired."""
-        unprotected = int(self._metrics.get(UNPROTECTED_POSITIONS) or 0)
-        payload["unprotected_positions"] = unprotected
-        if unprotected > 0:
-            payload["state"] = "DEGRADED"
-            payload["reasons"] = [*payload["reasons"], f"unprotected_positions={unprotected}"]
-        return unprotected == 0
 
     async def _run_control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
         reason = "OPERATOR"

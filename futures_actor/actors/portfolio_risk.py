@@ -45,14 +45,6 @@ from typing import Any, Final, Literal, Protocol
 import msgspec
 import trio
 
-from futures_actor.actors.http_health import (
-    DECISIONS,
-    EQUITY,
-    OPEN_POSITIONS,
-    OPEN_RISK_PCT,
-    OPEN_RISK_USD,
-    REJECTIONS,
-)
 from futures_actor.actors.messages import (
     AccountUpdated,
     CandleClosed,
@@ -73,6 +65,13 @@ from futures_actor.actors.messages import (
     TradeClosed,
     UniverseChanged,
     Verdict,
+)
+from futures_actor.actors.metrics import (
+    DECISIONS,
+    EQUITY,
+    OPEN_RISK_PCT,
+    OPEN_RISK_USD,
+    REJECTIONS,
 )
 from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
@@ -192,7 +191,7 @@ def open_risk_inbox() -> tuple[trio.MemorySendChannel[RiskInbox], trio.MemoryRec
 
 
 class MetricsSink(Protocol):
-    """What the actor needs of `actors.http_health.Metrics` (duck-typed)."""
+    """What the actor needs of `actors.metrics.Metrics` (duck-typed)."""
 
     def set(self, name: str, value: float, **labels: str) -> None: ...
 
@@ -1520,7 +1519,7 @@ class PortfolioRisk:
         exposures = tuple(self._exposures.values())
         risk_usd = open_risk_usd(exposures, self._cfg)
         m.set(OPEN_RISK_USD, risk_usd)
-        m.set(OPEN_POSITIONS, float(len({e.symbol for e in exposures})))
+        # open_positions is Execution's: it follows the account's positions, not the risk book.
         if self._equity is not None:
             m.set(EQUITY, self._equity)
             if self._equity > 0:

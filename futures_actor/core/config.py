@@ -278,6 +278,9 @@ class HealthConfig(_Section, frozen=True):
     balance_failure_threshold: PositiveInt = 3
     heartbeat_interval_seconds: PositiveFloat = 5.0
     heartbeat_file: FileName = "heartbeat.json"
+    # The `heartbeat` log line (state, kill switch, open and unprotected positions, symbols monitored):
+    # at the first heartbeat at least this long after the previous line.
+    heartbeat_log_interval_seconds: PositiveFloat = 60.0
     http_enabled: bool = True
     http_host: str = "127.0.0.1"
     # Not 8080 (freqtrade's API, and the first pick of many local tools), outside Prometheus's exporter

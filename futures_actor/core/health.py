@@ -28,14 +28,19 @@ from collections import deque
 import msgspec
 
 from futures_actor.core.config import HealthConfig
+from futures_actor.core.types import TradingState
 
 __all__ = [
+    "NO_SYMBOLS_WARNING",
     "FaultKind",
     "HealthInputError",
     "HealthMonitor",
+    "HealthSnapshot",
     "HealthState",
     "SafeModeTransition",
+    "health_report",
     "stream_key",
+    "trading_state_with_kill",
 ]
 
 
@@ -52,7 +57,91 @@ class FaultKind(enum.StrEnum):
 class HealthState(enum.StrEnum):
     STARTING = "STARTING"  # the Health actor has not evaluated anything yet
     HEALTHY = "HEALTHY"
+    # Running, but something needs the operator: a position without a full stop (until the watchdog has
+    # repaired it), or no symbol monitored at all.
+    DEGRADED = "DEGRADED"
     SAFE_MODE = "SAFE_MODE"
+
+
+NO_SYMBOLS_WARNING = (
+    "no symbols monitored: the universe selected none, so nothing is traded and no market data is watched "
+    "(check universe.* filters, whitelist and blacklist)"
+)
+
+
+class HealthSnapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """What the Health actor knows at `ts`: the safe-mode monitor's findings (`state` HEALTHY or SAFE_MODE,
+    `reasons`), the trading state it was told (`trading_state`, before the kill switch is applied), and
+    the present account view it read from the metrics (None: not known yet). `health_report` composes the
+    operator's view from it."""
+
+    ts: str
+    ts_ms: int
+    state: str
+    trading_state: str
+    safe_mode: bool
+    reasons: tuple[str, ...]
+    data_age_seconds: dict[str, float]
+    last_data_age_seconds: float | None
+    stale_streams: tuple[str, ...]
+    kill_switch: bool = False
+    open_positions: int | None = None
+    unprotected_positions: int = 0
+    symbols_monitored: int | None = None
+
+
+def trading_state_with_kill(trading_state: str, kill_switch: bool) -> str:
+    """While the kill switch is engaged nothing new is opened and the book is being closed: REDUCING
+    (a HALTED state stays HALTED)."""
+    if kill_switch and trading_state == TradingState.ACTIVE.value:
+        return TradingState.REDUCING.value
+    return trading_state
+
+
+def health_report(
+    snap: HealthSnapshot,
+    *,
+    kill_switch: bool | None = None,
+    open_positions: int | None = None,
+    unprotected_positions: int | None = None,
+) -> tuple[bool, dict[str, object]]:
+    """(healthy, the operator's view as JSON-able dict) of `snap`, with present values where the caller
+    has fresher ones than the snapshot (None: the snapshot's).
+
+    Healthy (HTTP 200) only when not in safe mode, not HALTED, the kill switch off and every position
+    protected. `state` is SAFE_MODE, else DEGRADED while a position is unprotected or a warning stands
+    (zero symbols monitored: a warning, not unhealthy, since a restart would not change it), else HEALTHY."""
+    kill = snap.kill_switch if kill_switch is None else kill_switch
+    positions = snap.open_positions if open_positions is None else open_positions
+    unprotected = snap.unprotected_positions if unprotected_positions is None else unprotected_positions
+    trading = trading_state_with_kill(snap.trading_state, kill)
+    reasons = list(snap.reasons)
+    if unprotected > 0:
+        reasons.append(f"unprotected_positions={unprotected}")
+    warnings = [NO_SYMBOLS_WARNING] if snap.symbols_monitored == 0 else []
+    if snap.safe_mode:
+        state = HealthState.SAFE_MODE
+    elif unprotected > 0 or warnings:
+        state = HealthState.DEGRADED
+    else:
+        state = HealthState.HEALTHY
+    healthy = not snap.safe_mode and trading != TradingState.HALTED.value and not kill and unprotected == 0
+    return healthy, {
+        "ts": snap.ts,
+        "ts_ms": snap.ts_ms,
+        "state": state.value,
+        "trading_state": trading,
+        "safe_mode": snap.safe_mode,
+        "kill_switch": kill,
+        "reasons": reasons,
+        "warnings": warnings,
+        "open_positions": positions,
+        "unprotected_positions": unprotected,
+        "symbols_monitored": snap.symbols_monitored,
+        "last_data_age_seconds": snap.last_data_age_seconds,
+        "data_age_seconds": dict(snap.data_age_seconds),
+        "stale_streams": list(snap.stale_streams),
+    }
 
 
 class HealthInputError(ValueError):

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from futures_actor.actors.http_health import SAFE_MODE
+from futures_actor.actors.metrics import SAFE_MODE
 from futures_actor.core.config import default_config
 from futures_actor.logs import current_sink, get_logger
 

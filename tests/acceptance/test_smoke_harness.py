@@ -6,7 +6,7 @@ from pathlib import Path
 
 import trio
 
-from futures_actor.actors.http_health import ORDERS
+from futures_actor.actors.metrics import ORDERS
 
 from .harness import Harness, copy_real_klines
 

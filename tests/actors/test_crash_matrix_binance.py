@@ -84,7 +84,7 @@ class SimHarness:
         self.hook: Callable[[str, str, str, Any], None] | None = None
         self.crash_scope: trio.CancelScope | None = None
         self.listed_rules: dict[str, Any] | None = None  # every listed symbol's rules (out of universe too)
-        self.metrics: Any = None  # an `http_health.Metrics` to read the watchdog's gauge
+        self.metrics: Any = None  # an `actors.metrics.Metrics` to read the watchdog's gauge
         for plan in PLANS.values():
             self.set_price(plan.symbol, str(plan.entry_price))
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
+from structlog.testing import capture_logs
 
 from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.health import (
@@ -15,11 +17,21 @@ from futures_actor.actors.health import (
     FaultReported,
     HealthActor,
     HealthMsg,
+    KillSwitchChanged,
+    SymbolsMonitored,
     TradingStateChanged,
     UnwatchSymbol,
 )
-from futures_actor.actors.http_health import DATA_AGE_SECONDS, SAFE_MODE, Metrics
 from futures_actor.actors.messages import SafeModeChanged
+from futures_actor.actors.metrics import (
+    DATA_AGE_SECONDS,
+    KILL_SWITCH,
+    OPEN_POSITIONS,
+    SAFE_MODE,
+    SYMBOLS_MONITORED,
+    UNPROTECTED_POSITIONS,
+    Metrics,
+)
 from futures_actor.core.config import HealthConfig
 from futures_actor.core.health import FaultKind
 from futures_actor.core.types import TradingState
@@ -145,3 +157,55 @@ async def test_bad_input_does_not_kill_the_actor(
         assert snap is not None
         assert set(snap.data_age_seconds) == {"ETHUSDT"}
         nursery.cancel_scope.cancel()
+
+
+async def test_heartbeat_log_line_and_file_carry_the_present(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The periodic `heartbeat` log line (every heartbeat_log_interval_seconds) and the heartbeat file
+    carry the kill switch, open and unprotected positions and the symbols monitored; the line is a
+    warning while a position is unprotected."""
+    metrics = Metrics()
+    metrics.set(OPEN_POSITIONS, 2)
+    metrics.set(UNPROTECTED_POSITIONS, 1)
+    cfg = msgspec.structs.replace(CFG, heartbeat_log_interval_seconds=60.0)
+    actor = HealthActor(cfg=cfg, state_dir=tmp_path, wall_clock=TrioWallClock(EPOCH_MS), metrics=metrics)
+    send, recv = trio.open_memory_channel[HealthMsg](16)
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run, recv)
+            await send.send(SymbolsMonitored(symbols=("BTCUSDT", "ETHUSDT")))
+            await send.send(KillSwitchChanged(on=True, reason="TEST"))
+            await trio.sleep(125)
+            nursery.cancel_scope.cancel()
+    beats = [e for e in logs if e["event"] == "heartbeat"]
+    assert len(beats) == 3  # at 0, 60 and 120 s (heartbeats every 5 s)
+    last = beats[-1]
+    assert last["log_level"] == "warning"
+    assert (last["unprotected_positions"], last["open_positions"]) == (1, 2)
+    assert (last["kill_switch"], last["trading_state"], last["symbols_monitored"]) == (True, "REDUCING", 2)
+    assert last["state"] == "DEGRADED"
+    beat = json.loads((tmp_path / "heartbeat.json").read_text())
+    assert (beat["unprotected_positions"], beat["open_positions"], beat["kill_switch"]) == (1, 2, True)
+    assert beat["reasons"] == ["unprotected_positions=1"]
+    assert metrics.get(KILL_SWITCH) == 1
+    assert metrics.get(SYMBOLS_MONITORED) == 2
+
+
+async def test_zero_symbols_monitored_is_a_warning(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    metrics = Metrics()
+    actor = HealthActor(cfg=CFG, state_dir=tmp_path, wall_clock=TrioWallClock(EPOCH_MS), metrics=metrics)
+    send, recv = trio.open_memory_channel[HealthMsg](16)
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(actor.run, recv)
+            await send.send(SymbolsMonitored(symbols=()))
+            await trio.sleep(6)
+            nursery.cancel_scope.cancel()
+    assert [e["log_level"] for e in logs if e["event"] == "no_symbols_monitored"] == ["warning"]
+    beat = json.loads((tmp_path / "heartbeat.json").read_text())
+    assert (beat["state"], beat["symbols_monitored"]) == ("DEGRADED", 0)
+    assert beat["warnings"]
+    assert "no symbols monitored" in beat["warnings"][0]

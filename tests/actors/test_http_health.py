@@ -10,21 +10,29 @@ import trio
 
 from futures_actor.actors.health import HealthSnapshot
 from futures_actor.actors.http_health import (
+    ControlPolicy,
+    HealthHttpApp,
+    HttpRequest,
+    is_loopback_host,
+    serve_http,
+)
+from futures_actor.actors.metrics import (
+    API_WEIGHT_USED,
     DATA_AGE_SECONDS,
     DECISIONS,
     EQUITY,
     ERRORS,
+    KILL_SWITCH,
     OPEN_POSITIONS,
+    OPEN_RISK_PCT,
+    OPEN_RISK_USD,
     ORDERS,
     REJECTIONS,
     SAFE_MODE,
-    ControlPolicy,
-    HealthHttpApp,
-    HttpRequest,
+    SYMBOLS_MONITORED,
+    UNPROTECTED_POSITIONS,
     MetricError,
     Metrics,
-    is_loopback_host,
-    serve_http,
 )
 
 
@@ -43,10 +51,10 @@ def snapshot(*, safe_mode: bool = False, trading_state: str = "ACTIVE") -> Healt
 
 
 class TestMetricsText:
-    """The Prometheus text exposition format, exactly."""
+    """The Prometheus text exposition format 0.0.4 (prometheus_client's), exactly."""
 
     def test_render(self) -> None:
-        m = Metrics(standard=False)
+        m = Metrics(standard=False, process=False)
         m.declare("fa_equity_usd", "gauge", "Equity.")
         m.declare("fa_rejections_total", "counter", "Rejections by reason.", ("reason",))
         m.declare("fa_age", "gauge", "Age with a \\ and\nnewline.", ("symbol",))
@@ -61,15 +69,15 @@ class TestMetricsText:
             "fa_equity_usd 10000.5\n"
             "# HELP fa_rejections_total Rejections by reason.\n"
             "# TYPE fa_rejections_total counter\n"
-            'fa_rejections_total{reason="CORRELATION"} 2\n'
-            'fa_rejections_total{reason="DAILY_STOP"} 2\n'
+            'fa_rejections_total{reason="CORRELATION"} 2.0\n'
+            'fa_rejections_total{reason="DAILY_STOP"} 2.0\n'
             "# HELP fa_age Age with a \\\\ and\\nnewline.\n"
             "# TYPE fa_age gauge\n"
-            'fa_age{symbol="we\\"ird\\\\sym\\n"} 3\n'
+            'fa_age{symbol="we\\"ird\\\\sym\\n"} 3.0\n'
         )
 
     def test_special_values(self) -> None:
-        m = Metrics(standard=False)
+        m = Metrics(standard=False, process=False)
         m.declare("g", "gauge", "g")
         m.set("g", float("inf"))
         assert m.render().endswith("g +Inf\n")
@@ -98,6 +106,12 @@ class TestMetricsText:
             ERRORS,
             SAFE_MODE,
             DATA_AGE_SECONDS,
+            UNPROTECTED_POSITIONS,
+            KILL_SWITCH,
+            SYMBOLS_MONITORED,
+            API_WEIGHT_USED,
+            OPEN_RISK_USD,
+            OPEN_RISK_PCT,
         ):
             assert f"# TYPE {name} " in text
 

@@ -16,7 +16,6 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from futures_actor.actors.http_health import DECISIONS, REJECTIONS, Metrics
 from futures_actor.actors.messages import (
     AccountUpdated,
     CandleClosed,
@@ -37,6 +36,7 @@ from futures_actor.actors.messages import (
     UniverseChanged,
     Verdict,
 )
+from futures_actor.actors.metrics import DECISIONS, REJECTIONS, Metrics
 from futures_actor.actors.portfolio_risk import (
     LATE,
     NO_ACCOUNT,

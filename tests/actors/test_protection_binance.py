@@ -28,8 +28,9 @@ from test_crash_matrix_binance import (  # the crash matrix's harness, fixtures 
 )
 from test_http_health import snapshot
 
-from futures_actor.actors.http_health import UNPROTECTED_POSITIONS, HealthHttpApp, HttpRequest, Metrics
+from futures_actor.actors.http_health import HealthHttpApp, HttpRequest
 from futures_actor.actors.messages import KillSwitch, TradeClosed
+from futures_actor.actors.metrics import UNPROTECTED_POSITIONS, Metrics
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.core.secrets import Secret
 from tests.acceptance.harness import (
