@@ -70,7 +70,7 @@ from futures_actor.actors.messages import (
     TradeClosed,
     UniverseChanged,
 )
-from futures_actor.actors.metrics import API_WEIGHT_USED, Metrics
+from futures_actor.actors.metrics import API_WEIGHT_USED, OPEN_POSITIONS, UNPROTECTED_POSITIONS, Metrics
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.reporter import Alert, Reporter
@@ -96,7 +96,7 @@ from futures_actor.binance.urls import resolve_urls
 from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions, kill_file_path
 from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
 from futures_actor.core.config import BotConfig
-from futures_actor.core.health import FaultKind
+from futures_actor.core.health import FaultKind, health_report
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot, render_ineligible
@@ -691,13 +691,23 @@ class System:
         """Telegram's /status, /positions, /daily, /profit, /kill, /resume, answered from this system."""
 
         def status() -> str:
+            # What /health says (the same composition), so the two never disagree.
             snap = self.health.snapshot()
             lines = [f"mode {self.parts.mode}"]
+            positions = self.metrics.get(OPEN_POSITIONS)
             if snap is not None:
-                lines.append(f"health {snap.state}, trading {snap.trading_state}, safe mode {snap.safe_mode}")
-                lines.extend(f"- {reason}" for reason in snap.reasons)
+                _, view = health_report(
+                    snap,
+                    kill_switch=self.kill_engaged,
+                    open_positions=None if positions is None else int(positions),
+                    unprotected_positions=int(self.metrics.get(UNPROTECTED_POSITIONS) or 0),
+                )
+                lines.append(
+                    f"health {view['state']}, trading {view['trading_state']}, safe mode {snap.safe_mode}"
+                )
+                lines.extend(f"- {reason}" for reason in [*view["reasons"], *view["warnings"]])
             lines.append(f"kill switch {'ENGAGED' if self.kill_engaged else 'off'}")
-            lines.append(f"open positions {len(self.execution.open_trades())}")
+            lines.append(f"open positions {0 if positions is None else int(positions)}")
             return "\n".join(lines)
 
         def positions() -> str:

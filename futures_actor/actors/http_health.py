@@ -242,8 +242,8 @@ class HealthHttpApp:
             open_positions=None if positions is None else int(positions),
             unprotected_positions=None if unprotected is None else int(unprotected),
         )
-        payload["equity"] = self._metrics.get(EQUITY)
-        return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, payload)
+        body = {**payload, "equity": self._metrics.get(EQUITY)}
+        return _json(_HTTP_OK if healthy else _HTTP_UNAVAILABLE, body)
 
     async def _run_control(self, action: str, callback: ControlCallback | None, body: bytes) -> HttpResponse:
         reason = "OPERATOR"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from typing import TypedDict
 
 import msgspec
 
@@ -35,6 +36,7 @@ __all__ = [
     "FaultKind",
     "HealthInputError",
     "HealthMonitor",
+    "HealthReport",
     "HealthSnapshot",
     "HealthState",
     "SafeModeTransition",
@@ -98,14 +100,33 @@ def trading_state_with_kill(trading_state: str, kill_switch: bool) -> str:
     return trading_state
 
 
+class HealthReport(TypedDict):
+    """The operator's view (the /health body and heartbeat.json; `/health` adds `equity`)."""
+
+    ts: str
+    ts_ms: int
+    state: str
+    trading_state: str
+    safe_mode: bool
+    kill_switch: bool
+    reasons: list[str]
+    warnings: list[str]
+    open_positions: int | None
+    unprotected_positions: int
+    symbols_monitored: int | None
+    last_data_age_seconds: float | None
+    data_age_seconds: dict[str, float]
+    stale_streams: list[str]
+
+
 def health_report(
     snap: HealthSnapshot,
     *,
     kill_switch: bool | None = None,
     open_positions: int | None = None,
     unprotected_positions: int | None = None,
-) -> tuple[bool, dict[str, object]]:
-    """(healthy, the operator's view as JSON-able dict) of `snap`, with present values where the caller
+) -> tuple[bool, HealthReport]:
+    """(healthy, the operator's view as a JSON-able dict) of `snap`, with present values where the caller
     has fresher ones than the snapshot (None: the snapshot's).
 
     Healthy (HTTP 200) only when not in safe mode, not HALTED, the kill switch off and every position

@@ -127,6 +127,7 @@ async def test_health_and_metrics_follow_the_account_and_the_kill_switch(
             _, text = await get(system, "/metrics")
             assert sample(text, "futures_actor_open_positions") == 2
             assert sample(text, "futures_actor_kill_switch") == 0
+            assert "open positions 2" in system._telegram_handlers().status()  # Telegram's /status agrees
 
             await system.engage_kill("TEST")
             await rig.wait_until(
@@ -151,6 +152,9 @@ async def test_health_and_metrics_follow_the_account_and_the_kill_switch(
             await trio.sleep(RECONCILE_S + SETTLE_S)
             status, body = await get(system, "/health")
             assert (body["open_positions"], body["trading_state"]) == (0, "REDUCING")
+            status_text = system._telegram_handlers().status()
+            assert "trading REDUCING" in status_text, status_text
+            assert "open positions 0" in status_text, status_text
             beat = json.loads((rig.state_dir / rig.cfg.health.heartbeat_file).read_text())
             assert (beat["kill_switch"], beat["trading_state"], beat["open_positions"]) == (
                 True,
