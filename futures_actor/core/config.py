@@ -3,7 +3,10 @@
 This module owns every tunable of BOT_SPEC (§13). It extends the original example config
 (`spec/seed-data/CONFIG.example.json`) with the keys the spec names. Loading is strict:
 an unknown key, a wrong type, a value out of range or thresholds out of order is refused with a
-`ConfigError` whose message names the key path, the value and what is allowed. Nothing here
+`ConfigError` whose message names the key path, the value and what is allowed. Every mistake of the
+file is reported at once (`ConfigError.errors`, one line each), not only the first: the key errors in
+the file's order, then the cross-field rules (a rule involving a key already refused is left out, as it
+would compare against a default the file never set). Nothing here
 connects anywhere, so a bad config stops the bot before it touches an exchange.
 
 Secrets are never part of the config file: the config only names the environment variables that
@@ -12,10 +15,12 @@ hold them (see `futures_actor.core.secrets`).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -361,12 +366,29 @@ class BotConfig(_Section, frozen=True):
 
 
 class ConfigError(ValueError):
-    """The configuration was refused. `key` is the dotted path, `value` the offending value."""
+    """The configuration was refused. `key` is the dotted path, `value` the offending value.
 
-    def __init__(self, message: str, *, key: str = "", value: Any = None) -> None:
+    `errors` holds every error found (itself when there is one); with several, the message lists them
+    all, one a line, and `key`/`value` are the first one's.
+    """
+
+    def __init__(
+        self, message: str, *, key: str = "", value: Any = None, errors: Sequence[ConfigError] = ()
+    ) -> None:
         super().__init__(message)
         self.key = key
         self.value = value
+        self.errors: tuple[ConfigError, ...] = tuple(errors) or (self,)
+
+    @classmethod
+    def of(cls, errors: Sequence[ConfigError]) -> ConfigError:
+        """One error as itself; several as one error listing them all."""
+        if not errors:
+            raise ValueError("ConfigError.of needs at least one error")
+        if len(errors) == 1:
+            return errors[0]
+        text = f"the config has {len(errors)} errors:" + "".join(f"\n  {e}" for e in errors)
+        return cls(text, key=errors[0].key, value=errors[0].value, errors=errors)
 
 
 # Indicator warm-up needs (bars) used to check the history sizes; protocol facts of the
@@ -434,8 +456,8 @@ def _literal_values(dotted: str) -> tuple[Any, ...]:
     return ()
 
 
-def _translate(err: msgspec.ValidationError, raw: Any) -> ConfigError:
-    text = str(err)
+def _translate(text: str, raw: Any) -> ConfigError:
+    """msgspec's validation message (with its `$.path`, as in `raw`) as a `ConfigError`."""
     match = _MSGSPEC_PATH.search(text)
     path = _dotted(match.group("path")) if match else ""
     head = text[: match.start()] if match else text
@@ -482,140 +504,198 @@ def _order_error(key: str, value: Any, rule: str) -> ConfigError:
     )
 
 
-def _check_finite(node: Any, path: str = "") -> None:
+# A cross-field error and every key its rule reads (to leave it out when one of them was refused).
+_RelationError = tuple[ConfigError, tuple[str, ...]]
+
+
+def _non_finite(node: Any, path: str = "") -> list[_RelationError]:
+    out: list[_RelationError] = []
     if isinstance(node, msgspec.Struct):
         for field in msgspec.structs.fields(node):
-            _check_finite(getattr(node, field.name), f"{path}.{field.name}" if path else field.name)
+            out += _non_finite(getattr(node, field.name), f"{path}.{field.name}" if path else field.name)
     elif isinstance(node, float) and not math.isfinite(node):
-        raise ConfigError(f"config key {path}: value {node} is not a finite number", key=path, value=node)
+        out.append(
+            (
+                ConfigError(f"config key {path}: value {node} is not a finite number", key=path, value=node),
+                (path,),
+            )
+        )
+    return out
 
 
-def validate_relations(cfg: BotConfig) -> None:
-    """Cross-field rules that a single field's range cannot express (thresholds in order)."""
-    _check_finite(cfg)
+def _ordered(out: list[_RelationError], key: str, value: Any, other: str, rule: str) -> None:
+    """Append the out-of-order error of `key` (whose rule compares it with `other`)."""
+    out.append((_order_error(key, value, rule), (key, other)))
+
+
+def _relation_errors(cfg: BotConfig) -> list[_RelationError]:
+    """Every cross-field rule that a single field's range cannot express (thresholds in order)."""
+    out = _non_finite(cfg)
     rg = cfg.regime
     if rg.range_bb_width_min > rg.range_bb_width_max:
-        raise _order_error(
+        _ordered(
+            out,
             "regime.range_bb_width_min",
             rg.range_bb_width_min,
+            "regime.range_bb_width_max",
             f"must be <= regime.range_bb_width_max ({rg.range_bb_width_max})",
         )
     if rg.chop_adx_max > rg.range_adx_max:
-        raise _order_error(
-            "regime.chop_adx_max", rg.chop_adx_max, f"must be <= regime.range_adx_max ({rg.range_adx_max})"
+        _ordered(
+            out,
+            "regime.chop_adx_max",
+            rg.chop_adx_max,
+            "regime.range_adx_max",
+            f"must be <= regime.range_adx_max ({rg.range_adx_max})",
         )
     if rg.range_adx_max > rg.trend_adx_min:
-        raise _order_error(
-            "regime.range_adx_max", rg.range_adx_max, f"must be <= regime.trend_adx_min ({rg.trend_adx_min})"
+        _ordered(
+            out,
+            "regime.range_adx_max",
+            rg.range_adx_max,
+            "regime.trend_adx_min",
+            f"must be <= regime.trend_adx_min ({rg.trend_adx_min})",
         )
     risk = cfg.risk
     if risk.hedge_corr_max > risk.correlation_threshold:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.hedge_corr_max",
             risk.hedge_corr_max,
+            "risk.correlation_threshold",
             f"must be <= risk.correlation_threshold ({risk.correlation_threshold})",
         )
     if risk.weekly_stop_pct > risk.daily_stop_pct:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.weekly_stop_pct",
             risk.weekly_stop_pct,
+            "risk.daily_stop_pct",
             f"must be <= risk.daily_stop_pct ({risk.daily_stop_pct}) (a weekly loss limit at least as large)",
         )
     if risk.reduced_risk_after_pause_pct > risk.risk_per_trade_pct:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.reduced_risk_after_pause_pct",
             risk.reduced_risk_after_pause_pct,
+            "risk.risk_per_trade_pct",
             f"must be <= risk.risk_per_trade_pct ({risk.risk_per_trade_pct})",
         )
     if risk.risk_per_trade_pct > risk.max_total_open_risk_pct:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.risk_per_trade_pct",
             risk.risk_per_trade_pct,
+            "risk.max_total_open_risk_pct",
             f"must be <= risk.max_total_open_risk_pct ({risk.max_total_open_risk_pct})",
         )
     if risk.max_same_direction_positions > risk.max_open_positions:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.max_same_direction_positions",
             risk.max_same_direction_positions,
+            "risk.max_open_positions",
             f"must be <= risk.max_open_positions ({risk.max_open_positions})",
         )
     for name in ("trend", "range", "high_vol"):
         lev = getattr(cfg.leverage, name)
         if lev > risk.max_leverage:
-            raise ConfigError(
-                f"config key leverage.{name}: value {_show(lev)} is out of range; "
+            key = f"leverage.{name}"
+            error = ConfigError(
+                f"config key {key}: value {_show(lev)} is out of range; "
                 f"allowed: <= risk.max_leverage ({risk.max_leverage})",
-                key=f"leverage.{name}",
+                key=key,
                 value=lev,
             )
+            out.append((error, (key, "risk.max_leverage")))
     for sname in ("trend_pullback", "trend_breakout", "range_mean_reversion"):
         regimes = getattr(cfg.strategies, sname).regimes
         if "CHOP_NO_TRADE" in regimes:
-            raise ConfigError(
-                f"config key strategies.{sname}.regimes: value {_show(list(regimes))} is not allowed; "
+            key = f"strategies.{sname}.regimes"
+            error = ConfigError(
+                f"config key {key}: value {_show(list(regimes))} is not allowed; "
                 "CHOP_NO_TRADE never trades (allowed: TREND, RANGE, HIGH_VOL)",
-                key=f"strategies.{sname}.regimes",
+                key=key,
                 value=list(regimes),
             )
+            out.append((error, (key,)))
     if risk.verdict_timeout_seconds * 1000 <= risk.decision_batch_ms:
-        raise _order_error(
+        _ordered(
+            out,
             "risk.verdict_timeout_seconds",
             risk.verdict_timeout_seconds,
+            "risk.decision_batch_ms",
             f"must be longer than risk.decision_batch_ms ({risk.decision_batch_ms} ms), "
             "or symbols give up before their batch is decided",
         )
     tp = cfg.strategies.trend_pullback
     if tp.pullback_rsi_long_min > tp.pullback_rsi_long_max:
-        raise _order_error(
+        _ordered(
+            out,
             "strategies.trend_pullback.pullback_rsi_long_min",
             tp.pullback_rsi_long_min,
+            "strategies.trend_pullback.pullback_rsi_long_max",
             f"must be <= pullback_rsi_long_max ({tp.pullback_rsi_long_max})",
         )
     if tp.pullback_rsi_short_min > tp.pullback_rsi_short_max:
-        raise _order_error(
+        _ordered(
+            out,
             "strategies.trend_pullback.pullback_rsi_short_min",
             tp.pullback_rsi_short_min,
+            "strategies.trend_pullback.pullback_rsi_short_max",
             f"must be <= pullback_rsi_short_max ({tp.pullback_rsi_short_max})",
         )
     mr = cfg.strategies.range_mean_reversion
     if mr.rsi_long_extreme >= mr.rsi_short_extreme:
-        raise _order_error(
+        _ordered(
+            out,
             "strategies.range_mean_reversion.rsi_long_extreme",
             mr.rsi_long_extreme,
+            "strategies.range_mean_reversion.rsi_short_extreme",
             f"must be < rsi_short_extreme ({mr.rsi_short_extreme})",
         )
     ex = cfg.exchange
     if ex.retry_wait_initial_seconds > ex.retry_wait_max_seconds:
-        raise _order_error(
+        _ordered(
+            out,
             "exchange.retry_wait_initial_seconds",
             ex.retry_wait_initial_seconds,
+            "exchange.retry_wait_max_seconds",
             f"must be <= exchange.retry_wait_max_seconds ({ex.retry_wait_max_seconds})",
         )
     st = cfg.startup
     if st.retry_wait_initial_seconds > st.retry_wait_max_seconds:
-        raise _order_error(
+        _ordered(
+            out,
             "startup.retry_wait_initial_seconds",
             st.retry_wait_initial_seconds,
+            "startup.retry_wait_max_seconds",
             f"must be <= startup.retry_wait_max_seconds ({st.retry_wait_max_seconds})",
         )
     if ex.ws_reconnect_backoff_initial_seconds > ex.ws_reconnect_backoff_max_seconds:
-        raise _order_error(
+        _ordered(
+            out,
             "exchange.ws_reconnect_backoff_initial_seconds",
             ex.ws_reconnect_backoff_initial_seconds,
+            "exchange.ws_reconnect_backoff_max_seconds",
             f"must be <= exchange.ws_reconnect_backoff_max_seconds ({ex.ws_reconnect_backoff_max_seconds})",
         )
     perf = cfg.performance
     if perf.min_trades_before_confidence > perf.window_trades:
-        raise _order_error(
+        _ordered(
+            out,
             "performance.min_trades_before_confidence",
             perf.min_trades_before_confidence,
+            "performance.window_trades",
             f"must be <= performance.window_trades ({perf.window_trades})",
         )
     sup = cfg.supervision
     if sup.backoff_initial_seconds > sup.backoff_max_seconds:
-        raise _order_error(
+        _ordered(
+            out,
             "supervision.backoff_initial_seconds",
             sup.backoff_initial_seconds,
+            "supervision.backoff_max_seconds",
             f"must be <= supervision.backoff_max_seconds ({sup.backoff_max_seconds})",
         )
     md = cfg.market_data
@@ -625,39 +705,148 @@ def validate_relations(cfg: BotConfig) -> None:
         cfg.strategies.trend_breakout.breakout_lookback_bars + 1,
     )
     if md.history_5m_bars < need_5m:
-        raise ConfigError(
+        error = ConfigError(
             f"config key market_data.history_5m_bars: value {md.history_5m_bars} is out of range; "
             f"allowed: >= {need_5m} (indicator warm-up plus timeframes.zscore_lookback)",
             key="market_data.history_5m_bars",
             value=md.history_5m_bars,
         )
+        reads = (
+            "market_data.history_5m_bars",
+            "timeframes.zscore_lookback",
+            "strategies.trend_breakout.breakout_lookback_bars",
+        )
+        out.append((error, reads))
     need_1h = max(_WARMUP_1H_BARS, cfg.timeframes.corr_lookback_hours + 1)
     if md.history_1h_bars < need_1h:
-        raise ConfigError(
+        error = ConfigError(
             f"config key market_data.history_1h_bars: value {md.history_1h_bars} is out of range; "
             f"allowed: >= {need_1h} (EMA50 warm-up and timeframes.corr_lookback_hours + 1)",
             key="market_data.history_1h_bars",
             value=md.history_1h_bars,
         )
+        out.append((error, ("market_data.history_1h_bars", "timeframes.corr_lookback_hours")))
     for name in ("whitelist", "blacklist"):
         items = getattr(cfg.universe, name)
         if len(set(items)) != len(items):
-            raise ConfigError(
-                f"config key universe.{name}: value {_show(list(items))} lists a symbol twice",
-                key=f"universe.{name}",
+            key = f"universe.{name}"
+            error = ConfigError(
+                f"config key {key}: value {_show(list(items))} lists a symbol twice",
+                key=key,
                 value=list(items),
             )
+            out.append((error, (key,)))
     overlap = sorted(set(cfg.universe.whitelist) & set(cfg.universe.blacklist))
     if overlap:
-        raise ConfigError(
+        error = ConfigError(
             f"config key universe.whitelist: symbols {_show(overlap)} are also in universe.blacklist",
             key="universe.whitelist",
             value=overlap,
         )
+        out.append((error, ("universe.whitelist", "universe.blacklist")))
+    return out
+
+
+def validate_relations(cfg: BotConfig) -> None:
+    """Cross-field rules that a single field's range cannot express; raises every broken one at once."""
+    errors = [error for error, _reads in _relation_errors(cfg)]
+    if errors:
+        raise ConfigError.of(errors)
+
+
+def _touches(key: str, refused: Sequence[str]) -> bool:
+    """Whether `key` is, holds or lies inside a refused key path (`risk`, `universe.whitelist[1]`)."""
+    return any(r == key or key.startswith(f"{r}.") or r.startswith((f"{key}.", f"{key}[")) for r in refused)
+
+
+_PATH_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def _without_refused(raw: dict[str, Any]) -> tuple[dict[str, Any], list[ConfigError], list[str]]:
+    """Decode `raw` key by key: every refused key is taken out (one at a time, msgspec reports the
+    first), so that all of them are found. Returns the decodable rest, the errors (paths as in `raw`)
+    and the refused paths."""
+    work: dict[str, Any] = copy.deepcopy(raw)
+    # Items taken out of a list shift the later ones: the original index of each remaining item.
+    indices: dict[str, list[int]] = {}
+    errors: list[ConfigError] = []
+    refused: list[str] = []
+    for _ in range(_node_count(raw) + 1):
+        try:
+            msgspec.convert(work, type=BotConfig, strict=True)
+        except msgspec.ValidationError as exc:
+            text = str(exc)
+            match = _MSGSPEC_PATH.search(text)
+            head = text[: match.start()] if match else text
+            parts = _PATH_PART.findall(_dotted(match.group("path"))) if match else []
+            original = _original_path(parts, indices, work)
+            errors.append(_translate(f"{head} - at `$.{original}`" if original else head, raw))
+            if m := _UNKNOWN_FIELD.match(head):
+                parts.append(m.group("field"))
+            if not parts:
+                break  # the root itself: nothing smaller to take out
+            refused.append(errors[-1].key or original)
+            _take_out(work, parts, indices)
+            continue
+        break
+    return work, errors, refused
+
+
+def _node_count(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + sum(_node_count(v) for v in node.values())
+    if isinstance(node, list):
+        return 1 + sum(_node_count(v) for v in node)
+    return 1
+
+
+def _join(path: str, part: str) -> str:
+    if part.startswith("["):
+        return f"{path}{part}"
+    return f"{path}.{part}" if path else part
+
+
+def _original_path(parts: list[str], indices: dict[str, list[int]], work: Any) -> str:
+    """The working path `parts` with list indices as they are in the original document."""
+    path = ""
+    node = work
+    for part in parts:
+        if part.startswith("[") and isinstance(node, list):
+            i = int(part[1:-1])
+            mapping = indices.get(path)
+            original_i = mapping[i] if mapping is not None and i < len(mapping) else i
+            node = node[i] if i < len(node) else None
+            path = _join(path, f"[{original_i}]")
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            path = _join(path, part)
+    return path
+
+
+def _take_out(work: dict[str, Any], parts: list[str], indices: dict[str, list[int]]) -> None:
+    """Remove the item at the working path `parts` from `work` (a list item: keep the index map)."""
+    node: Any = work
+    path = ""
+    for part in parts[:-1]:
+        if part.startswith("[") and isinstance(node, list):
+            mapping = indices.get(path)
+            i = int(part[1:-1])
+            path = _join(path, f"[{mapping[i] if mapping else i}]")
+            node = node[i]
+        else:
+            path = _join(path, part)
+            node = node[part]
+    last = parts[-1]
+    if last.startswith("[") and isinstance(node, list):
+        i = int(last[1:-1])
+        indices.setdefault(path, list(range(len(node)))).pop(i)
+        node.pop(i)
+    elif isinstance(node, dict):
+        node.pop(last, None)
 
 
 def load_config_bytes(data: bytes, *, source: str = "<config>") -> BotConfig:
-    """Decode, type-check and validate a JSON config. Raises `ConfigError`."""
+    """Decode, type-check and validate a JSON config. Raises `ConfigError` listing every error."""
     try:
         raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -666,11 +855,16 @@ def load_config_bytes(data: bytes, *, source: str = "<config>") -> BotConfig:
         raise ConfigError(
             f"config file {source}: the top level must be a JSON object, got {type(raw).__name__}"
         )
+    rest, errors, refused = _without_refused(raw)
     try:
-        cfg = msgspec.convert(raw, type=BotConfig, strict=True)
-    except msgspec.ValidationError as exc:
-        raise _translate(exc, raw) from None
-    validate_relations(cfg)
+        cfg = msgspec.convert(rest, type=BotConfig, strict=True)
+    except msgspec.ValidationError:
+        raise ConfigError.of(errors) from None  # the root itself was refused: nothing more to check
+    errors += [
+        error for error, reads in _relation_errors(cfg) if not any(_touches(k, refused) for k in reads)
+    ]
+    if errors:
+        raise ConfigError.of(errors)
     return cfg
 
 
