@@ -8,6 +8,11 @@ through `detect_regime`. Values not yet defined (warm-up) are written as empty c
 written in their shortest round-trip form. A recorded file cannot be backfilled, so a gap restarts
 the affected series (warned on stderr; features are empty until warm again).
 
+Output: `--out` names a file; a missing parent directory is created (as `--log-dir` is; said on
+stderr), a path that cannot be created or written is refused with the path named before any work is
+done. The file is written to a temporary name beside it and renamed, so a failure never leaves a
+truncated CSV behind.
+
 Exit codes: 0 success; 2 bad arguments, unreadable or invalid input or config, unwritable output
 (a one-line message on stderr).
 """
@@ -15,7 +20,9 @@ Exit codes: 0 success; 2 bad arguments, unreadable or invalid input or config, u
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -101,6 +108,12 @@ def run_features(argv: list[str], *, stderr: TextIO | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=err)
         return EXIT_USAGE
 
+    out: Path = args.out
+    problem = _prepare_output(out, err)
+    if problem is not None:
+        print(f"{PROG}: error: --out {out}: {problem}", file=err)
+        return EXIT_USAGE
+
     symbol = _symbol_from_path(args.klines)
     gaps: list[AppendResult] = []
     steps = compute_features(
@@ -113,8 +126,9 @@ def run_features(argv: list[str], *, stderr: TextIO | None = None) -> int:
             file=err,
         )
 
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(args.out, "w", encoding="utf-8", newline="") as fh:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(OUTPUT_COLUMNS)
             for step in steps:
@@ -133,10 +147,29 @@ def run_features(argv: list[str], *, stderr: TextIO | None = None) -> int:
                         r.reason,
                     ]
                 )
+        os.replace(tmp, out)
     except OSError as exc:
-        print(f"{PROG}: error: {args.out}: cannot be written: {exc.strerror or exc}", file=err)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        print(f"{PROG}: error: --out {out}: cannot be written: {exc.strerror or exc}", file=err)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def _prepare_output(out: Path, err: TextIO) -> str | None:
+    """Create `out`'s missing parent directories (said on `err`); what is wrong with `out`, or None."""
+    if out.is_dir():
+        return "is a directory (expected a file path)"
+    parent = out.parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot create the directory {parent}: {exc.strerror or exc} ({exc.filename or parent})"
+        print(f"{PROG}: created directory {parent}", file=err)
+    if not os.access(parent, os.W_OK):
+        return f"the directory {parent} is not writable"
+    return None
 
 
 def _symbol_from_path(path: Path) -> str:

@@ -188,20 +188,39 @@ class TestFeaturesCommandErrors:
         assert code == 2
         assert "regime.trend_adx_min" in err
 
-    def test_unwritable_output(self, tmp_path: Path, inputs: tuple[Path, Path]) -> None:
+    def test_out_in_a_missing_directory_creates_it(self, tmp_path: Path, inputs: tuple[Path, Path]) -> None:
+        """Issue 13 review #4: `--out results/new/btc.csv` creates `results/new` (like --log-dir) and says so."""
         five, hour = inputs
-        code, err = run(
-            [
-                "--klines",
-                str(five),
-                "--trend-klines",
-                str(hour),
-                "--out",
-                str(tmp_path / "no" / "dir" / "o.csv"),
-            ]
-        )
+        out = tmp_path / "no" / "dir" / "o.csv"
+        code, err = run(["--klines", str(five), "--trend-klines", str(hour), "--out", str(out)])
+        assert code == 0, err
+        assert err == f"futures_actor features: created directory {out.parent}\n"
+        assert len(read_out(out)) == N_5M
+        assert [p.name for p in out.parent.iterdir()] == ["o.csv"]  # no temp file left
+
+    def test_unwritable_output_names_the_path_before_computing(
+        self, tmp_path: Path, inputs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A directory that cannot be created (a file is in the way): exit 2, the path named, no work done."""
+        import futures_actor.tools.features_cmd as cmd
+
+        def never(**_: object) -> list[object]:
+            raise AssertionError("features computed although the output cannot be written")
+
+        monkeypatch.setattr(cmd, "compute_features", never)
+        five, hour = inputs
+        (tmp_path / "afile").write_text("x", encoding="utf-8")
+        out = tmp_path / "afile" / "dir" / "o.csv"
+        code, err = run(["--klines", str(five), "--trend-klines", str(hour), "--out", str(out)])
         assert code == 2
-        assert "cannot be written" in err
+        assert err.startswith(f"futures_actor features: error: --out {out}: cannot create the directory ")
+        assert str(tmp_path / "afile") in err
+
+    def test_out_is_a_directory(self, tmp_path: Path, inputs: tuple[Path, Path]) -> None:
+        five, hour = inputs
+        code, err = run(["--klines", str(five), "--trend-klines", str(hour), "--out", str(tmp_path)])
+        assert code == 2
+        assert f"--out {tmp_path}: is a directory (expected a file path)" in err
 
 
 HEADER = "open_time_ms,open,high,low,close,volume,close_time_ms,quote_volume,trades,taker_buy_base,taker_buy_quote\n"
