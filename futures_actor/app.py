@@ -102,7 +102,7 @@ from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot, render_ineligible
 from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
 from futures_actor.core.secrets import Secrets
-from futures_actor.core.summary import count_trades, render_summary, summarize_trades
+from futures_actor.core.summary import REPLAY_MODE, count_trades, render_summary, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
 from futures_actor.logs import (
     LogSink,
@@ -168,6 +168,7 @@ EARLY_PROTECTION_BUFFER = 1024
 # A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
 REPLAY_CONSOLE_LEVEL = "error"
 _MS_PER_S = 1000
+_MS_PER_DAY = 86_400_000
 # Lifecycle alert codes (core/lifecycle.py) that are errors for the operator; the rest are warnings.
 _ERROR_ALERT_CODES = frozenset(
     {
@@ -235,6 +236,9 @@ class SystemParts:
     client_counts_errors: bool = False
     # Rules of every listed symbol: Execution adopts and protects positions outside the universe too.
     listed_rules: Mapping[str, SymbolRules] = field(default_factory=dict)
+    # Replay: the equity.csv curve (marked to market); the daily reports take their equity and
+    # drawdowns from it (`core.drawdown`), so that they agree with equity.csv, summary and report.
+    equity_curve: EquityCsvWriter | None = None
 
 
 class ConflatedPrices:
@@ -374,11 +378,13 @@ class System:
         )
         self.supervisor = Supervisor(cfg=cfg.supervision, rng=parts.rng, on_drop=self._on_symbol_dropped)
         self.reporter = Reporter(
-            mode=parts.mode,
+            mode=self.run_mode,
             log_dir=parts.log_dir,
             load_records=self._records_of_day,
             account=self._account_snapshot,
             telegram=parts.telegram,
+            # A replay reports only the days it covered (from its first candle's day on).
+            first_day=_utc_day(parts.wall_clock.now_ms()) if parts.replay else None,
         )
         self._peak_equity = 0.0
         self._paths_fed = False  # replay: candle paths reach the paper exchanges through `feed_path`
@@ -521,6 +527,12 @@ class System:
     def _records_of_day(self, day: date) -> list[dict[str, Any]]:
         return list(self.parts.journal.records())
 
+    @property
+    def run_mode(self) -> str:
+        """The mode the operator reads (reports, events): REPLAY for a replay, else `parts.mode`. Trade
+        records keep `parts.mode` (the log schema's PAPER_LIVE for a replay, which trades on paper)."""
+        return REPLAY_MODE if self.parts.replay else self.parts.mode
+
     def _account_snapshot(self, day: date) -> AccountSnapshot:
         """The account for the report of UTC `day`: its equities at 00:00 UTC starting and ending it
         (from the risk calendar, issue 10 #5), the current equity, open risk and positions."""
@@ -529,19 +541,27 @@ class System:
         self._peak_equity = max(self._peak_equity, equity)
         day_start, day_end = equity, None
         risk_state = self.risk.risk_state
+        start_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * _MS_PER_S)
         if risk_state is not None:
-            start_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * _MS_PER_S)
             bounds = day_equity_bounds(risk_state, day_start_ms=start_ms, equity_now=equity)
             if bounds is not None:
                 day_start, day_end = bounds
             else:
                 log.warning("report_day_equity_unknown", day=day.isoformat())
+        peak = max(self._peak_equity, equity, 1e-9)
+        intraday: float | None = None
+        curve = self.parts.equity_curve
+        on_curve = None if curve is None else curve.day_drawdown(start_ms, start_ms + _MS_PER_DAY)
+        if on_curve is not None:  # a replay: the day's end on equity.csv's marked-to-market curve
+            equity, peak = on_curve.equity_usd, on_curve.peak_equity_usd
+            intraday = on_curve.max_intraday_drawdown_pct
         return AccountSnapshot(
             equity_usd=equity,
             unrealized_pnl_usd=0.0,
             day_start_equity_usd=day_start if day_start > 0 else max(equity, 1e-9),
             day_end_equity_usd=day_end,
-            peak_equity_usd=max(self._peak_equity, equity, 1e-9),
+            peak_equity_usd=peak,
+            max_intraday_drawdown_pct=intraday,
             open_risk_usd=snap.open_risk_usd,
             open_positions=snap.positions,
             ineligible_strategies=self.risk.ineligible_strategies(),
@@ -1044,7 +1064,7 @@ class System:
         if parts.api_weight is not None:
             root.start_soon(self._publish_api_weight, parts.api_weight)
         self.started = True
-        log.info("system_started", mode=parts.mode, symbols=list(parts.symbols))
+        log.info("system_started", mode=self.run_mode, symbols=list(parts.symbols))
         task_status.started()
 
     async def _run_critical(
@@ -1277,6 +1297,56 @@ class _Progress:
         self._stdout.flush()
 
 
+def _utc_day(ms: int) -> date:
+    return datetime.fromtimestamp(ms / _MS_PER_S, tz=UTC).date()
+
+
+class ReplayEquity:
+    """A replay's account equity marked to market, for equity.csv (issue 13 review #6).
+
+    Equity at time t = the paper exchange's wallet balance + Σ over open positions of
+    amount × (price − entry price), where price is the close of the symbol's latest 5m candle closed by t
+    (before its first close: the open of the first candle). Read through the paper exchange's public
+    `engine` (its account's wallet and positions), without advancing it; the candles come from the
+    replay feed's `on_path` (`on_candle`). Without a paper exchange (not yet built) there is no equity.
+    """
+
+    def __init__(self, paper: PaperExchange | None = None) -> None:
+        self.paper = paper
+        # symbol -> (the close of the candle before the latest, the latest candle, its interval)
+        self._candles: dict[str, tuple[float | None, Candle, int]] = {}
+
+    def on_candle(self, symbol: str, candle: Candle, interval_ms: int) -> None:
+        """The candle starting now (the feed's look-ahead path): the one before it has closed."""
+        known = self._candles.get(symbol)
+        self._candles[symbol] = (None if known is None else known[1].close, candle, interval_ms)
+
+    def price(self, symbol: str, now_ms: int) -> float | None:
+        known = self._candles.get(symbol)
+        if known is None:
+            return None
+        previous_close, candle, interval_ms = known
+        if now_ms >= candle.open_time_ms + interval_ms:
+            return candle.close
+        return previous_close if previous_close is not None else candle.open
+
+    def open_positions(self) -> int:
+        if self.paper is None:
+            return 0
+        return sum(1 for pos in self.paper.engine.account.positions().values() if pos.amount != 0)
+
+    def equity(self, now_ms: int) -> float | None:
+        if self.paper is None:
+            return None
+        account = self.paper.engine.account
+        total = Decimal(account.wallet_balance)
+        for symbol, pos in account.positions().items():
+            price = self.price(symbol, now_ms) if pos.amount != 0 else None
+            if price is not None:
+                total += pos.unrealized(Decimal(repr(price)))
+        return float(total)
+
+
 def _clock_text(seconds: float) -> str:
     s = max(0, round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
@@ -1375,8 +1445,10 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
             Path(f"{path}{suffix}").unlink(missing_ok=True)  # a replay always starts from fresh accounts
     paper_holder: dict[str, PaperExchange] = {}
     path_system: dict[str, System] = {}
+    marks = ReplayEquity()
 
     def on_path(symbol: str, candle: Candle, interval_ms: int) -> None:
+        marks.on_candle(symbol, candle, interval_ms)
         running = path_system.get("system")
         if running is not None:
             running.feed_path(symbol, candle, interval_ms)  # the shadow book's paper exchange too
@@ -1422,10 +1494,13 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
         system_box: dict[str, System] = {}
 
         def account_view() -> AccountView:
+            """Equity marked to market now (`ReplayEquity`); open risk and positions from risk."""
             snap = system_box["system"].risk.snapshot()
-            equity = snap.equity_usd if snap.equity_usd is not None else cfg.replay.initial_balance_usdt
+            equity = marks.equity(clock.now_ms())
             return AccountView(
-                equity_usd=equity, open_risk_usd=snap.open_risk_usd, open_positions=snap.positions
+                equity_usd=equity if equity is not None else cfg.replay.initial_balance_usdt,
+                open_risk_usd=snap.open_risk_usd,
+                open_positions=snap.positions,
             )
 
         sampler = EquitySampler(
@@ -1442,6 +1517,7 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                 store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms, persist_mode="on_close"
             )
             paper_holder["paper"] = paper
+            marks.paper = paper
 
             def market(system: System) -> Callable[..., Awaitable[Any]]:
                 async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -1473,6 +1549,7 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                 replay=True,
                 kill_file_watch=False,
                 reference_symbol=selection.reference_symbol,
+                equity_curve=writer,
             )
             system = System(parts)
             system_box["system"] = system
@@ -1492,9 +1569,11 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                 log.warning("replay_interrupted", signal=signals.signal_name, trades_so_far=len(journal))
                 stdout.write(f"replay interrupted by {signals.signal_name}: summary of the trades so far\n")
             records = list(journal.records())
-            summary = summarize_trades(records, start_equity_usd=cfg.replay.initial_balance_usdt)
             stats = feed.stats
+            # The summary is the report's (one computation: trades.jsonl and equity.csv as written,
+            # max drawdown on the marked-to-market curve, mode REPLAY).
             report = write_report(log_dir, cfg=cfg)
+            summary = report.summary
             write_summary_json(
                 log_dir,
                 summary,

@@ -5,8 +5,10 @@ Inbox: `ReporterMsg`.
   scheduler says slots were missed, of each missed day before it, oldest first) from `load_records(day)`
   (trade records, LOG_SCHEMA dicts) and `account(day)` (an `AccountSnapshot` with the equities at
   00:00 UTC starting and ending the day), writes
-  `daily-report-YYYY-MM-DD.json` in the log directory (temp file, fsync, rename) and sends its text to
-  Telegram. Malformed records are listed in the report, never dropped silently.
+  `daily-report-YYYY-MM-DD.json` in the log directory (temp file, fsync, rename; with the run's `mode`,
+  REPLAY for a replay) and sends its text to Telegram. Malformed records are listed in the report, never
+  dropped silently. With `first_day` (a replay: the day of its first candle), days before it are not
+  reported: the run never saw them.
 - Alerts — kill switch, safe mode in/out, position opened (final entry fill) / closed, errors (`Alert`) —
   are logged (events.jsonl) and offered to Telegram.
 - Nothing here may stop the bot: a failure to build or write a report is logged and alerted, the actor
@@ -63,8 +65,10 @@ class Reporter:
         load_records: Callable[[date], Iterable[Mapping[str, Any]]],
         account: Callable[[date], AccountSnapshot],
         telegram: TelegramSender | None = None,
+        first_day: date | None = None,
     ) -> None:
         self._mode = mode
+        self._first_day = first_day
         self._log_dir = Path(log_dir)
         self._load_records = load_records
         self._account = account
@@ -89,7 +93,11 @@ class Reporter:
             case ScheduledTick(job=Job.DAILY_REPORT, slot_ms=slot_ms, missed=missed):
                 last_day = datetime.fromtimestamp(slot_ms / _MS_PER_S, tz=UTC).date() - timedelta(days=1)
                 for back in range(missed, -1, -1):
-                    self.daily_report(last_day - timedelta(days=back))
+                    day = last_day - timedelta(days=back)
+                    if self._first_day is not None and day < self._first_day:
+                        self._log.info("daily_report_skipped", day=day.isoformat(), reason="before the run")
+                        continue
+                    self.daily_report(day)
             case ScheduledTick():
                 return
             case Alert(kind=kind, text=text, level=level, symbol=symbol):
@@ -127,7 +135,7 @@ class Reporter:
             report = build_daily_report(day, list(self._load_records(day)), self._account(day))
             self._log_dir.mkdir(parents=True, exist_ok=True)
             path = self._log_dir / report_file_name(day)
-            write_json_atomic(path, msgspec.to_builtins(report), fsync=True)
+            write_json_atomic(path, {**msgspec.to_builtins(report), "mode": self._mode}, fsync=True)
         except Exception as exc:
             self._log.error("daily_report_failed", day=day.isoformat(), exc_info=exc)
             self._alert(

@@ -8,13 +8,15 @@ Policy:
   Win rate and expectancy R are over the day's trades (0 when there are none; `trade_count` tells).
 - A malformed record is never dropped silently and never stops the report: it is listed in `problems`
   (trade id, field, value, expected) and left out of the figures.
-- Drawdown: `drawdown_pct` is the current equity's fall from the peak equity the account snapshot knows;
-  `max_intraday_drawdown_pct` is the deepest fall of the day's realized curve (day-start equity plus the
-  day's trades in close order). Both are fractions (0.05 = 5 %), like every `*_pct` in the config.
+- Drawdown (`core.drawdown`): `drawdown_pct` is the current equity's fall from the peak equity the
+  account snapshot knows; `max_intraday_drawdown_pct` is the deepest fall within the day: of the sampled
+  equity curve when the snapshot brings it (a replay), else of the day's realized curve (day-start
+  equity plus the day's trades in close order). Both are fractions (0.05 = 5 %), like every `*_pct`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -23,6 +25,7 @@ from typing import Any
 import msgspec
 
 from futures_actor.core.clock import iso_utc
+from futures_actor.core.drawdown import DrawdownTracker, max_drawdown
 from futures_actor.core.performance import TradeRecordError, closed_trade_from_record
 
 __all__ = [
@@ -65,6 +68,9 @@ class AccountSnapshot(msgspec.Struct, frozen=True, kw_only=True):
     # Strategies eligible on enough trades whose confidence is below the threshold (performance-blocked;
     # they trade on the shadow book too): since (ms).
     performance_blocked_strategies: dict[str, int] = msgspec.field(default_factory=dict)
+    # The day's deepest fall on a sampled equity curve (a replay's equity.csv, marked to market), from
+    # `core.drawdown`; None: measured on the day's realized curve (day start plus the day's trades).
+    max_intraday_drawdown_pct: float | None = None
 
 
 class RecordProblem(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,12 +216,11 @@ def build_daily_report(
     expectancy = math.fsum(c[3] for c in closed) / count if count else 0.0
 
     equity = account.equity_usd
-    running = peak = account.day_start_equity_usd
-    max_dd = 0.0
-    for c in closed:
-        running += c[2]
-        peak = max(peak, running)
-        max_dd = max(max_dd, (peak - running) / peak)
+    max_dd = account.max_intraday_drawdown_pct
+    if max_dd is None:
+        max_dd = max_drawdown(
+            itertools.accumulate((c[2] for c in closed), initial=account.day_start_equity_usd)
+        )
     peak_equity = max(account.peak_equity_usd, equity)
     day_end = account.day_end_equity_usd if account.day_end_equity_usd is not None else equity
 
@@ -231,7 +236,7 @@ def build_daily_report(
         performance_blocked_strategies={
             k: iso_utc(v) for k, v in sorted(account.performance_blocked_strategies.items())
         },
-        drawdown_pct=(peak_equity - equity) / peak_equity,
+        drawdown_pct=DrawdownTracker(peak_equity).drawdown_of(equity),
         max_intraday_drawdown_pct=max_dd,
         trade_count=count,
         wins=wins,

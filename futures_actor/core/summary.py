@@ -4,18 +4,24 @@ What is a trade: a record whose entry filled (`entry_order.filled_qty > 0`). The
 record for every entry that never filled (its order expired or was rejected: reason TIMEOUT, qty 0);
 those are "entries not filled", counted apart and never in trade counts, win rate or PnL. The replay's
 progress lines and this summary both count with `count_trades`, so they agree.
-Figures are net as logged. Max drawdown is the deepest fall of the equity curve built from the starting
-equity plus each trade's pnl in close order (a fraction, like every `*_pct`).
+Figures are net as logged. Max drawdown (`core.drawdown`, a fraction like every `*_pct`) is that of the
+run's equity curve when one is given (a replay: equity.csv, marked to market at every sample: the
+curve report.html plots, so the two agree); without one, that of the curve built from the starting
+equity plus each trade's pnl in close order (`max_drawdown_of` says which).
+The run's mode (`mode`) is REPLAY for a replay; trade records keep the log schema's PAPER_LIVE there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from futures_actor.core.drawdown import max_drawdown
+
 __all__ = [
+    "REPLAY_MODE",
     "GroupStats",
     "RunSummary",
     "TradeCounts",
@@ -25,6 +31,12 @@ __all__ = [
     "summarize_trades",
     "summary_to_dict",
 ]
+
+
+# The run mode a replay reports (summary.json, the console, report.html, daily reports).
+REPLAY_MODE = "REPLAY"
+DRAWDOWN_OF_CURVE = "the equity curve (equity.csv: marked to market at every sample)"
+DRAWDOWN_OF_TRADES = "the closed trades (no equity curve: start equity plus each trade's pnl)"
 
 
 class GroupStats(msgspec.Struct, kw_only=True):
@@ -67,6 +79,8 @@ class RunSummary(msgspec.Struct, kw_only=True):
     max_drawdown_pct: float
     start_equity_usd: float
     end_equity_usd: float
+    max_drawdown_of: str = DRAWDOWN_OF_TRADES
+    mode: str = ""
 
 
 def _num(record: Mapping[str, Any], section: str, key: str) -> float:
@@ -93,7 +107,14 @@ def count_trades(records: Iterable[Mapping[str, Any]]) -> TradeCounts:
     return TradeCounts(trades=filled, unfilled_entries=unfilled)
 
 
-def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: float) -> RunSummary:
+def summarize_trades(
+    records: Iterable[Mapping[str, Any]],
+    *,
+    start_equity_usd: float,
+    equity_curve: Sequence[float] | None = None,
+    mode: str = "",
+) -> RunSummary:
+    """The summary of `records`; the max drawdown that of `equity_curve` (oldest first) when given."""
     rows = sorted(records, key=lambda r: (str(r.get("timestamp_close", "")), str(r.get("trade_id", ""))))
     total = GroupStats()
     by_strategy: dict[str, GroupStats] = {}
@@ -101,8 +122,8 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
     by_symbol: dict[str, GroupStats] = {}
     by_reason: dict[str, int] = {}
     unfilled = 0
-    equity = peak = start_equity_usd
-    max_dd = 0.0
+    equity = start_equity_usd
+    closed_curve = [equity]
     for rec in rows:
         if not is_filled(rec):
             unfilled += 1
@@ -119,9 +140,8 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
         by_regime.setdefault(str(rec.get("regime", "?")), GroupStats()).add(pnl, r, fees, funding)
         by_symbol.setdefault(str(rec.get("symbol", "?")), GroupStats()).add(pnl, r, fees, funding)
         equity += pnl
-        peak = max(peak, equity)
-        if peak > 0:
-            max_dd = max(max_dd, (peak - equity) / peak)
+        closed_curve.append(equity)
+    curve = equity_curve if equity_curve else closed_curve
     return RunSummary(
         total=total,
         by_strategy=by_strategy,
@@ -129,9 +149,11 @@ def summarize_trades(records: Iterable[Mapping[str, Any]], *, start_equity_usd: 
         by_symbol=by_symbol,
         by_reason=by_reason,
         unfilled_entries=unfilled,
-        max_drawdown_pct=max_dd,
+        max_drawdown_pct=max_drawdown(curve),
+        max_drawdown_of=DRAWDOWN_OF_CURVE if equity_curve else DRAWDOWN_OF_TRADES,
         start_equity_usd=start_equity_usd,
         end_equity_usd=equity,
+        mode=mode,
     )
 
 
@@ -144,7 +166,7 @@ def _line(name: str, g: GroupStats) -> str:
 
 def render_summary(s: RunSummary) -> str:
     out = [
-        "replay summary",
+        f"replay summary (mode {s.mode})" if s.mode else "replay summary",
         _line("all", s.total),
         f"  max drawdown {s.max_drawdown_pct:.2%}   equity {s.start_equity_usd:.2f} -> {s.end_equity_usd:.2f}"
         f"   entries not filled {s.unfilled_entries}",
@@ -173,11 +195,13 @@ def _group_dict(g: GroupStats) -> dict[str, Any]:
 def summary_to_dict(s: RunSummary) -> dict[str, Any]:
     """The summary as plain JSON data (summary.json)."""
     return {
+        **({"mode": s.mode} if s.mode else {}),
         "trades": _group_dict(s.total),
         "unfilled_entries": s.unfilled_entries,
         "start_equity_usd": s.start_equity_usd,
         "end_equity_usd": s.end_equity_usd,
-        "max_drawdown_pct_closed_trades": s.max_drawdown_pct,
+        "max_drawdown_pct": s.max_drawdown_pct,
+        "max_drawdown_of": s.max_drawdown_of,
         "by_strategy": {k: _group_dict(v) for k, v in sorted(s.by_strategy.items())},
         "by_regime": {k: _group_dict(v) for k, v in sorted(s.by_regime.items())},
         "by_symbol": {k: _group_dict(v) for k, v in sorted(s.by_symbol.items())},

@@ -35,6 +35,7 @@ class ReportResult(msgspec.Struct, frozen=True, kw_only=True):
     trades: int
     problems: list[str]
     metrics: Metrics
+    summary: RunSummary
 
 
 def _version() -> str:
@@ -57,7 +58,12 @@ def build_report(log_dir: Path, *, cfg: BotConfig | None = None) -> tuple[RunDat
     )
     metrics = compute_metrics(data.equity, data.records, span=data.span)
     start = data.equity[0][1] if data.equity else 0.0
-    summary = summarize_trades(data.records, start_equity_usd=start)
+    summary = summarize_trades(
+        data.records,
+        start_equity_usd=start,
+        equity_curve=[e for _, e in data.equity] if data.equity_rows else None,
+        mode=data.run_mode,
+    )
     return data, metrics, summary
 
 
@@ -74,6 +80,7 @@ def write_report(log_dir: Path, *, output: Path | None = None, cfg: BotConfig | 
         trades=metrics.trades,
         problems=data.problems,
         metrics=metrics,
+        summary=summary,
     )
 
 

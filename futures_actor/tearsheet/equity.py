@@ -3,9 +3,12 @@
 Columns (one header line, then one row per sample, oldest first):
 
 - `time`: ISO 8601 UTC of the sample (simulated time in a replay);
-- `equity_usd`: the account equity the risk actor last heard from the exchange (wallet balance plus
-  unrealized PnL as of that account report; the exchange reports at every fill and funding payment);
-- `drawdown_pct`: (peak equity so far − equity) / peak equity, a fraction;
+- `equity_usd`: the account equity marked to market at the sample: wallet balance plus every open
+  position valued at the price of that moment (a replay: the close of the symbol's latest 5m candle
+  closed at the sample time, see `app.ReplayEquity`), so that a position deep in loss between its
+  fills shows on the curve;
+- `drawdown_pct`: (peak equity so far − equity) / peak equity, a fraction (`core.drawdown`, the one
+  computation the summary, report.html and the daily reports use too);
 - `open_risk_usd`: the summed risk to the stops of the open positions and reserved entries;
 - `open_positions`: symbols with an open position;
 - `kind`: why the row was taken: `start`, `period` (every `report.equity_sample_minutes`), `close`
@@ -17,6 +20,7 @@ and names the file, line and column of anything it cannot read.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import math
 from collections.abc import Callable
@@ -28,11 +32,13 @@ import msgspec
 import trio
 
 from futures_actor.core.clock import WallClock, iso_utc
+from futures_actor.core.drawdown import DrawdownTracker, max_drawdown
 
 __all__ = [
     "EQUITY_COLUMNS",
     "EQUITY_CSV",
     "AccountView",
+    "DayDrawdown",
     "EquityCsvError",
     "EquityCsvWriter",
     "EquityRow",
@@ -72,8 +78,19 @@ class AccountView(msgspec.Struct, frozen=True, kw_only=True):
     open_positions: int
 
 
+class DayDrawdown(msgspec.Struct, frozen=True, kw_only=True):
+    """A UTC day on the curve: the equity and drawdown of its last sample at or before the day's end,
+    the peak so far, and the deepest fall within the day measured from the day's start."""
+
+    equity_usd: float
+    peak_equity_usd: float
+    drawdown_pct: float
+    max_intraday_drawdown_pct: float
+
+
 class EquityCsvWriter:
-    """Writes equity.csv (header at creation), tracking the peak for the drawdown column."""
+    """Writes equity.csv (header at creation); the drawdown column from `core.drawdown`. Keeps the
+    curve (time, equity) in memory for `day_drawdown` (a few rows an hour: small)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -81,7 +98,11 @@ class EquityCsvWriter:
         self._writer = csv.writer(self._fh, lineterminator="\n")
         self._writer.writerow(EQUITY_COLUMNS)
         self._fh.flush()
-        self._peak = 0.0
+        self._drawdown = DrawdownTracker()
+        self._times: list[int] = []
+        self._equity: list[float] = []
+        self._peaks: list[float] = []
+        self._drawdowns: list[float] = []
         self.rows = 0
         self.last: EquityRow | None = None
 
@@ -90,11 +111,15 @@ class EquityCsvWriter:
         equity = view.equity_usd
         if self._fh is None or equity is None or not math.isfinite(equity) or equity <= 0:
             return None
-        self._peak = max(self._peak, equity)
+        drawdown = self._drawdown.update(equity)
+        self._times.append(time_ms)
+        self._equity.append(equity)
+        self._peaks.append(self._drawdown.peak)
+        self._drawdowns.append(drawdown)
         row = EquityRow(
             time_ms=time_ms,
             equity_usd=equity,
-            drawdown_pct=(self._peak - equity) / self._peak,
+            drawdown_pct=drawdown,
             open_risk_usd=view.open_risk_usd if math.isfinite(view.open_risk_usd) else 0.0,
             open_positions=view.open_positions,
             kind=kind,
@@ -118,6 +143,21 @@ class EquityCsvWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+    def day_drawdown(self, day_start_ms: int, day_end_ms: int) -> DayDrawdown | None:
+        """The day [day_start_ms, day_end_ms] on the curve written so far; None before its first row."""
+        end = bisect.bisect_right(self._times, day_end_ms) - 1
+        if end < 0:
+            return None
+        start = max(0, bisect.bisect_right(self._times, day_start_ms) - 1)
+        first_inside = bisect.bisect_right(self._times, day_start_ms)
+        day_curve = [self._equity[start], *self._equity[first_inside : end + 1]]
+        return DayDrawdown(
+            equity_usd=self._equity[end],
+            peak_equity_usd=self._peaks[end],
+            drawdown_pct=self._drawdowns[end],
+            max_intraday_drawdown_pct=max_drawdown(day_curve),
+        )
 
 
 class EquitySampler:

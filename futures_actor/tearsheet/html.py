@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from futures_actor.core.drawdown import drawdown_series
 from futures_actor.core.summary import GroupStats, RunSummary
 from futures_actor.tearsheet.load import RunData
 from futures_actor.tearsheet.metrics import DAYS_PER_YEAR, Metrics, monthly_returns, parse_iso_ms
@@ -288,20 +289,14 @@ _JS = """
 
 
 def _equity_json(data: RunData) -> str:
-    rows = data.equity_rows
-    if rows:
-        payload = {
-            "t": [r.time_ms for r in rows],
-            "e": [round(r.equity_usd, 2) for r in rows],
-            "d": [round(r.drawdown_pct, 6) for r in rows],
-        }
-    else:
-        peak = 0.0
-        dd = []
-        for _t, e in data.equity:
-            peak = max(peak, e)
-            dd.append(round((peak - e) / peak, 6) if peak > 0 else 0.0)
-        payload = {"t": [t for t, _ in data.equity], "e": [round(e, 2) for _, e in data.equity], "d": dd}
+    """The charts' data: the equity curve and its drawdown, computed as the Max drawdown card's
+    (`core.drawdown` on the same points)."""
+    equity = [e for _, e in data.equity]
+    payload = {
+        "t": [t for t, _ in data.equity],
+        "e": [round(e, 2) for e in equity],
+        "d": [round(d, 6) for d in drawdown_series(equity)],
+    }
     # `</` inside a script element would end it: escape the slash (still valid JSON).
     return json.dumps(payload, separators=(",", ":")).replace("</", "<\\/")
 
@@ -356,9 +351,8 @@ def render_html(
     )
     parts: list[str] = []
     parts.append(f"<h1>{_e(title)}</h1>")
-    modes = sorted({str(r.get("mode")) for r in data.records if r.get("mode")})
     parts.append(
-        f'<p class="sub">log directory {_e(data.log_dir)} · mode {_e(", ".join(modes) or "n/a")} · '
+        f'<p class="sub">log directory {_e(data.log_dir)} · mode {_e(data.run_mode or "n/a")} · '
         f"equity: {_e(data.equity_source)} · generated {_e(generated_at)} by futures-actor {_e(version)}</p>"
     )
     if data.problems:

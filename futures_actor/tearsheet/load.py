@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from futures_actor.core.summary import is_filled
+from futures_actor.core.summary import REPLAY_MODE, is_filled
 from futures_actor.logs import stream_files
 from futures_actor.tearsheet.equity import EQUITY_CSV, EquityCsvError, read_equity_csv
 from futures_actor.tearsheet.metrics import parse_iso_ms
@@ -83,6 +83,9 @@ class RunData(msgspec.Struct, kw_only=True):
     ineligible: dict[str, int]
     daily_reports: list[str]
     summary: dict[str, Any] | None
+    # The run's mode: REPLAY for a replay (summary.json or the events say so), else PAPER_LIVE / LIVE
+    # from the events or, failing those, the trade records; "" when nothing tells.
+    run_mode: str = ""
     problems: list[str]
     trade_files: list[str]
     event_files: list[str]
@@ -188,6 +191,8 @@ class _EventScan(msgspec.Struct, kw_only=True):
     ineligible: Counter[str]
     first_ms: int | None = None
     last_ms: int | None = None
+    # The run's mode from its events: REPLAY when `replay_starting` was logged, else `system_started`'s.
+    modes: set[str] = msgspec.field(default_factory=set)
 
 
 def _scan_events(files: list[Path], problems: list[str]) -> _EventScan:
@@ -256,6 +261,12 @@ def _label(
 ) -> str | None:
     name = ev.get("event")
     match name:
+        case "replay_starting":
+            scan.modes.add(REPLAY_MODE)
+            return None
+        case "system_started" if isinstance(ev.get("mode"), str):
+            scan.modes.add(str(ev["mode"]))
+            return None
         case "risk_rejected":
             code = str(ev.get("code", "?"))
             scan.rejections[code] += 1
@@ -324,6 +335,14 @@ def _idle_periods(
     return out
 
 
+def _run_mode(summary: dict[str, Any] | None, scan: _EventScan, records: list[dict[str, Any]]) -> str:
+    said = (summary or {}).get("mode")
+    if said == REPLAY_MODE or REPLAY_MODE in scan.modes:
+        return REPLAY_MODE
+    modes = scan.modes or {str(r["mode"]) for r in records if isinstance(r.get("mode"), str)}
+    return ", ".join(sorted(modes))
+
+
 def load_run(log_dir: Path, *, trade_log_file: str, event_log_file: str, idle_min_ms: int) -> RunData:
     """Everything the report shows, from `log_dir`; see the module docstring. Never raises on bad data."""
     problems: list[str] = []
@@ -361,6 +380,7 @@ def load_run(log_dir: Path, *, trade_log_file: str, event_log_file: str, idle_mi
     idle = _idle_periods(records, span, scan, idle_min_ms) if span is not None else []
     daily = sorted(p.name for p in log_dir.glob(_DAILY_REPORT_GLOB) if p.is_file())
     return RunData(
+        run_mode=_run_mode(summary, scan, records),
         log_dir=str(log_dir),
         records=records,
         equity=equity,

@@ -12,7 +12,8 @@ rebuilt from the closed trades, see `tearsheet.load`):
   undefined with fewer than 2 daily returns or a zero deviation;
 - Sortino = mean(r_d) / downside deviation × √365, downside deviation = √(Σ min(r_d, 0)² / n) over all
   n daily returns (target 0); undefined when no day lost;
-- max drawdown = max over samples of (peak so far − E) / peak so far (a fraction);
+- max drawdown = max over samples of (peak so far − E) / peak so far (a fraction; `core.drawdown`, the
+  computation behind equity.csv's column, the summary and the daily reports);
 - Calmar = CAGR / max drawdown; undefined when max drawdown is 0 or CAGR is undefined.
 
 Trade metrics use the trades (records whose entry filled; see `core.summary`):
@@ -40,6 +41,7 @@ from typing import Any
 
 import msgspec
 
+from futures_actor.core.drawdown import max_drawdown as curve_max_drawdown
 from futures_actor.core.summary import is_filled
 
 __all__ = [
@@ -172,15 +174,10 @@ def sortino(returns: Sequence[float]) -> float | None:
 
 
 def max_drawdown(points: Sequence[tuple[int, float]]) -> float | None:
+    """`core.drawdown.max_drawdown` of the curve (the one definition); None for an empty curve."""
     if not points:
         return None
-    peak = 0.0
-    worst = 0.0
-    for _t, e in points:
-        peak = max(peak, e)
-        if peak > 0:
-            worst = max(worst, (peak - e) / peak)
-    return worst
+    return curve_max_drawdown(e for _t, e in points)
 
 
 def calmar(cagr_value: float | None, max_dd: float | None) -> float | None:
