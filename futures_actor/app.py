@@ -1308,7 +1308,8 @@ class ReplayEquity:
     amount × (price − entry price), where price is the close of the symbol's latest 5m candle closed by t
     (before its first close: the open of the first candle). Read through the paper exchange's public
     `engine` (its account's wallet and positions), without advancing it; the candles come from the
-    replay feed's `on_path` (`on_candle`). Without a paper exchange (not yet built) there is no equity.
+    replay feed's `on_path` (`on_candle`). Without a paper exchange (not yet built) there is no equity;
+    a position of a symbol without a candle yet (never in a replay) counts at its entry price.
     """
 
     def __init__(self, paper: PaperExchange | None = None) -> None:

@@ -780,7 +780,10 @@ def _without_refused(raw: dict[str, Any]) -> tuple[dict[str, Any], list[ConfigEr
             head = text[: match.start()] if match else text
             parts = _PATH_PART.findall(_dotted(match.group("path"))) if match else []
             original = _original_path(parts, indices, work)
-            errors.append(_translate(f"{head} - at `$.{original}`" if original else head, raw))
+            error = _translate(f"{head} - at `$.{original}`" if original else head, raw)
+            if errors and str(errors[-1]) == str(error):
+                break  # could not be taken out (never expected): report it once, not again and again
+            errors.append(error)
             if m := _UNKNOWN_FIELD.match(head):
                 parts.append(m.group("field"))
             if not parts:
