@@ -10,7 +10,10 @@ Public API (what the client, execution and paper engineers call):
     info, specs = load_exchange_info(path_or_dict, symbols=["BTCUSDT"])   # HYPEUSDT synthesized from INJUSDT
     ex = SimExchange(exchange_info=info, specs=specs, execution=BotConfig().execution,
                      api_key="k", api_secret="s", start_ms=T0, base_interval="5m",
-                     engine_state=None)                                   # or bytes from ex.to_state()
+                     engine_state=None,                                   # or bytes from ex.to_state()
+                     feed=None)        # MarketFeed(): recorded candles traded while they form (intra-candle
+                                       # kline frames every 250 ms, mark 3 s / 1 s, book tickers); None:
+                                       # one closed frame per candle (fast under a mock clock)
     # market data
     ex.load_candles("BTCUSDT", candles)       # recorded base-interval Candles, replayed by the clock
     ex.load_funding("BTCUSDT", [(t_ms, Decimal(rate)), ...]);  ex.set_funding_rate(sym, Decimal("-0.001"))
@@ -42,7 +45,8 @@ Public API (what the client, execution and paper engineers call):
     ex.user_events (every user-data payload pushed, in order), ex.engine (orders, algos, account)
 
 REST endpoints: time, ping, exchangeInfo, klines (any interval that is a multiple of the base one,
-aggregated without look-ahead), ticker/24hr, ticker/bookTicker, premiumIndex, v2 ticker/price, depth
+aggregated without look-ahead; the last row is the forming candle (with a feed, or after set_price); quote volume, trades and taker-buy
+volumes derived from the candle where the recording lacks them, see `feed`), ticker/24hr, ticker/bookTicker, premiumIndex, v2 ticker/price, depth
 (synthetic levels a tick apart), fundingRate, fundingInfo; listenKey POST/PUT/DELETE (API key only);
 SIGNED: order POST (newOrderRespType ACK answers NEW, RESULT the final state) / GET / DELETE / PUT
 (modify a resting LIMIT: same orderId, AMENDMENT event), openOrder, openOrders, allOrders, batchOrders
@@ -72,6 +76,7 @@ from futures_actor.binance.sim.exchange import (
     read_funding_csv,
 )
 from futures_actor.binance.sim.faults import Faults
+from futures_actor.binance.sim.feed import CandlePath, MarketFeed, candle_stats
 from futures_actor.binance.sim.matching import (
     AccountEvent,
     AlgoEvent,
@@ -91,8 +96,10 @@ __all__ = [
     "Account",
     "AccountEvent",
     "AlgoEvent",
+    "CandlePath",
     "EngineEvent",
     "Faults",
+    "MarketFeed",
     "MatchingEngine",
     "NewAlgoOrder",
     "NewOrder",
@@ -107,6 +114,7 @@ __all__ = [
     "SimRequest",
     "SimResponse",
     "SymbolSpec",
+    "candle_stats",
     "load_exchange_info",
     "memory_connector",
     "mock_transport",

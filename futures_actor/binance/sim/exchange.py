@@ -6,6 +6,14 @@ cycle and the fan-out of market and user-data events to WebSocket subscribers. M
 account live in the pure `matching` / `account` modules; transports (httpx.MockTransport, in-memory
 WebSockets, the loopback HTTP/WS server) live in `server`. Everything is driven by the exchange
 clock (`advance_to`, `step`), which only moves when told to, so tests are deterministic.
+
+Recorded candles are replayed in one of two ways. Without a `feed` (the default, fast under a mock clock
+over days of candles) a candle happens at its close: matched along its path, one closed kline frame
+(`x: true`), one mark price and one book ticker. With a `feed` (`feed.MarketFeed`, what the
+`sim-exchange` tool runs) the candle is traded along its path while it forms: the engine moves every
+`feed.grid_ms`, kline frames of the forming candle (`x: false`) go out every `kline_ms` for every
+subscribed interval, mark prices every `mark_ms` / `mark_fast_ms`, book tickers every `book_ms`, and
+REST `klines` ends with the forming candle, as on Binance (policy of the path: `feed`).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import contextlib
 import functools
 import hashlib
 import hmac
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -31,6 +39,7 @@ from futures_actor.binance.sim.faults import (
     WS_SERVER_PING_S,
     Faults,
 )
+from futures_actor.binance.sim.feed import DEFAULT_FEED, CandlePath, CandleStats, MarketFeed, candle_stats
 from futures_actor.binance.sim.limits import VenueLimits
 from futures_actor.binance.sim.matching import (
     ALGO_TYPES,
@@ -175,6 +184,13 @@ class _Market:
         self.funding_paid: list[tuple[int, Decimal, Decimal]] = []  # (time, rate, mark) as applied
         self.rate = DEFAULT_FUNDING_RATE
         self.volume_24h = 0.0
+        # Intra-candle replay (with a feed): the recorded candle being traded, how far (ms after its
+        # open), the base volume already added to the engine, the last exchange time played.
+        self.path: CandlePath | None = None
+        self.played = -1
+        self.volume_added = ZERO
+        self.cursor = -1
+        self.forming_stats: CandleStats | None = None
 
 
 class SimExchange:
@@ -193,6 +209,7 @@ class SimExchange:
         initial_balance: Decimal | None = None,
         engine_state: bytes | None = None,
         enforce_rate_limits: bool = True,
+        feed: MarketFeed | None = None,
     ) -> None:
         if base_interval not in INTERVAL_MS:
             raise ValueError(f"base_interval {base_interval!r}: expected one of {list(INTERVAL_MS)}")
@@ -201,6 +218,7 @@ class SimExchange:
         self._api_secret = api_secret.encode()
         self._interval = base_interval
         self._interval_ms = INTERVAL_MS[base_interval]
+        self.feed = feed
         if engine_state is not None:
             self.engine = MatchingEngine.from_state(engine_state, execution=execution, symbols=specs)
         else:
@@ -242,6 +260,7 @@ class SimExchange:
         m.recorded = sorted(candles, key=lambda c: c.open_time_ms)
         m.next_idx = bisect_right([c.open_time_ms + self._interval_ms - 1 for c in m.recorded], self.now_ms)
         m.history = m.recorded[: m.next_idx]
+        m.path, m.played, m.volume_added, m.cursor = None, -1, ZERO, self.now_ms - 1
         if m.history:
             self.engine.on_price(symbol, Decimal(repr(m.history[-1].close)))
 
@@ -331,9 +350,14 @@ class SimExchange:
             if m.next_idx < len(m.recorded):
                 c = m.recorded[m.next_idx]
                 t = c.open_time_ms + self._interval_ms - 1
-                if t <= target and (t, 0) < best[:2]:
+                if self.feed is not None:
+                    g = self.feed.grid_ms
+                    t = min(t, max(c.open_time_ms, (m.cursor // g + 1) * g))
+                    if t <= target and (t, 0) < best[:2]:
+                        best = (t, 0, functools.partial(self._play, m, t))
+                elif t <= target and (t, 0) < best[:2]:
                     best = (t, 0, functools.partial(self._replay_next, m))
-            if m.forming is not None:
+            if m.forming is not None and m.path is None:
                 t = m.forming.open_time_ms + self._interval_ms - 1
                 if t <= target and (t, 1) < best[:2]:
                     best = (t, 1, functools.partial(self._close_forming, m))
@@ -352,6 +376,48 @@ class SimExchange:
         c = m.recorded[m.next_idx]
         m.next_idx += 1
         self.push_candle(m.symbol, c)
+
+    def _play(self, m: _Market, t: int) -> None:
+        """Trade the recorded candle being formed up to exchange time `t` and publish what is due."""
+        assert self.feed is not None
+        feed = self.feed
+        c = m.recorded[m.next_idx]
+        sym = m.symbol
+        if m.path is None or m.path.candle is not c:
+            rules = self.engine.spec(sym).rules
+            m.path = CandlePath(
+                c, interval_ms=self._interval_ms, feed=feed, tick=rules.tick_size, lot=rules.step_size
+            )
+            m.played, m.volume_added = -1, ZERO
+        path = m.path
+        off = min(t - c.open_time_ms, path.duration)
+        volume = path.volume_at(off)
+        if volume > m.volume_added:  # traded from the step's start: the cap of every order open then
+            self.engine.add_volume(sym, volume - m.volume_added)
+            m.volume_added = volume
+        if m.played < 0:  # the jump from the previous price to the open is a gap
+            self._publish(self.engine.move(sym, path.price_at(0), continuous=False))
+            m.played = 0
+        for corner in path.corners_between(m.played, off):
+            self._publish(self.engine.move(sym, corner, continuous=True))
+        if off > m.played:
+            self._publish(self.engine.move(sym, path.price_at(off), continuous=True))
+        m.played, m.cursor = off, t
+        if off >= path.duration:
+            m.next_idx += 1
+            m.path, m.forming, m.forming_stats = None, None, None
+            m.history.append(c)  # the closed frame; mark and book keep their own grid
+            self._push_market(sym, kline=(c, True), mark=False, mark_fast=False, book=False)
+            return
+        state = path.state_at(off)
+        m.forming, m.forming_stats = state.candle, state.stats
+        self._push_market(
+            sym,
+            kline=(state.candle, False) if t % feed.kline_ms == 0 else None,
+            mark=t % feed.mark_ms == 0,
+            mark_fast=t % feed.mark_fast_ms == 0,
+            book=t % feed.book_ms == 0,
+        )
 
     def _close_forming(self, m: _Market) -> None:
         assert m.forming is not None
@@ -786,23 +852,24 @@ class SimExchange:
             if end is not None and t > end:
                 break
             buckets.setdefault(t, []).append(c)
+        m = self.markets[sym]
         rows = []
         for t in sorted(buckets):
             cs = buckets[t]
-            v = sum(c.volume for c in cs)
+            agg, stats = _sum_candles(t, cs, [self._stats(m, c) for c in cs])
             rows.append(
                 [
                     t,
-                    repr(cs[0].open),
-                    repr(max(c.high for c in cs)),
-                    repr(min(c.low for c in cs)),
-                    repr(cs[-1].close),
-                    repr(v),
+                    repr(agg.open),
+                    repr(agg.high),
+                    repr(agg.low),
+                    repr(agg.close),
+                    repr(agg.volume),
                     t + step - 1,
-                    repr(sum(c.quote_volume for c in cs)),
-                    sum(c.trades for c in cs),
-                    "0",
-                    "0",
+                    repr(stats.quote_volume),
+                    stats.trades,
+                    repr(stats.taker_buy_volume),
+                    repr(stats.taker_buy_quote_volume),
                     "0",
                 ]
             )
@@ -1601,92 +1668,94 @@ class SimExchange:
             if sub.route == route and stream in sub.streams:
                 sub.push(stream, payload)
 
-    def _push_market(self, symbol: str, *, kline: tuple[Candle, bool] | None = None) -> None:
+    def _push_market(
+        self,
+        symbol: str,
+        *,
+        kline: tuple[Candle, bool] | None = None,
+        mark: bool = True,
+        mark_fast: bool = True,
+        book: bool = True,
+    ) -> None:
+        """Publish `symbol`'s market streams now: the kline `(candle, closed)` of the base interval and
+        of every larger interval it belongs to (only the streams somebody subscribed to), the mark
+        price (`@markPrice`, `@markPrice@1s`) and the book ticker, each when asked."""
         low = symbol.lower()
         now = self.now_ms
         last = self.engine.last_price(symbol)
         if last is None:
             return
         if kline is not None:
+            wanted = self._market_streams()
             c, closed = kline
             for name, step in INTERVAL_MS.items():
-                if step % self._interval_ms:
+                stream = f"{low}@kline_{name}"
+                if step % self._interval_ms or stream not in wanted:
                     continue
-                if step == self._interval_ms:
-                    agg = c
-                else:
-                    t0 = c.open_time_ms // step * step
-                    cs = [x for x in self._closed_and_forming(symbol) if x.open_time_ms >= t0]
-                    if not cs:
-                        continue
-                    agg = Candle(
-                        open_time_ms=t0,
-                        open=cs[0].open,
-                        high=max(x.high for x in cs),
-                        low=min(x.low for x in cs),
-                        close=cs[-1].close,
-                        volume=sum(x.volume for x in cs),
-                    )
+                agg, stats = self._aggregate(symbol, c, step)
                 is_closed = closed and (c.open_time_ms + self._interval_ms) % step == 0
                 self._emit_market(
-                    "market",
-                    f"{low}@kline_{name}",
-                    {
-                        "e": "kline",
-                        "E": now,
-                        "s": symbol,
-                        "k": {
-                            "t": agg.open_time_ms,
-                            "T": agg.open_time_ms + step - 1,
-                            "s": symbol,
-                            "i": name,
-                            "f": 0,
-                            "L": 0,
-                            "o": repr(agg.open),
-                            "c": repr(agg.close),
-                            "h": repr(agg.high),
-                            "l": repr(agg.low),
-                            "v": repr(agg.volume),
-                            "n": agg.trades,
-                            "x": is_closed,
-                            "q": repr(agg.quote_volume),
-                            "V": "0",
-                            "Q": "0",
-                            "B": "0",
-                        },
-                    },
+                    "market", stream, _kline_payload(symbol, name, step, agg, stats, now, is_closed)
                 )
-        mark = self.engine.mark_price(symbol) or last
-        nxt = self._next_funding[symbol]
-        mark_payload = {
-            "e": "markPriceUpdate",
-            "E": now,
-            "s": symbol,
-            "p": _s(mark),
-            "ap": _s(mark),
-            "i": _s(mark),
-            "P": _s(mark),
-            "r": _s(self._funding_rate_at(symbol, nxt)),
-            "T": nxt,
-        }
-        self._emit_market("market", f"{low}@markPrice", mark_payload)
-        self._emit_market("market", f"{low}@markPrice@1s", mark_payload)
-        bid, ask = self._book(symbol)
-        self._emit_market(
-            "public",
-            f"{low}@bookTicker",
-            {
-                "e": "bookTicker",
-                "u": now,
+        if mark or mark_fast:
+            mark_price = self.engine.mark_price(symbol) or last
+            nxt = self._next_funding[symbol]
+            mark_payload = {
+                "e": "markPriceUpdate",
                 "E": now,
-                "T": now,
                 "s": symbol,
-                "b": _s(bid),
-                "B": _s(BOOK_QTY),
-                "a": _s(ask),
-                "A": _s(BOOK_QTY),
-            },
-        )
+                "p": _s(mark_price),
+                "ap": _s(mark_price),
+                "i": _s(mark_price),
+                "P": _s(mark_price),
+                "r": _s(self._funding_rate_at(symbol, nxt)),
+                "T": nxt,
+            }
+            if mark:
+                self._emit_market("market", f"{low}@markPrice", mark_payload)
+            if mark_fast:
+                self._emit_market("market", f"{low}@markPrice@1s", mark_payload)
+        if book:
+            bid, ask = self._book(symbol)
+            self._emit_market(
+                "public",
+                f"{low}@bookTicker",
+                {
+                    "e": "bookTicker",
+                    "u": now,
+                    "E": now,
+                    "T": now,
+                    "s": symbol,
+                    "b": _s(bid),
+                    "B": _s(BOOK_QTY),
+                    "a": _s(ask),
+                    "A": _s(BOOK_QTY),
+                },
+            )
+
+    def _market_streams(self) -> set[str]:
+        """Every stream name some market WebSocket subscribed to."""
+        out: set[str] = set()
+        for sub in self.subscribers:
+            if sub.route == "market":
+                out |= sub.streams
+        return out
+
+    def _stats(self, m: _Market, c: Candle) -> CandleStats:
+        """The volumes of base candle `c` of `m`: the running ones of the forming candle, else derived."""
+        if c is m.forming and m.forming_stats is not None:
+            return m.forming_stats
+        return candle_stats(c, self.feed or DEFAULT_FEED)
+
+    def _aggregate(self, symbol: str, c: Candle, step: int) -> tuple[Candle, CandleStats]:
+        """The `step` candle that base candle `c` (the newest, closed or forming) belongs to."""
+        m = self._market(symbol)
+        if step == self._interval_ms:
+            return c, self._stats(m, c)
+        t0 = c.open_time_ms // step * step
+        begin = bisect_left(m.history, t0, key=lambda x: x.open_time_ms)
+        cs = [x for x in m.history[begin:] if x.open_time_ms < c.open_time_ms] + [c]
+        return _sum_candles(t0, cs, [self._stats(m, x) for x in cs])
 
     def _publish(self, events: list[EngineEvent]) -> None:
         for ev in events:
@@ -1746,6 +1815,57 @@ class SimExchange:
         if ev.funding_symbol:
             a["S"] = ev.funding_symbol
         return {"e": "ACCOUNT_UPDATE", "E": ev.time, "T": ev.time, "a": a}
+
+
+def _sum_candles(t0: int, cs: list[Candle], stats: list[CandleStats]) -> tuple[Candle, CandleStats]:
+    """Base candles `cs` (in order) as one candle opening at `t0`, and their summed volumes."""
+    agg = Candle(
+        open_time_ms=t0,
+        open=cs[0].open,
+        high=max(x.high for x in cs),
+        low=min(x.low for x in cs),
+        close=cs[-1].close,
+        volume=sum(x.volume for x in cs),
+        quote_volume=sum(s.quote_volume for s in stats),
+        trades=sum(s.trades for s in stats),
+    )
+    total = CandleStats(
+        quote_volume=agg.quote_volume,
+        trades=agg.trades,
+        taker_buy_volume=sum(s.taker_buy_volume for s in stats),
+        taker_buy_quote_volume=sum(s.taker_buy_quote_volume for s in stats),
+    )
+    return agg, total
+
+
+def _kline_payload(
+    symbol: str, name: str, step: int, c: Candle, stats: CandleStats, now: int, closed: bool
+) -> dict[str, Any]:
+    """A `<symbol>@kline_<name>` event as Binance sends it."""
+    return {
+        "e": "kline",
+        "E": now,
+        "s": symbol,
+        "k": {
+            "t": c.open_time_ms,
+            "T": c.open_time_ms + step - 1,
+            "s": symbol,
+            "i": name,
+            "f": 0,
+            "L": 0,
+            "o": repr(c.open),
+            "c": repr(c.close),
+            "h": repr(c.high),
+            "l": repr(c.low),
+            "v": repr(c.volume),
+            "n": stats.trades,
+            "x": closed,
+            "q": repr(stats.quote_volume),
+            "V": repr(stats.taker_buy_volume),
+            "Q": repr(stats.taker_buy_quote_volume),
+            "B": "0",
+        },
+    }
 
 
 def _param_text(value: Any) -> str:
