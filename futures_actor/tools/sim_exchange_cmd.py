@@ -2,10 +2,23 @@
 
 REST (HTTP/1.1) on `--port`, WebSockets on `--ws-port` (default port + 1). The exchange clock starts
 at `--start-ms` (default: the first recorded candle) and runs at `--speed` × real time, replaying the
-recorded `<SYMBOL>-<interval>.csv.gz` klines of `--klines DIR`. With `--wall-clock` the exchange clock
-is the wall clock and the recording is shifted so that its last candle closes now: a LIVE bot signs
-and checks staleness against the same clock and trades against it in real time. The API key and secret
-are read from the environment variables the bot reads (config `exchange.api_key_env` / `api_secret_env`).
+recorded `<SYMBOL>-<interval>.csv.gz` klines of `--klines DIR`. The API key and secret are read from
+the environment variables the bot reads (config `exchange.api_key_env` / `api_secret_env`).
+
+Wall-clock mode (`--wall-clock`, for a LIVE bot, which signs and checks staleness against the wall
+clock): the exchange clock is the wall clock and the recording is shifted in time. By default it is
+shifted so that its last candle closes now (everything is history; no new candle comes). With
+`--now-at MS` (a recorded instant, epoch ms or ISO 8601 UTC) it is shifted so that this instant is now:
+what was recorded before it is served as the past, the rest plays in real time at speed 1. The shift is
+a whole number of `--align` (default 1h, the bot's trend timeframe), so recorded hours stay whole hours
+on Binance's grid; the instant that is now is thus within half an `--align` of `--now-at`, and the
+tool prints the shift and the recorded instant that is now.
+
+Market data while a candle forms (default; `--no-intra-candle` turns it off): kline frames of the
+forming candle every `--kline-ms` (250), `@markPrice` every `--mark-ms` (3000), `@markPrice@1s` every
+`--mark-fast-ms` (1000), `@bookTicker` every `--book-ms` (250), as Binance sends them; see
+`binance/sim/feed.py` for the price path and the derived volumes. The cadences are exchange-clock
+milliseconds: at `--speed 100` a 5m candle's 1,200 frames come in 3 s.
 
 `--exchange-info` defaults to the recording bundled in `data/sample/`. Binance's WebSocket pings (3 min)
 and 24 h cut are on. `http://127.0.0.1:PORT/admin/...` arms faults and shows the request log
@@ -20,17 +33,25 @@ import errno
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
 import trio
 
-from futures_actor.binance.sim import SimExchange, load_exchange_info, read_funding_csv, serve_http, serve_ws
+from futures_actor.binance.sim import (
+    MarketFeed,
+    SimExchange,
+    load_exchange_info,
+    read_funding_csv,
+    serve_http,
+    serve_ws,
+)
 from futures_actor.core.config import BotConfig
-from futures_actor.core.types import Candle
+from futures_actor.core.types import INTERVAL_MS, Candle
 from futures_actor.data.klines_csv import KlinesFileError, read_klines_candles
 
-__all__ = ["run_sim_exchange"]
+__all__ = ["parse_instant_ms", "run_sim_exchange", "wall_clock_shift"]
 
 _TICK_SECONDS = 0.25
 DEFAULT_EXCHANGE_INFO = Path("data") / "sample" / "exchangeInfo_mainnet_2024-10-02.json"
@@ -56,6 +77,32 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exchange clock = wall clock; the recording is shifted to end now (for a LIVE bot)",
     )
+    p.add_argument(
+        "--now-at",
+        type=parse_instant_ms,
+        default=None,
+        metavar="INSTANT",
+        help="with --wall-clock: shift the recording so that this recorded instant (epoch ms or ISO 8601 "
+        "UTC) is now; the rest plays in real time",
+    )
+    p.add_argument(
+        "--align",
+        default="1h",
+        choices=[name for name, ms in INTERVAL_MS.items() if ms >= INTERVAL_MS["1m"]],
+        help="--now-at shifts by a whole number of this interval (default 1h: recorded hours stay whole)",
+    )
+    feed = MarketFeed()
+    p.add_argument(
+        "--no-intra-candle",
+        action="store_true",
+        help="one closed kline frame per candle instead of Binance's stream while it forms",
+    )
+    p.add_argument("--kline-ms", type=int, default=feed.kline_ms, help="kline frames (default: %(default)s)")
+    p.add_argument("--mark-ms", type=int, default=feed.mark_ms, help="@markPrice (default: %(default)s)")
+    p.add_argument(
+        "--mark-fast-ms", type=int, default=feed.mark_fast_ms, help="@markPrice@1s (default: %(default)s)"
+    )
+    p.add_argument("--book-ms", type=int, default=feed.book_ms, help="@bookTicker (default: %(default)s)")
     p.add_argument("--limit", type=int, default=None, help="read only the first N candles per file")
     return p
 
@@ -86,16 +133,32 @@ def run_sim_exchange(argv: list[str]) -> int:
     first = min(c[0].open_time_ms for c in candles.values() if c)
     start = args.start_ms if args.start_ms is not None else first
     shift = 0
-    if args.wall_clock:
-        now = int(time.time() * 1000)
-        step = candles_step(candles)
-        last_close = max(c[-1].open_time_ms for c in candles.values() if c) + step
-        shift = (now // step * step) - last_close
-        candles = {
-            sym: [msgspec.structs.replace(c, open_time_ms=c.open_time_ms + shift) for c in cs]
-            for sym, cs in candles.items()
-        }
-        start = now
+    if args.now_at is not None and not args.wall_clock:
+        print("sim-exchange: --now-at needs --wall-clock", file=sys.stderr)
+        return 2
+    try:
+        feed = None if args.no_intra_candle else _feed(args)
+        if args.wall_clock:
+            now = int(time.time() * 1000)
+            step = candles_step(candles)
+            if args.now_at is None:
+                last_close = max(c[-1].open_time_ms for c in candles.values() if c) + step
+                shift = (now // step * step) - last_close
+            else:
+                shift = wall_clock_shift(now_ms=now, now_at_ms=args.now_at, align_ms=INTERVAL_MS[args.align])
+            candles = {
+                sym: [msgspec.structs.replace(c, open_time_ms=c.open_time_ms + shift) for c in cs]
+                for sym, cs in candles.items()
+            }
+            start = now
+            print(
+                f"sim-exchange: wall clock; recording shifted by {shift} ms: recorded instant {now - shift} "
+                f"({_iso(now - shift)}) is now",
+                flush=True,
+            )
+    except ValueError as bad:
+        print(f"sim-exchange: {bad}", file=sys.stderr)
+        return 2
     ex = SimExchange(
         exchange_info=info,
         specs=specs,
@@ -104,6 +167,7 @@ def run_sim_exchange(argv: list[str]) -> int:
         api_secret=secret,
         start_ms=start,
         base_interval=args.interval,
+        feed=feed,
     )
     for sym, cs in candles.items():
         ex.load_candles(sym, cs)
@@ -116,22 +180,55 @@ def run_sim_exchange(argv: list[str]) -> int:
     ws_port = args.ws_port if args.ws_port is not None else args.port + 1
     speed = 1.0 if args.wall_clock else args.speed
     try:
-        trio.run(_serve, ex, args.port, ws_port, speed)
+        trio.run(_serve, ex, args.port, ws_port, speed, args.wall_clock)
     except (OSError, BaseExceptionGroup) as raised:
-        exc: BaseException = raised
-        while isinstance(exc, BaseExceptionGroup):
-            exc = exc.exceptions[0]
-        if not isinstance(exc, OSError):
+        leaf: BaseException = raised
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        if not isinstance(leaf, OSError):
             raise
-        if exc.errno == errno.EADDRINUSE:
+        if leaf.errno == errno.EADDRINUSE:
             print(
                 f"sim-exchange: port {args.port} or {ws_port} is already in use; pick another --port",
                 file=sys.stderr,
             )
         else:
-            print(f"sim-exchange: cannot serve on 127.0.0.1: {exc}", file=sys.stderr)
+            print(f"sim-exchange: cannot serve on 127.0.0.1: {leaf}", file=sys.stderr)
         return 2
     return 0
+
+
+def _feed(args: argparse.Namespace) -> MarketFeed:
+    return MarketFeed(
+        kline_ms=args.kline_ms, mark_ms=args.mark_ms, mark_fast_ms=args.mark_fast_ms, book_ms=args.book_ms
+    )
+
+
+def parse_instant_ms(text: str) -> int:
+    """`--now-at`: epoch milliseconds, or an ISO 8601 time (UTC unless it names its offset)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--now-at {text!r}: expected epoch milliseconds or an ISO 8601 time such as 2025-01-20T14:05:00Z"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
+
+def wall_clock_shift(*, now_ms: int, now_at_ms: int, align_ms: int) -> int:
+    """The shift (ms, added to recorded times) that makes recorded `now_at_ms` now, rounded to the nearest
+    whole `align_ms` so that shifted candles keep Binance's grid (a 1h candle opens on the hour)."""
+    if align_ms <= 0:
+        raise ValueError(f"align_ms={align_ms}: expected a positive interval")
+    return round((now_ms - now_at_ms) / align_ms) * align_ms
 
 
 def candles_step(candles: dict[str, list[Candle]]) -> int:
@@ -142,7 +239,7 @@ def candles_step(candles: dict[str, list[Candle]]) -> int:
     raise ValueError("sim-exchange: --wall-clock needs at least two candles in a file")
 
 
-async def _serve(ex: SimExchange, port: int, ws_port: int, speed: float) -> None:
+async def _serve(ex: SimExchange, port: int, ws_port: int, speed: float, wall_clock: bool) -> None:
     async with trio.open_nursery() as nursery:
         http_port = await nursery.start(
             lambda task_status: serve_http(ex, port=port, task_status=task_status)
@@ -152,4 +249,8 @@ async def _serve(ex: SimExchange, port: int, ws_port: int, speed: float) -> None
         t0, ms0 = trio.current_time(), ex.now_ms
         while True:
             await trio.sleep(_TICK_SECONDS)
-            ex.advance_to(max(ex.now_ms, ms0 + int((trio.current_time() - t0) * 1000 * speed)))
+            if wall_clock:  # the wall clock itself: the bot signs and checks staleness against it
+                target = int(time.time() * 1000)
+            else:
+                target = ms0 + int((trio.current_time() - t0) * 1000 * speed)
+            ex.advance_to(max(ex.now_ms, target))

@@ -10,19 +10,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from futures_actor.core.config import default_config
 
-from .simhost import API_KEY, API_SECRET, SimHost
+from .simhost import API_KEY, API_SECRET
 
-__all__ = ["REPO", "BotProcess", "live_config"]
+__all__ = ["REPO", "BotProcess", "Endpoints", "live_config"]
 
 REPO = Path(__file__).resolve().parents[2]
 _POLL_S = 0.1
 
 
-def live_config(host: SimHost, symbols: list[str], **sections: dict[str, Any]) -> dict[str, Any]:
+class Endpoints(Protocol):
+    """Where the fake exchange listens (a `SimHost`, or a `sim-exchange` process)."""
+
+    @property
+    def rest_url(self) -> str: ...
+
+    @property
+    def ws_url(self) -> str: ...
+
+
+def live_config(host: Endpoints, symbols: list[str], **sections: dict[str, Any]) -> dict[str, Any]:
     """A LIVE config for the fake exchange: whitelisted symbols, fast start-up, port 0, quick retries."""
     cfg: dict[str, Any] = {
         "mode": "LIVE",

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from futures_actor.tools.sim_exchange_cmd import run_sim_exchange
+from futures_actor.tools.sim_exchange_cmd import parse_instant_ms, run_sim_exchange, wall_clock_shift
+
+HOUR_MS = 3_600_000
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {"BINANCE_API_KEY": "tool-key", "BINANCE_API_SECRET": "tool-secret"}
@@ -75,3 +77,33 @@ def test_wall_clock_mode_serves_the_recording_ending_now() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+class TestNowAt:
+    """`--wall-clock --now-at`: a recorded instant becomes now, shifted by whole `--align` intervals."""
+
+    def test_shift_is_whole_hours_nearest_to_the_instant(self) -> None:
+        now = 1_796_298_099_498
+        shift = wall_clock_shift(now_ms=now, now_at_ms=1_737_381_780_000, align_ms=HOUR_MS)
+        assert shift % HOUR_MS == 0
+        assert abs((now - shift) - 1_737_381_780_000) <= HOUR_MS // 2
+
+    def test_instant_as_ms_or_iso(self) -> None:
+        assert parse_instant_ms("1737381780000") == 1_737_381_780_000
+        assert parse_instant_ms("2025-01-20T14:03:00Z") == 1_737_381_780_000
+        assert parse_instant_ms("2025-01-20T14:03:00") == 1_737_381_780_000  # UTC unless told
+
+    def test_bad_instant_is_named(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            run_sim_exchange(["--port", "1", "--klines", "data/sample", "--wall-clock", "--now-at", "soon"])
+        assert "--now-at 'soon'" in capsys.readouterr().err
+
+    def test_now_at_needs_wall_clock(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        for k, v in ENV.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.chdir(REPO)
+        code = run_sim_exchange(["--port", "1", "--klines", "data/sample", "--limit", "20", "--now-at", "1"])
+        assert code == 2
+        assert "--now-at needs --wall-clock" in capsys.readouterr().err

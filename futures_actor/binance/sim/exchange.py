@@ -263,6 +263,12 @@ class SimExchange:
         m.path, m.played, m.volume_added, m.cursor = None, -1, ZERO, self.now_ms - 1
         if m.history:
             self.engine.on_price(symbol, Decimal(repr(m.history[-1].close)))
+        if (
+            self.feed is not None
+            and m.next_idx < len(m.recorded)
+            and m.recorded[m.next_idx].open_time_ms <= self.now_ms
+        ):
+            self._play(m, self.now_ms)  # the candle forming now: traded so far, served as the last REST row
 
     def load_funding(self, symbol: str, rows: list[tuple[int, Decimal]]) -> None:
         """Recorded funding (time ms, rate); funding then happens at exactly these times."""
