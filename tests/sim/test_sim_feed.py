@@ -194,7 +194,7 @@ class TestExchangeFeed:
     def test_cadences_and_order_of_one_candle(self) -> None:
         cs = recorded(15)  # from 2024-12-31 00:00 UTC; candle 12 opens the second hour
         first = cs[0].open_time_ms
-        ex = feed_exchange(cs, start_ms=first + 13 * M5)  # 13 closed candles of history, cs[13] forms
+        ex = feed_exchange(cs, start_ms=first + 13 * M5 - 1000)  # cs[13] opens a second later
         market = Subscriber(route="market", combined=True, streams=set(STREAMS), listen_keys=set())
         book = Subscriber(route="public", combined=True, streams={"btcusdt@bookTicker"}, listen_keys=set())
         ex.subscribe(market)
@@ -228,18 +228,24 @@ class TestExchangeFeed:
         assert float(last["q"]) > 0
         assert last["n"] > 0
         assert 0 < float(last["V"]) < c.volume
-        hour = [d["k"] for d in by_stream["btcusdt@kline_1h"] if d["E"] < c.open_time_ms + M5]
+        hour = [
+            d["k"] for d in by_stream["btcusdt@kline_1h"] if c.open_time_ms <= d["E"] < c.open_time_ms + M5
+        ]
         assert len(hour) == len(k5)
         assert not any(k["x"] for k in hour)  # the hour is not over
         assert hour[-1]["t"] == first + HOUR  # cs[12] and cs[13]
         assert float(hour[-1]["h"]) == max(x.high for x in cs[12:14])
         assert float(hour[-1]["v"]) == pytest.approx(sum(x.volume for x in cs[12:14]))
         assert float(hour[0]["v"]) == cs[12].volume  # cs[13] just opened
-        in_candle = [d for d in by_stream["btcusdt@markPrice"] if d["E"] < c.open_time_ms + M5]
+        in_candle = [
+            d for d in by_stream["btcusdt@markPrice"] if c.open_time_ms <= d["E"] < c.open_time_ms + M5
+        ]
         assert [d["E"] % FEED.mark_ms for d in in_candle] == [0] * (M5 // FEED.mark_ms)
-        fast = [d for d in by_stream["btcusdt@markPrice@1s"] if d["E"] < c.open_time_ms + M5]
+        fast = [
+            d for d in by_stream["btcusdt@markPrice@1s"] if c.open_time_ms <= d["E"] < c.open_time_ms + M5
+        ]
         assert len(fast) == M5 // FEED.mark_fast_ms
-        in_book = [b for b in books if b["data"]["E"] < c.open_time_ms + M5]
+        in_book = [b for b in books if c.open_time_ms <= b["data"]["E"] < c.open_time_ms + M5]
         assert len(in_book) == M5 // FEED.book_ms
         assert all(float(b["data"]["b"]) < float(b["data"]["a"]) for b in in_book)
         assert [f["data"]["E"] for f in frames] == sorted(f["data"]["E"] for f in frames)  # in time order

@@ -45,7 +45,7 @@ Public API (what the client, execution and paper engineers call):
     ex.user_events (every user-data payload pushed, in order), ex.engine (orders, algos, account)
 
 REST endpoints: time, ping, exchangeInfo, klines (any interval that is a multiple of the base one,
-aggregated without look-ahead; the last row is the forming candle (with a feed, or after set_price); quote volume, trades and taker-buy
+aggregated without look-ahead; the last row is the forming candle (with a feed, or after set_price); with a feed, quote volume, trades and taker-buy
 volumes derived from the candle where the recording lacks them, see `feed`), ticker/24hr, ticker/bookTicker, premiumIndex, v2 ticker/price, depth
 (synthetic levels a tick apart), fundingRate, fundingInfo; listenKey POST/PUT/DELETE (API key only);
 SIGNED: order POST (newOrderRespType ACK answers NEW, RESULT the final state) / GET / DELETE / PUT

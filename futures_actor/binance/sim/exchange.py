@@ -12,8 +12,10 @@ over days of candles) a candle happens at its close: matched along its path, one
 (`x: true`), one mark price and one book ticker. With a `feed` (`feed.MarketFeed`, what the
 `sim-exchange` tool runs) the candle is traded along its path while it forms: the engine moves every
 `feed.grid_ms`, kline frames of the forming candle (`x: false`) go out every `kline_ms` for every
-subscribed interval, mark prices every `mark_ms` / `mark_fast_ms`, book tickers every `book_ms`, and
-REST `klines` ends with the forming candle, as on Binance (policy of the path: `feed`).
+subscribed interval, mark prices every `mark_ms` / `mark_fast_ms`, book tickers every `book_ms`, REST
+`klines` ends with the forming candle, as on Binance, and the quote volume, trade count and taker-buy
+volumes a recording lacks are derived from the candle (policy of the path and the volumes: `feed`).
+Without a feed, klines carry the candle's own quote volume and trades and no taker-buy volume.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from futures_actor.binance.sim.faults import (
     WS_SERVER_PING_S,
     Faults,
 )
-from futures_actor.binance.sim.feed import DEFAULT_FEED, CandlePath, CandleStats, MarketFeed, candle_stats
+from futures_actor.binance.sim.feed import CandlePath, CandleStats, MarketFeed, candle_stats
 from futures_actor.binance.sim.limits import VenueLimits
 from futures_actor.binance.sim.matching import (
     ALGO_TYPES,
@@ -874,8 +876,8 @@ class SimExchange:
                     t + step - 1,
                     repr(stats.quote_volume),
                     stats.trades,
-                    repr(stats.taker_buy_volume),
-                    repr(stats.taker_buy_quote_volume),
+                    _num(stats.taker_buy_volume),
+                    _num(stats.taker_buy_quote_volume),
                     "0",
                 ]
             )
@@ -1748,10 +1750,15 @@ class SimExchange:
         return out
 
     def _stats(self, m: _Market, c: Candle) -> CandleStats:
-        """The volumes of base candle `c` of `m`: the running ones of the forming candle, else derived."""
+        """The volumes of base candle `c` of `m`: with a feed, the running ones of the forming candle, else
+        derived where the recording lacks them (`feed.candle_stats`); without one, the candle's own."""
         if c is m.forming and m.forming_stats is not None:
             return m.forming_stats
-        return candle_stats(c, self.feed or DEFAULT_FEED)
+        if self.feed is None:
+            return CandleStats(
+                quote_volume=c.quote_volume, trades=c.trades, taker_buy_volume=0.0, taker_buy_quote_volume=0.0
+            )
+        return candle_stats(c, self.feed)
 
     def _aggregate(self, symbol: str, c: Candle, step: int) -> tuple[Candle, CandleStats]:
         """The `step` candle that base candle `c` (the newest, closed or forming) belongs to."""
@@ -1844,6 +1851,10 @@ def _sum_candles(t0: int, cs: list[Candle], stats: list[CandleStats]) -> tuple[C
     return agg, total
 
 
+def _num(x: float) -> str:
+    return "0" if x == 0 else repr(x)
+
+
 def _kline_payload(
     symbol: str, name: str, step: int, c: Candle, stats: CandleStats, now: int, closed: bool
 ) -> dict[str, Any]:
@@ -1867,8 +1878,8 @@ def _kline_payload(
             "n": stats.trades,
             "x": closed,
             "q": repr(stats.quote_volume),
-            "V": repr(stats.taker_buy_volume),
-            "Q": repr(stats.taker_buy_quote_volume),
+            "V": _num(stats.taker_buy_volume),
+            "Q": _num(stats.taker_buy_quote_volume),
             "B": "0",
         },
     }

@@ -21,7 +21,8 @@ Policy:
   deterministically, from the candle: quote volume = volume × typical price (o + h + l + c) / 4;
   trades = quote volume / `MarketFeed.trade_notional` (at least 1 when anything traded); taker-buy
   share of the volume = 1/2 + `MarketFeed.taker_tilt` × (close − open) / (high − low) (1/2 on a flat
-  candle), so buyers take more on a rising candle. Recorded quote volumes and trade counts win.
+  candle), so buyers take more on a rising candle. Recorded quote volumes and trade counts win. The
+  exchange derives them only when it runs with a feed; without one it reports the candle's own.
 - Cadences (`MarketFeed`, exchange-clock milliseconds on the epoch grid, Binance's by default):
   kline frames every `kline_ms` (250 ms) for every subscribed interval, `@markPrice` every
   `mark_ms` (3 s), `@markPrice@1s` every `mark_fast_ms` (1 s), `@bookTicker` every `book_ms`
