@@ -171,8 +171,14 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
             return amount, stops[0]
 
         wait_s = (close - time.time() * 1000) / 1000 + ENTRY_S
-        amount, stop = _until("one stop protecting the whole position, the entry done", wait_s, settled)
-        requests: list[dict[str, Any]] = _get(f"{ends.rest_url}/admin/requests")
+        try:
+            amount, stop = _until("one stop protecting the whole position, the entry done", wait_s, settled)
+        finally:
+            requests: list[dict[str, Any]] = _get(f"{ends.rest_url}/admin/requests")
+            print(
+                "orders sent:",
+                [(r["time_ms"], r["path"], r["params"]) for r in requests if "rder" in r["path"]],
+            )
         entries = [
             r
             for r in requests
