@@ -91,6 +91,7 @@ from futures_actor.binance.gateway import (
     OrderRequest,
     OrderState,
     OrderUpdate,
+    PositionChanged,
     PositionState,
     ResyncNeeded,
     StopRequest,
@@ -188,7 +189,7 @@ class _Sent(msgspec.Struct, kw_only=True):
 
 
 class _Timer(msgspec.Struct, frozen=True, kw_only=True):
-    kind: str  # "ttl" | "retry" | "reconcile"
+    kind: str  # "ttl" | "retry" | "reconcile" | "position_check"
     cid: str = ""
     trade_id: str = ""
     command: Any = None
@@ -260,6 +261,10 @@ class Execution:
         # Position updates a symbol actor's full inbox could not take yet: the latest per trade, delivered
         # in order by one task per symbol (never dropped: trailing rests on them; never awaited here).
         self._held_for_symbol: dict[str, dict[str, PositionUpdated]] = {}
+        # Positions the user stream reported changed since the last look (signed amounts), and whether
+        # that look is scheduled: see `_on_position_changed`.
+        self._reported_amount: dict[str, Decimal] = {}
+        self._position_check_due = False
         self._nursery: trio.Nursery | None = None
         self.unprotected: list[str] = []  # the watchdog's last finding: positions without a full stop
         # Symbols with a position on the account at the last exchange read (our trades' or anyone's);
@@ -377,6 +382,8 @@ class Execution:
                 await self._on_funding(item)
             case AccountChanged(account=account):
                 await self._emit("risk", self._account_msg(account))
+            case PositionChanged():
+                self._on_position_changed(item)
             case ResyncNeeded(reason=reason):
                 self._log.warning("resync_needed", reason=reason)
                 await self._reconcile(startup=False)
@@ -404,9 +411,50 @@ class Execution:
                     await self._drive(lc, lcm.TtlExpired(cid=timer.cid))
             elif timer.kind == "retry":
                 await self._retry(timer)
+            elif timer.kind == "position_check":
+                await self._check_positions()
             else:
                 await self._reconcile(startup=False)
                 self._schedule(self._xcfg.reconcile_interval_seconds, _Timer(kind="reconcile"))
+
+    def _on_position_changed(self, ev: PositionChanged) -> None:
+        """The user stream says a position changed. Our own fills say so too (and their order update may
+        come just before or after): look again `execution.position_check_delay_seconds` later, once."""
+        self._reported_amount[ev.symbol] = ev.amount
+        if not self._position_check_due:
+            self._position_check_due = True
+            self._schedule(self._xcfg.position_check_delay_seconds, _Timer(kind="position_check"))
+
+    def _held_amount(self, symbol: str) -> Decimal:
+        """The signed position our open trades account for on `symbol` (adopted ones included)."""
+        return sum(
+            (
+                t.position_qty * t.side.sign
+                for t in self._trades.values()
+                if t.symbol == symbol and not t.closed
+            ),
+            Decimal(0),
+        )
+
+    async def _check_positions(self) -> None:
+        """A reported position our trades do not account for (opened, grown or shrunk by hand, or a trade
+        of ours gone wrong): reconcile now, so the watchdog protects it in seconds, not at the next
+        periodic reconcile (`execution.reconcile_interval_seconds`)."""
+        self._position_check_due = False
+        unexplained = {
+            symbol: amount
+            for symbol, amount in sorted(self._reported_amount.items())
+            if amount != self._held_amount(symbol)
+        }
+        self._reported_amount.clear()
+        if not unexplained:
+            return
+        self._log.warning(
+            "position_changed_outside",
+            positions={s: str(a) for s, a in unexplained.items()},
+            held={s: str(self._held_amount(s)) for s in unexplained},
+        )
+        await self._reconcile(startup=False)
 
     def _backoff(self, attempt: int) -> float:
         x = self._cfg.exchange

@@ -45,6 +45,7 @@ from futures_actor.binance.gateway import (
     OrderState,
     OrderStatus,
     OrderUpdate,
+    PositionChanged,
     PositionState,
     ResyncNeeded,
     StopRequest,
@@ -84,6 +85,7 @@ EVENTS_BUFFER = 256  # gateway → Execution; a full channel is back-pressure on
 _STREAM_BUFFER = 64
 ACCOUNT_ASSET = "USDT"
 FUNDING_FEE_REASON = "FUNDING_FEE"
+ONE_WAY_POSITION_SIDE = "BOTH"  # the bot runs in one-way mode (checked at start)
 CONDITIONAL_TYPES = frozenset(
     {"STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"}
 )
@@ -339,6 +341,8 @@ class BinanceGateway:
                 log.warning("binance_funding_without_symbol", amount=[str(b.balance_change) for b in usdt])
         for p in a.positions:
             self._upnl[p.symbol] = p.unrealized_pnl
+            if p.position_side == ONE_WAY_POSITION_SIDE:
+                out.append(PositionChanged(symbol=p.symbol, amount=p.position_amt, ts_ms=ts))
         if usdt:
             wallet = usdt[-1].wallet_balance
             prev = self._account

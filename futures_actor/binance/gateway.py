@@ -33,6 +33,7 @@ __all__ = [
     "OrderRequest",
     "OrderState",
     "OrderUpdate",
+    "PositionChanged",
     "PositionState",
     "ResyncNeeded",
     "StopRequest",
@@ -152,13 +153,22 @@ class AccountChanged(msgspec.Struct, frozen=True, kw_only=True):
     account: AccountState
 
 
+class PositionChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """The exchange says a position changed (any cause: our orders, a person, a liquidation); `amount` is
+    signed (one-way mode: > 0 long, < 0 short, 0 flat)."""
+
+    symbol: str
+    amount: Decimal
+    ts_ms: int
+
+
 class ResyncNeeded(msgspec.Struct, frozen=True, kw_only=True):
     """Events may have been missed (user-stream reconnect, listenKey expiry): reconcile over REST."""
 
     reason: str
 
 
-GatewayEvent = OrderUpdate | FundingPaid | AccountChanged | ResyncNeeded
+GatewayEvent = OrderUpdate | FundingPaid | AccountChanged | PositionChanged | ResyncNeeded
 
 
 class ExchangeGateway(Protocol):

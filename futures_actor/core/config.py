@@ -227,6 +227,9 @@ class ExecutionConfig(_Section, frozen=True):
     taker_fee_pct: Fraction = 0.0004
     order_ack_timeout_seconds: PositiveFloat = 10.0
     reconcile_interval_seconds: PositiveFloat = 300.0
+    # A position the exchange reports changed (user stream) that our trades do not account for this long
+    # after (a position opened or changed by hand): reconcile now, not at the next periodic reconcile.
+    position_check_delay_seconds: PositiveFloat = 2.0
     # A stop larger than its (shrunken) position still protects it in full (reduce-only): its resize waits
     # this long so that a target filled in many slivers costs a handful of replacements (BOT_SPEC §9).
     stop_resize_coalesce_seconds: NonNegativeFloat = 30.0

@@ -264,6 +264,23 @@ class TestForeignPositionsProtected:
             assert violations(h) == []
             bot.cancel_scope.cancel()
 
+    async def test_position_opened_by_hand_is_protected_in_seconds(
+        self, h: SimHarness, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        """The user stream reports the new position: the bot looks again a moment later and protects it
+        then, not at the next periodic reconcile (300 s by default: five minutes naked)."""
+        assert RECONCILE_S >= 60
+        hand = Hand(h)
+        async with trio.open_nursery() as bot:
+            await h.start(bot)
+            await settle(2)
+            await hand.market("BNBUSDT", "BUY", "0.50")
+            await hand.market("BTCUSDT", "SELL", "0.010")
+            await settle(CFG.execution.position_check_delay_seconds + 3)
+            assert positions(h) == {"BNBUSDT": D("0.50"), "BTCUSDT": D("-0.010")}
+            assert violations(h) == []
+            bot.cancel_scope.cancel()
+
 
 # ------------------------------------------------------------------------------ #3 the stop follows the position
 
