@@ -21,6 +21,7 @@ from futures_actor.binance.gateway import (
     GatewayEvent,
     OrderRequest,
     OrderUpdate,
+    PositionChanged,
     ResyncNeeded,
     StopRequest,
 )
@@ -364,7 +365,7 @@ class TestEvents:
         ]
         gw = make(MiniFapi(), nursery, frames)
         await nursery.start(gw.run)
-        got: list[GatewayEvent] = [await gw.events().receive() for _ in range(9)]
+        got: list[GatewayEvent] = [await gw.events().receive() for _ in range(10)]
         assert got[0] == ResyncNeeded(reason="connected")
         updates = [e for e in got if isinstance(e, OrderUpdate)]
         assert [(u.order.status, u.order.is_stop, u.order.client_id) for u in updates] == [
@@ -384,5 +385,7 @@ class TestEvents:
         assert funding == [FundingPaid(symbol="BTCUSDT", amount=D("-0.1"), ts_ms=START_MS + 8)]
         (changed,) = [e for e in got if isinstance(e, AccountChanged)]
         assert changed.account.wallet_balance == D("999.9")
+        # ... and the position it carries, for Execution's check of positions changed outside the bot.
+        assert [(e.symbol, e.amount) for e in got if isinstance(e, PositionChanged)] == [("BTCUSDT", D(0))]
         assert isinstance(got[-1], ResyncNeeded)
         assert "WEIRD_STATUS" in got[-1].reason
