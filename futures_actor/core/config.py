@@ -22,7 +22,7 @@ import re
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -206,6 +206,11 @@ class LeverageConfig(_Section, frozen=True):
     trend: Leverage = 2.0
     range: Leverage = 1.5
     high_vol: Leverage = 1.0
+
+
+# Binance request weight of one reconcile (documented endpoint weights, a venue fact, not a tunable): open
+# orders and open algo orders of every symbol (40 + 40), positionRisk (5), account (5).
+RECONCILE_REQUEST_WEIGHT: Final = 90
 
 
 class ExecutionConfig(_Section, frozen=True):
@@ -622,6 +627,28 @@ def _relation_errors(cfg: BotConfig) -> list[_RelationError]:
                 value=list(regimes),
             )
             out.append((error, (key,)))
+    ex, reconcile_s = cfg.exchange, cfg.execution.reconcile_interval_seconds
+    budget = ex.weight_limit_per_minute * ex.weight_budget_pct
+    if cfg.mode == "LIVE" and RECONCILE_REQUEST_WEIGHT * 60.0 / reconcile_s > budget:
+        out.append(
+            (
+                ConfigError(
+                    f"config key execution.reconcile_interval_seconds: value {_show(reconcile_s)} is too "
+                    f"short for the request-weight budget; a reconcile costs {RECONCILE_REQUEST_WEIGHT} "
+                    f"weight, {RECONCILE_REQUEST_WEIGHT * 60.0 / reconcile_s:.0f} a minute at this interval, "
+                    f"more than the {budget:.0f} a minute the bot allows itself (exchange."
+                    "weight_limit_per_minute x exchange.weight_budget_pct): every other request would wait; "
+                    f"expected >= {RECONCILE_REQUEST_WEIGHT * 60.0 / budget:.2f}",
+                    key="execution.reconcile_interval_seconds",
+                    value=reconcile_s,
+                ),
+                (
+                    "execution.reconcile_interval_seconds",
+                    "exchange.weight_limit_per_minute",
+                    "exchange.weight_budget_pct",
+                ),
+            )
+        )
     if risk.verdict_timeout_seconds * 1000 <= risk.decision_batch_ms:
         _ordered(
             out,

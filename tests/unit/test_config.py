@@ -348,3 +348,30 @@ class TestEveryLeafKey:
         except ConfigError as exc:
             message = str(exc)
         assert f"out of range; allowed: {kind}" not in message
+
+
+class TestReconcileWeight:
+    """A LIVE reconcile interval whose request weight alone exceeds the bot's weight budget is refused:
+    at 2 s a reconcile (90 weight) takes 2,700 a minute of the 1,680 allowed, and every other request
+    (orders and stops included) waits for the next minute."""
+
+    def test_too_frequent_live_reconcile_is_refused_naming_the_key(self) -> None:
+        from futures_actor.core.config import ConfigError, load_config_bytes
+
+        doc = {"mode": "LIVE", "execution": {"reconcile_interval_seconds": 2.0}}
+        with pytest.raises(ConfigError) as info:
+            load_config_bytes(json.dumps(doc).encode())
+        message = str(info.value)
+        assert "execution.reconcile_interval_seconds" in message
+        assert "2700 a minute" in message
+        assert "1680" in message
+        assert "expected >= 3.21" in message
+
+    def test_paper_and_a_fitting_interval_are_accepted(self) -> None:
+        from futures_actor.core.config import load_config_bytes
+
+        load_config_bytes(json.dumps({"execution": {"reconcile_interval_seconds": 2.0}}).encode())
+        cfg = load_config_bytes(
+            json.dumps({"mode": "LIVE", "execution": {"reconcile_interval_seconds": 5.0}}).encode()
+        )
+        assert cfg.execution.reconcile_interval_seconds == 5.0
