@@ -123,6 +123,13 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
     klines.mkdir()
     shutil.copy(SAMPLE / f"{SYMBOL}-5m.csv.gz", klines / f"{SYMBOL}-5m.csv.gz")
     now = int(time.time() * 1000)
+    to_boundary_ms = M5 - now % M5
+    if to_boundary_ms < READY_S * 1000:
+        # Too close to a 5m boundary to be up before it: the candle closing there would be played too and
+        # may signal on its own. Start just after it instead (a bounded wait, < READY_S), so that the signal
+        # candle is the one forming at start.
+        time.sleep(to_boundary_ms / 1000 + 0.5)
+        now = int(time.time() * 1000)
     now_at, close, open_ms = now_at_for_next_close(now, int(READY_S * 1000))  # first 5m close after start-up
     side = MOMENTS[close % H1 // M5][1]
     shift = now - now_at
@@ -146,10 +153,8 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
         before = int(time.time() * 1000) // M5 * M5
         rows = _get(f"{ends.rest_url}/fapi/v1/klines?symbol={SYMBOL}&interval=5m&limit=2")
         after = int(time.time() * 1000) // M5 * M5
-        # The last REST row is the candle forming now: the signal candle itself, or (when start-up began
-        # within READY_S of a boundary, so the chosen close is the one after next) the candle before it.
-        assert rows[-1][0] in (before, after)
-        assert rows[-1][0] in (close - M5, close - 2 * M5)
+        assert rows[-1][0] in (before, after)  # the last REST row is the candle forming now ...
+        assert rows[-1][0] == close - M5  # ... the signal candle
         bot.start()
         bot.wait_event("reconcile_done", timeout=READY_S + 30)
         assert time.time() * 1000 < close, "the bot was not up before the signal candle closed"
