@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -54,18 +55,23 @@ def test_wall_clock_mode_serves_the_recording_ending_now() -> None:
         [sys.executable, "-m", "futures_actor", "sim-exchange", "--port", str(port), "--ws-port", str(_free_port()),
          "--klines", "data/sample", "--limit", "300", "--wall-clock"],
         cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: select() on the pipe sees every line readline() has not taken
     )  # fmt: skip
     try:
+        # The tool prints its URLs once both listeners are bound: wait for that line, not by polling.
+        assert proc.stdout is not None
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/time", timeout=2) as r:
-                    server = json.loads(r.read())["serverTime"]
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
+        lines: list[str] = []
+        while not any("REST http://" in line for line in lines):
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([proc.stdout], [], [], max(left, 0.0))
+            assert ready, f"sim-exchange did not report its listeners within {STARTUP_TIMEOUT_S} s: {lines}"
+            line = proc.stdout.readline().decode()
+            assert line, f"sim-exchange exited before listening: {lines}"
+            lines.append(line)
+        assert f"REST http://127.0.0.1:{port}" in lines[-1], lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/fapi/v1/time", timeout=2) as r:
+            server = json.loads(r.read())["serverTime"]
         now = int(time.time() * 1000)
         assert abs(server - now) < 5_000
         url = f"http://127.0.0.1:{port}/fapi/v1/klines?symbol=BTCUSDT&interval=5m&limit=3"
