@@ -1,6 +1,6 @@
 """Replay benchmark (issue 6 "Performance"): throughput, decision latency and peak memory.
 
-Runs the whole actor system (`app.run_bot` with `--paper --replay`: ReplayFeed -> SymbolActors ->
+Runs the whole actor system (`replay_run.run_replay` with `--paper --replay`: ReplayFeed -> SymbolActors ->
 PortfolioRisk -> Execution -> PaperExchange, under trio's MockClock) on recorded klines (the bundled
 sample by default, `FA_BENCH_DATA=DIR` for another set: `bench_data.py`), each scenario in its own process so that its peak RSS
 is its own:
@@ -109,12 +109,12 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
     import trio
     from trio.testing import MockClock
 
-    from futures_actor import app
     from futures_actor.actors.messages import CandleClosed
     from futures_actor.actors.symbol_actor import SymbolActor
     from futures_actor.binance.paper import PaperExchange
     from futures_actor.cli import RunOptions
     from futures_actor.core.config import load_config
+    from futures_actor.replay_run import run_replay
 
     received: dict[str, float] = {}
     latencies: list[float] = []
@@ -166,7 +166,7 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
             console="quiet",
         )
         t0 = time.perf_counter()
-        rc = trio.run(app.run_bot, opts, clock=MockClock(autojump_threshold=0))
+        rc = trio.run(run_replay, opts, clock=MockClock(autojump_threshold=0))
         seconds = time.perf_counter() - t0
         trades = sum(
             1 for p in (root / "logs").glob("trades-*.jsonl") for line in p.read_text().splitlines() if line

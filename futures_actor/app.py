@@ -1,8 +1,8 @@
 """The root supervisor: builds the actors, owns signal handling and the shutdown order (ARCHITECTURE.md).
 
-`run_bot(options)` is what `python -m futures_actor` runs under `trio.run`. It chooses the venue
-(LIVE: Binance gateway; PAPER_LIVE: the paper exchange on live market data; replay: the paper
-exchange on recorded klines under trio's mock clock), then `run_system` starts the actors in
+`System` is the running actor system, built from `SystemParts` by a runner: `live_run.run_live` (LIVE:
+Binance gateway; PAPER_LIVE: the paper exchange on live market data) or `replay_run.run_replay` (the
+paper exchange on recorded klines under trio's mock clock). `System.run` starts the actors in
 dependency order — execution (which reconciles with the venue before anyone may send to it), risk,
 health, the symbol actors under their supervisor, market data, scheduler, reporter, the HTTP
 endpoint — and waits for a stop request.
@@ -20,19 +20,16 @@ import json
 import random
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
-import httpx
 import msgspec
 import trio
 
-from futures_actor.actors.clock import TrioWallClock, system_wall_clock
 from futures_actor.actors.execution import Execution
 from futures_actor.actors.health import (
     CLIENT_COUNTED_FAULTS,
@@ -49,12 +46,9 @@ from futures_actor.actors.health import (
 from futures_actor.actors.http_health import (
     ControlPolicy,
     HealthHttpApp,
-    control_token_from_env,
-    is_loopback_host,
-    open_http_listeners,
     serve_http,
 )
-from futures_actor.actors.market_data import MarketData, MarketRouter
+from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.messages import (
     BookUpdated,
     CandleClosed,
@@ -72,101 +66,54 @@ from futures_actor.actors.messages import (
 )
 from futures_actor.actors.metrics import API_WEIGHT_USED, OPEN_POSITIONS, UNPROTECTED_POSITIONS, Metrics
 from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
-from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.reporter import Alert, Reporter
 from futures_actor.actors.scheduler import Job, Scheduler
 from futures_actor.actors.shadow_trailer import ShadowTrailer
 from futures_actor.actors.supervision import ChildDropped, Supervisor
 from futures_actor.actors.symbol_actor import SymbolActor, open_symbol_inbox
 from futures_actor.actors.telegram import (
-    TELEGRAM_OUTBOX_SIZE,
     CommandHandlers,
     TelegramCommands,
-    TelegramNotifier,
-    TelegramSender,
-    TelegramText,
 )
-from futures_actor.binance.binance_gateway import BinanceGateway, user_stream_factory
-from futures_actor.binance.errors import BinanceError
 from futures_actor.binance.gateway import ExchangeGateway
-from futures_actor.binance.models import usable_symbol_rules
 from futures_actor.binance.paper import PaperExchange
-from futures_actor.binance.rest import BinanceRestClient
-from futures_actor.binance.urls import resolve_urls
-from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions, kill_file_path
-from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
+from futures_actor.control import EXIT_OK, EXIT_RUNTIME, kill_file_path
+from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind, health_report
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.performance import PerformanceTracker
-from futures_actor.core.report import AccountSnapshot, render_ineligible
+from futures_actor.core.report import AccountSnapshot
 from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
-from futures_actor.core.secrets import Secrets
-from futures_actor.core.summary import REPLAY_MODE, count_trades, render_summary, summarize_trades
+from futures_actor.core.summary import REPLAY_MODE, summarize_trades
 from futures_actor.core.types import Candle, SymbolRules, TradingState
 from futures_actor.logs import (
-    LogSink,
-    configure_logging,
     current_sink,
     get_logger,
-    register_secrets,
-    reset_logging,
-    stream_files,
-)
-from futures_actor.startup import (
-    BAN_FILE,
-    ShutdownSignals,
-    StartupRetry,
-    read_ban_until,
-    replay_rules,
-    replay_universe_selection,
-    select_live_universe,
-    write_ban_until,
-)
-from futures_actor.state.guard import (
-    StateDirLocked,
-    StateGuardError,
-    check_exchange_clean,
-    check_state_present,
-    lock_state_dir,
-    state_file_missing,
 )
 from futures_actor.state.journal import TradeJournal
-from futures_actor.state.store import StateStore, StateStoreError
-from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
-from futures_actor.tearsheet.equity import EQUITY_CSV, AccountView, EquityCsvWriter, EquitySampler
-from futures_actor.tearsheet.load import SUMMARY_JSON
+from futures_actor.state.store import StateStore
+from futures_actor.tearsheet.equity import EquityCsvWriter
 
-__all__ = ["System", "SystemParts", "run_bot", "run_system"]
+__all__ = ["System", "SystemParts", "run_system"]
 
 HEALTH_INBOX_SIZE = 1024
 EXECUTION_INBOX_SIZE = 256
 REPORTER_INBOX_SIZE = 64
 SCHEDULER_TICK_INBOX_SIZE = 16
 PAPER_TAP_SIZE = 1024
-REPLAY_DB_FILE = "replay.sqlite"
 # LIVE's shadow paper book (BOT_SPEC §8.9): its own state file (never the live one, whose lifecycles
 # the live Execution reconciles against Binance) and its own trade log under `<log_dir>/shadow/`.
 SHADOW_DB_FILE = "shadow.sqlite"
 SHADOW_LOG_SUBDIR = "shadow"
 SHUTDOWN_POLL_SECONDS = 0.05
-REPLAY_HEARTBEAT_SECONDS = 3600.0
-# Replay (performance): the paper exchange is in-process and never diverges from Execution's view,
-# so the periodic reconcile (a safety net for a real exchange) runs at most once a simulated hour,
-# and the Scheduler re-reads the (simulated, never jumping) wall clock only when a slot is due.
-REPLAY_RECONCILE_SECONDS = 3600.0
+# Replay (performance): the Scheduler re-reads the (simulated, never jumping) wall clock only when a
+# slot is due.
 REPLAY_SCHEDULER_MAX_SLEEP_SECONDS = 86400.0
 # Streams whose silence is a health fault (kline streams only deliver on a close; their silence is
 # reported by the stream watchdog as STALE_DATA instead).
 WATCHED_STREAMS = ("bookTicker", "markPrice")
 _ENTRY_PHASES = frozenset({Phase.PENDING_ENTRY, Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING})
-# Simulated seconds the replay keeps running after its last candle, so that the last decisions,
-# entries and their TTLs settle before the orderly stop.
-REPLAY_SETTLE_SECONDS = 300.0
-# The early protection pass's messages go nowhere; a buffer so that it never waits on them.
-EARLY_PROTECTION_BUFFER = 1024
-# A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
-REPLAY_CONSOLE_LEVEL = "error"
 _MS_PER_S = 1000
 _MS_PER_DAY = 86_400_000
 # Lifecycle alert codes (core/lifecycle.py) that are errors for the operator; the rest are warnings.
@@ -1208,801 +1155,5 @@ def _close_key(record: Mapping[str, Any]) -> str:
     return value if isinstance(value, str) else ""
 
 
-def utc_date_of(ms: int) -> date:
-    return datetime.fromtimestamp(ms / _MS_PER_S, tz=UTC).date()
-
-
-# ---------------------------------------------------------------------------------------------- run_bot
-
-
-async def run_bot(options: RunOptions) -> int:
-    """The main command: replay, paper trading or live trading, per the options. Returns the exit code."""
-    if options.replay_dir is not None:
-        return await run_replay(options)
-    return await run_live(options)
-
-
-def _open_logging(
-    options: RunOptions, clock: WallClock, log_dir: Path | None, *, replay: bool = False
-) -> LogSink:
-    """Live: every event to the console (pretty on a terminal, JSON otherwise) and daily files.
-    Replay: one events.jsonl for the run; the console (stderr) shows errors only, so that stdout
-    carries nothing but the progress lines and the summary."""
-    secrets = Secrets.from_env(options.config)
-    return configure_logging(
-        cfg=options.config.logging,
-        log_dir=log_dir,
-        clock=clock,
-        secrets=secrets.values(),
-        console="quiet" if options.console == "quiet" else "auto",
-        stream=sys.stderr if replay else None,
-        console_level=REPLAY_CONSOLE_LEVEL if replay else None,
-        rotate=not replay,
-    )
-
-
-def _seed_trio_scheduler(seed: int) -> None:
-    """Make trio's run-queue order reproducible (it randomizes batches to shake out races).
-
-    Replay promises byte-identical output for the same input; the actors do not depend on the
-    scheduling order for correctness, but ties at the same simulated instant (a fill and a TTL) would
-    otherwise be broken differently from run to run. This touches a private attribute of trio and is
-    skipped if trio changes it.
-    """
-    rng = getattr(getattr(trio, "_core", None), "_run", None)
-    generator = getattr(rng, "_r", None)
-    if isinstance(generator, random.Random):
-        generator.seed(seed)
-
-
-class _RunJournal(TradeJournal):
-    """The replay's journal: one trades.jsonl for the run; tells the equity sampler about each close."""
-
-    def __init__(self, *, on_written: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._on_written = on_written
-
-    def write(self, record: Mapping[str, Any] | msgspec.Struct) -> Path:
-        path = super().write(record)
-        self._on_written()
-        return path
-
-
-class _Progress:
-    """The replay's progress lines (stdout): percent of the 5m close times, simulated time, trades
-    counted as the summary counts them, equity, elapsed and estimated remaining wall time."""
-
-    def __init__(self, stdout: TextIO, journal: Callable[[], TradeJournal | None]) -> None:
-        self._stdout = stdout
-        self._journal = journal
-        self._started = time.monotonic()
-        self.system: System | None = None
-
-    def __call__(self, done: int, total: int, close_ms: int) -> None:
-        journal = self._journal()
-        counts = count_trades(journal.records()) if journal is not None else None
-        equity = self.system.risk.snapshot().equity_usd if self.system is not None else None
-        elapsed = time.monotonic() - self._started
-        eta = elapsed * (total - done) / done if done else 0.0
-        trades = (
-            f"trades {counts.trades}  entries not filled {counts.unfilled_entries}" if counts else "trades 0"
-        )
-        self._stdout.write(
-            f"replay {100.0 * done / total:5.1f}%  {iso_utc(close_ms)[:16].replace('T', ' ')}  {trades}  "
-            f"equity {equity:.2f}  elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}\n"
-            if equity is not None
-            else f"replay {100.0 * done / total:5.1f}%  {iso_utc(close_ms)[:16].replace('T', ' ')}  {trades}  "
-            f"elapsed {_clock_text(elapsed)}  eta {_clock_text(eta)}\n"
-        )
-        self._stdout.flush()
-
-
 def _utc_day(ms: int) -> date:
     return datetime.fromtimestamp(ms / _MS_PER_S, tz=UTC).date()
-
-
-class ReplayEquity:
-    """A replay's account equity marked to market, for equity.csv (issue 13 review #6).
-
-    Equity at time t = the paper exchange's wallet balance + Σ over open positions of
-    amount × (price − entry price), where price is the close of the symbol's latest 5m candle closed by t
-    (before its first close: the open of the first candle). Read through the paper exchange's public
-    `engine` (its account's wallet and positions), without advancing it; the candles come from the
-    replay feed's `on_path` (`on_candle`). Without a paper exchange (not yet built) there is no equity;
-    a position of a symbol without a candle yet (never in a replay) counts at its entry price.
-    """
-
-    def __init__(self, paper: PaperExchange | None = None) -> None:
-        self.paper = paper
-        # symbol -> (the close of the candle before the latest, the latest candle, its interval)
-        self._candles: dict[str, tuple[float | None, Candle, int]] = {}
-
-    def on_candle(self, symbol: str, candle: Candle, interval_ms: int) -> None:
-        """The candle starting now (the feed's look-ahead path): the one before it has closed."""
-        known = self._candles.get(symbol)
-        self._candles[symbol] = (None if known is None else known[1].close, candle, interval_ms)
-
-    def price(self, symbol: str, now_ms: int) -> float | None:
-        known = self._candles.get(symbol)
-        if known is None:
-            return None
-        previous_close, candle, interval_ms = known
-        if now_ms >= candle.open_time_ms + interval_ms:
-            return candle.close
-        return previous_close if previous_close is not None else candle.open
-
-    def open_positions(self) -> int:
-        if self.paper is None:
-            return 0
-        return sum(1 for pos in self.paper.engine.account.positions().values() if pos.amount != 0)
-
-    def equity(self, now_ms: int) -> float | None:
-        if self.paper is None:
-            return None
-        account = self.paper.engine.account
-        total = Decimal(account.wallet_balance)
-        for symbol, pos in account.positions().items():
-            price = self.price(symbol, now_ms) if pos.amount != 0 else None
-            if price is not None:
-                total += pos.unrealized(Decimal(repr(price)))
-        return float(total)
-
-
-def _clock_text(seconds: float) -> str:
-    s = max(0, round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _replay_symbols(replay_dir: Path, wanted: tuple[str, ...] | None) -> list[str] | str:
-    """The symbols to replay, or an error message."""
-    try:
-        found = discover_symbols(replay_dir)
-    except (OSError, ValueError) as exc:
-        return f"replay directory {replay_dir}: {exc}"
-    if not found:
-        return f"replay directory {replay_dir}: no SYMBOL-5m.csv.gz with SYMBOL-1h.csv.gz found"
-    if wanted is None:
-        return found
-    missing = [s for s in wanted if s not in found]
-    if missing:
-        return f"--symbols: {', '.join(missing)} not in {replay_dir} (it has {', '.join(found)})"
-    return [s for s in found if s in wanted]
-
-
-async def run_replay(options: RunOptions, *, out: TextIO | None = None) -> int:
-    """`--paper --replay DIR`: the full actor system on recorded klines under the mock clock.
-
-    The log directory becomes the run directory: trades.jsonl and events.jsonl (one file each for the
-    whole run), daily-report-*.json, equity.csv, summary.json and report.html. stdout gets the progress
-    lines and the summary only.
-
-    SIGTERM and SIGINT are handled from the start: the first stops the replay in order and prints the
-    summary of the trades so far (exit 0); a second one exits at once (exit 1).
-    """
-    signals = ShutdownSignals()
-    code = EXIT_RUNTIME
-    try:
-        lock = lock_state_dir(options.state_dir)
-    except StateDirLocked as exc:
-        print(f"futures-actor: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    with lock:
-        async with trio.open_nursery() as outer:
-            await outer.start(signals.watch, outer.cancel_scope)
-            with trio.CancelScope() as loading:
-                signals.set_action(loading.cancel, phase="replay start-up")
-                code = await _run_replay_body(options, out, signals)
-            if loading.cancelled_caught:
-                print("replay interrupted during start-up: no trades", file=out or sys.stdout)
-                code = EXIT_OK
-            outer.cancel_scope.cancel()
-    if signals.immediate:
-        print("futures-actor: replay stopped at once (second signal)", file=sys.stderr)
-        return EXIT_RUNTIME
-    return code
-
-
-async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: ShutdownSignals) -> int:
-    stdout = out or sys.stdout
-    cfg = options.config
-    replay_dir = options.replay_dir
-    assert replay_dir is not None
-    _seed_trio_scheduler(cfg.replay.seed)
-    cfg = msgspec.structs.replace(
-        cfg,
-        # Nobody watches a replay's heartbeat file; one a simulated hour keeps it cheap.
-        health=msgspec.structs.replace(
-            cfg.health,
-            heartbeat_interval_seconds=max(cfg.health.heartbeat_interval_seconds, REPLAY_HEARTBEAT_SECONDS),
-        ),
-        execution=msgspec.structs.replace(
-            cfg.execution,
-            paper_initial_balance_usdt=cfg.replay.initial_balance_usdt,
-            reconcile_interval_seconds=max(
-                cfg.execution.reconcile_interval_seconds, REPLAY_RECONCILE_SECONDS
-            ),
-        ),
-    )
-    # Console-only logging until the data is loaded and the simulated clock exists (respects --quiet);
-    # replaced below by the full set-up with events.jsonl on simulated time.
-    _open_logging(options, SystemWallClock(), None, replay=True)
-    found = _replay_symbols(replay_dir, options.replay_symbols)
-    if isinstance(found, str):
-        print(f"futures-actor: {found}", file=sys.stderr)
-        return EXIT_CONFIG
-    selection, prices = replay_universe_selection(replay_dir, found, cfg)
-    symbols = list(selection.selected)
-    if not symbols:
-        print(f"futures-actor: replay: no symbol of {found} passes the universe rules", file=sys.stderr)
-        return EXIT_CONFIG
-    router = MarketRouter()
-    rules = replay_rules(replay_dir, symbols, prices)
-    log_dir = options.log_dir
-    state_dir = options.state_dir
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db_path = state_dir / REPLAY_DB_FILE
-    for path in (db_path, state_dir / SHADOW_DB_FILE):
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)  # a replay always starts from fresh accounts
-    paper_holder: dict[str, PaperExchange] = {}
-    path_system: dict[str, System] = {}
-    marks = ReplayEquity()
-
-    def on_path(symbol: str, candle: Candle, interval_ms: int) -> None:
-        marks.on_candle(symbol, candle, interval_ms)
-        running = path_system.get("system")
-        if running is not None:
-            running.feed_path(symbol, candle, interval_ms)  # the shadow book's paper exchange too
-        else:
-            paper_holder["paper"].on_path(symbol, candle, interval_ms)
-
-    journal: TradeJournal | None = None
-    progress = _Progress(stdout, lambda: journal)
-    feed = ReplayFeed(
-        directory=replay_dir,
-        router=router,
-        symbols=symbols,
-        on_path=on_path,
-        on_progress=progress,
-        start_ms=options.replay_start_ms,
-        end_ms=options.replay_end_ms,
-        warmup_1h_bars=cfg.market_data.history_1h_bars if options.replay_start_ms is not None else 0,
-        cfg=cfg.replay,
-    )
-    try:
-        feed.load()
-    except (OSError, ValueError) as exc:
-        print(f"futures-actor: replay: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    clock = TrioWallClock(feed.epoch_ms)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    existing = [
-        p.name
-        for name in (cfg.logging.trade_log_file, cfg.logging.event_log_file)
-        for p in stream_files(log_dir, name)
-    ]
-    if existing:
-        print(
-            f"futures-actor: replay: {log_dir} already holds {', '.join(existing)}; "
-            "give an empty --log-dir so runs do not mix",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    sink = _open_logging(options, clock, log_dir, replay=True)
-    sampler: EquitySampler | None = None
-    try:
-        writer = EquityCsvWriter(log_dir / EQUITY_CSV)
-        system_box: dict[str, System] = {}
-
-        def account_view() -> AccountView:
-            """Equity marked to market now (`ReplayEquity`); open risk and positions from risk."""
-            snap = system_box["system"].risk.snapshot()
-            equity = marks.equity(clock.now_ms())
-            return AccountView(
-                equity_usd=equity if equity is not None else cfg.replay.initial_balance_usdt,
-                open_risk_usd=snap.open_risk_usd,
-                open_positions=snap.positions,
-            )
-
-        sampler = EquitySampler(
-            writer=writer,
-            view=account_view,
-            clock=clock,
-            every_ms=cfg.report.equity_sample_minutes * 60_000,
-        )
-        journal = _RunJournal(
-            directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=sampler.trade_closed
-        )
-        with StateStore.open(db_path, durable=False) as store:
-            paper = PaperExchange.from_store(
-                store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms, persist_mode="on_close"
-            )
-            paper_holder["paper"] = paper
-            marks.paper = paper
-
-            def market(system: System) -> Callable[..., Awaitable[Any]]:
-                async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                    assert sampler is not None
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(sampler.run)
-                        await feed.run(task_status=task_status)
-                        # Let the last candle's decisions, orders and TTLs settle before stopping.
-                        await trio.sleep(REPLAY_SETTLE_SECONDS)
-                        nursery.cancel_scope.cancel()
-                    system.stop_requested.set()
-
-                return run_feed
-
-            parts = SystemParts(
-                cfg=cfg,
-                mode="PAPER_LIVE",
-                wall_clock=clock,
-                gateway=paper,
-                store=store,
-                journal=journal,
-                rules=rules,
-                symbols=symbols,
-                log_dir=log_dir,
-                state_dir=state_dir,
-                market=market,
-                router=router,
-                paper=paper,
-                replay=True,
-                kill_file_watch=False,
-                reference_symbol=selection.reference_symbol,
-                equity_curve=writer,
-            )
-            system = System(parts)
-            system_box["system"] = system
-            path_system["system"] = system
-            progress.system = system
-            signals.set_action(system.stop_requested.set, phase="replay")
-            log.info(
-                "replay_starting",
-                directory=str(replay_dir),
-                symbols=symbols,
-                epoch=iso_utc(feed.epoch_ms),
-                timerange=[options.replay_start_ms, options.replay_end_ms],
-            )
-            await system.run()
-            sampler.finish()
-            if signals.requested.is_set():
-                log.warning("replay_interrupted", signal=signals.signal_name, trades_so_far=len(journal))
-                stdout.write(f"replay interrupted by {signals.signal_name}: summary of the trades so far\n")
-            records = list(journal.records())
-            stats = feed.stats
-            # The summary is the report's (one computation: trades.jsonl and equity.csv as written,
-            # max drawdown on the marked-to-market curve, mode REPLAY).
-            report = write_report(log_dir, cfg=cfg)
-            summary = report.summary
-            write_summary_json(
-                log_dir,
-                summary,
-                report.metrics,
-                {
-                    "replay_dir": str(replay_dir),
-                    "symbols": symbols,
-                    "timerange": {
-                        "start": iso_utc(options.replay_start_ms)
-                        if options.replay_start_ms is not None
-                        else None,
-                        "end": iso_utc(options.replay_end_ms) if options.replay_end_ms is not None else None,
-                    },
-                    "first_close": iso_utc(stats.first_close_ms) if stats.steps else None,
-                    "last_close": iso_utc(stats.last_close_ms) if stats.steps else None,
-                    "candles_5m": stats.candles_5m,
-                    "candles_1h": stats.candles_1h,
-                    "config": str(options.config_path),
-                    "initial_balance_usdt": cfg.replay.initial_balance_usdt,
-                    "trade_records": len(records),
-                    "counting": "trades = records whose entry filled; entries not filled are counted apart",
-                    "exit_code": system.exit_code,
-                },
-            )
-            stdout.write(render_summary(summary) + "\n")
-            lockouts = (system.risk.ineligible_strategies(), system.risk.performance_blocked_strategies())
-            stdout.write(render_ineligible(*lockouts) + "\n")
-            stdout.write(
-                f"run directory: {log_dir}\n"
-                f"  {journal.link_path.name}: {len(records)} records ({summary.total.trades} trades, "
-                f"{summary.unfilled_entries} entries not filled)\n"
-                f"  {EQUITY_CSV}: {writer.rows} rows   {SUMMARY_JSON}   "
-                f"{REPORT_HTML}: {report.size_bytes / 1024:.0f} KiB\n"
-            )
-            stdout.flush()
-            log.info("replay_finished", trades=summary.total.trades, exit_code=system.exit_code)
-            return system.exit_code
-    except StateStoreError as exc:
-        log.error("state_store_error", error=str(exc))
-        print(f"futures-actor: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    finally:
-        if sampler is not None:
-            sampler.close()
-        if journal is not None:
-            journal.close()
-        sink.close()
-        reset_logging()
-
-
-async def run_live(options: RunOptions) -> int:
-    """PAPER_LIVE (live market data, paper exchange) or LIVE (Binance gateway).
-
-    Signals are handled from the first line (BOT_SPEC §12): a SIGTERM/SIGINT during start-up aborts it
-    in order (exit 0, logged); once the system runs it stops it in order; a second signal cancels
-    everything at once (exit 1).
-    """
-    cfg = options.config
-    exchange_cfg = cfg.exchange
-    if options.testnet:
-        exchange_cfg = msgspec.structs.replace(exchange_cfg, environment="testnet")
-        cfg = msgspec.structs.replace(cfg, exchange=exchange_cfg)
-    clock = system_wall_clock()
-    sink = _open_logging(options, clock, options.log_dir)
-    signals = ShutdownSignals()
-    code = EXIT_RUNTIME
-    try:
-        async with trio.open_nursery() as outer:
-            await outer.start(signals.watch, outer.cancel_scope)
-            code = await _run_live_guarded(options, cfg, clock, signals)
-            outer.cancel_scope.cancel()
-        if signals.immediate:
-            log.error("stopped_immediately", signal=signals.signal_name, phase=signals.phase)
-            code = EXIT_RUNTIME
-        return code
-    finally:
-        sink.close()
-        reset_logging()
-
-
-def _refuse(event: str, message: str, code: int = EXIT_CONFIG, **fields: Any) -> int:
-    """Log and print a start-up refusal; returns the exit code."""
-    log.error(event, message=message, **fields)
-    print(f"futures-actor: {message}", file=sys.stderr)
-    return code
-
-
-async def _run_live_guarded(
-    options: RunOptions, cfg: BotConfig, clock: WallClock, signals: ShutdownSignals
-) -> int:
-    secrets = Secrets.from_env(cfg)
-    control_token = control_token_from_env(cfg.health)
-    if control_token:
-        register_secrets([control_token])
-    log.info("starting", mode=options.mode, testnet=options.testnet, api_key_set=bool(secrets.api_key))
-    for warning in options.warnings:
-        log.warning("startup_warning", message=warning)
-    if options.mode == "LIVE" and not (secrets.api_key and secrets.api_secret):
-        return _refuse(
-            "live_refused",
-            f"LIVE needs {cfg.exchange.api_key_env} and {cfg.exchange.api_secret_env} set",
-        )
-    if cfg.health.http_enabled and not is_loopback_host(cfg.health.http_host) and not control_token:
-        return _refuse(
-            "http_bind_refused",
-            f"health.http_host {cfg.health.http_host!r} is not a loopback address: the kill and resume "
-            f"endpoints would be reachable from the network without a token; set "
-            f"{cfg.health.control_token_env} (health.control_token_env) or bind 127.0.0.1",
-        )
-    try:
-        lock = lock_state_dir(options.state_dir)
-    except StateDirLocked as exc:
-        return _refuse("state_dir_locked", str(exc), state_dir=str(exc.state_dir), holder_pid=exc.holder_pid)
-    with lock:
-        listeners: list[trio.SocketListener] | None = None
-        if cfg.health.http_enabled:
-            # Bound before anything trades: a port in use stops the start here, not after reconciling.
-            try:
-                listeners = await open_http_listeners(cfg.health.http_host, cfg.health.http_port)
-            except OSError as exc:
-                return _refuse(
-                    "health_port_unavailable",
-                    f"health.http_port {cfg.health.http_port} on health.http_host {cfg.health.http_host}: "
-                    f"{exc.strerror or exc}; choose a free port (0 picks one) or stop the process using it",
-                )
-        try:
-            return await _run_live_locked(options, cfg, clock, signals, secrets, control_token, listeners)
-        finally:
-            for listener in listeners or ():
-                with trio.CancelScope(shield=True):
-                    await listener.aclose()
-
-
-async def _run_live_locked(
-    options: RunOptions,
-    cfg: BotConfig,
-    clock: WallClock,
-    signals: ShutdownSignals,
-    secrets: Secrets,
-    control_token: str,
-    listeners: list[trio.SocketListener] | None,
-) -> int:
-    exchange_cfg = cfg.exchange
-    state_dir = options.state_dir
-    db_path = state_dir / cfg.state.db_file
-    journal: TradeJournal | None = None
-    holder: dict[str, System] = {}
-    try:
-        journal = TradeJournal(directory=options.log_dir, cfg=cfg.logging, clock=clock)
-        state_missing = state_file_missing(db_path)
-        check_state_present(db_path, journal_records=len(journal), fresh=options.fresh_state)
-        if state_missing and options.fresh_state:
-            log.warning("state_started_afresh", file=str(db_path), flag="--fresh-state")
-        with trio.CancelScope() as startup_scope:
-            retry = StartupRetry(cfg=cfg.startup, wall_clock=clock)
-            signals.set_action(startup_scope.cancel, phase="start-up")
-            await retry.wait_for_ban(read_ban_until(state_dir), source=BAN_FILE)
-            errors = _ErrorForwarder()
-            async with (
-                BinanceRestClient(
-                    cfg=exchange_cfg,
-                    wall_clock=clock,
-                    api_key=secrets.api_key if secrets.api_key else None,
-                    api_secret=secrets.api_secret if secrets.api_secret else None,
-                    on_ban=lambda until_ms: write_ban_until(state_dir, until_ms),
-                    on_error=errors,
-                ) as rest,
-                trio.open_nursery() as services,
-            ):
-                telegram = await services.start(_start_telegram, cfg, secrets)
-                while True:
-                    signals.set_action(startup_scope.cancel, phase="start-up")
-                    try:
-                        code = await _live_attempt(
-                            options=options,
-                            cfg=cfg,
-                            clock=clock,
-                            rest=rest,
-                            journal=journal,
-                            db_path=db_path,
-                            check_exchange=state_missing
-                            and options.mode == "LIVE"
-                            and not options.fresh_state,
-                            telegram=telegram,
-                            listeners=listeners,
-                            control_token=control_token,
-                            errors=errors,
-                            signals=signals,
-                            holder=holder,
-                        )
-                        services.cancel_scope.cancel()
-                        return code
-                    except Exception as exc:
-                        system = holder.pop("system", None)
-                        if system is not None and system.started:
-                            raise
-                        await retry.after_failure(exc, phase="start-up")
-        log.warning("startup_aborted", signal=signals.signal_name, reason="signal during start-up")
-        return EXIT_OK
-    except StateStoreError as exc:
-        log.error("state_store_error", error=str(exc))
-        print(f"futures-actor: {exc}", file=sys.stderr)
-        return EXIT_RUNTIME
-    except Exception as exc:
-        guard = _find_in_group(exc, StateGuardError)
-        if guard is not None:
-            return _refuse("state_refused", str(guard))
-        store_error = _find_in_group(exc, StateStoreError)
-        if store_error is not None:
-            return _refuse("state_store_error", str(store_error), EXIT_RUNTIME)
-        cause = _first_exchange_error(exc)
-        if cause is None:
-            raise
-        log.error("exchange_error_at_startup", error=str(cause), error_type=type(cause).__name__)
-        print(f"futures-actor: exchange error at start-up: {cause}", file=sys.stderr)
-        return EXIT_RUNTIME
-    finally:
-        if journal is not None:
-            journal.close()
-
-
-async def _protect_first(
-    *, cfg: BotConfig, clock: WallClock, rest: BinanceRestClient, store: StateStore, journal: TradeJournal
-) -> None:
-    """LIVE start-up: positions that need protection are protected before anything else (issue 9 #4).
-
-    The universe selection samples spreads for `universe.spread_sample_seconds` (a minute) and market
-    data backfills history; a position left without a stop by a crash or by hand must not wait for
-    that. This pass runs Execution's start-up reconcile alone (rules of every listed symbol, its own
-    user stream, nobody listening to its messages) and stops it once the reconcile is done; the
-    system's Execution reconciles again right after (idempotent: the state is persisted per change).
-    """
-    listing = await rest.exchange_info()
-    rules = {info.symbol: r for info, r in usable_symbol_rules(listing.symbols)}
-    gateway = BinanceGateway(
-        rest=rest,
-        user_stream=user_stream_factory(cfg=cfg.exchange, rest=rest, ws_base=resolve_urls(cfg.exchange).ws),
-    )
-    sink_send, sink_recv = trio.open_memory_channel[Any](EARLY_PROTECTION_BUFFER)
-    inbox_send, inbox_recv = trio.open_memory_channel[Any](0)
-    execution = Execution(
-        cfg=cfg,
-        mode="LIVE",
-        gateway=gateway,
-        store=store,
-        journal=journal,
-        rules_by_symbol=rules,
-        wall_clock=clock,
-        risk_send=sink_send,
-        symbol_sends={},
-        on_fault=None,
-        metrics=None,
-        journal_in_thread=True,
-    )
-
-    async def drain() -> None:
-        async for _ in sink_recv:
-            pass
-
-    log.info("startup_protection_started")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(drain)
-        await nursery.start(gateway.run)
-        await nursery.start(execution.run, inbox_recv)
-        nursery.cancel_scope.cancel()
-    inbox_send.close()
-    log.info("startup_protection_done", open_trades=len(execution.open_trades()))
-
-
-class _ErrorForwarder:
-    """The REST client's per-response error hook, forwarded to the running system's health (if any)."""
-
-    def __init__(self) -> None:
-        self.target: Callable[[BaseException], None] | None = None
-
-    def __call__(self, exc: BaseException) -> None:
-        if self.target is not None:
-            self.target(exc)
-
-
-async def _live_attempt(
-    *,
-    options: RunOptions,
-    cfg: BotConfig,
-    clock: WallClock,
-    rest: BinanceRestClient,
-    journal: TradeJournal,
-    db_path: Path,
-    check_exchange: bool,
-    telegram: TelegramSender | None,
-    listeners: list[trio.SocketListener] | None,
-    control_token: str,
-    errors: _ErrorForwarder,
-    signals: ShutdownSignals,
-    holder: dict[str, System],
-) -> int:
-    """One start-up attempt and, once it is up, the run. Raises on a start-up failure (retried above)."""
-    exchange_cfg = cfg.exchange
-    async with trio.open_nursery() as nursery:
-        await nursery.start(rest.run_time_sync)
-        if check_exchange:
-            prefix = f"{cfg.exchange.client_id_prefix}-"
-            ids = [o.client_order_id for o in await rest.open_orders()]
-            ids += [a.client_algo_id for a in await rest.open_algo_orders()]
-            check_exchange_clean(
-                db_path, our_client_ids=[i for i in ids if i.startswith(prefix)], fresh=False
-            )
-        with StateStore.open(db_path) as store:
-            if options.mode == "LIVE":
-                await _protect_first(cfg=cfg, clock=clock, rest=rest, store=store, journal=journal)
-            managed = sorted({s.plan.symbol for s in store.load_lifecycles()})
-            selection, all_rules = await select_live_universe(rest, cfg, managed=managed)
-            symbols = list(dict.fromkeys([*selection.selected, *selection.retained_for_management]))
-            rules = {s: all_rules[s] for s in symbols if s in all_rules}
-            gateway: ExchangeGateway
-            paper: PaperExchange | None = None
-            if options.mode == "LIVE":
-                gateway = BinanceGateway(
-                    rest=rest,
-                    user_stream=user_stream_factory(
-                        cfg=exchange_cfg, rest=rest, ws_base=resolve_urls(exchange_cfg).ws
-                    ),
-                )
-                await gateway.check_account_mode()
-            else:
-                paper = PaperExchange.from_store(store, cfg=cfg.execution, rules=rules, now_ms=clock.now_ms)
-                gateway = paper
-            market_holder: dict[str, MarketData] = {}
-
-            def market(system: System) -> Callable[..., Awaitable[Any]]:
-                md = MarketData(
-                    cfg=cfg,
-                    rest=rest,
-                    symbols=symbols,
-                    subscribers=system.router,
-                    on_fault=system.report_fault,
-                    on_data=system.report_data,
-                )
-                market_holder["md"] = md
-                return md.run
-
-            async def refresh_universe(
-                managed: Sequence[str],
-            ) -> tuple[list[str], dict[str, SymbolRules], str]:
-                fresh, fresh_rules = await select_live_universe(rest, cfg, managed=managed)
-                return list(fresh.selected), fresh_rules, fresh.reference_symbol
-
-            async def history(symbol: str) -> tuple[list[Candle], list[Candle]]:
-                return await market_holder["md"].history(symbol)
-
-            parts = SystemParts(
-                cfg=cfg,
-                mode=options.mode,
-                wall_clock=clock,
-                gateway=gateway,
-                store=store,
-                journal=journal,
-                rules=rules,
-                listed_rules=all_rules,
-                symbols=symbols,
-                log_dir=options.log_dir,
-                state_dir=options.state_dir,
-                market=market,
-                history=history,
-                paper=paper,
-                http=True,
-                http_listeners=listeners,
-                control_token=control_token,
-                api_weight=lambda: rest.limiter.used_weight,
-                telegram=telegram,
-                refresh_universe=refresh_universe,
-                reference_symbol=selection.reference_symbol,
-                set_market_symbols=lambda syms: market_holder["md"].set_symbols(syms),
-                client_counts_errors=True,
-            )
-            system = System(parts)
-            holder["system"] = system
-            errors.target = system.report_exchange_error
-            signals.set_action(system.stop_requested.set, phase="running")
-            try:
-                await system.run()
-            finally:
-                errors.target = None
-            nursery.cancel_scope.cancel()
-            return system.exit_code
-
-
-async def _start_telegram(
-    cfg: BotConfig, secrets: Secrets, *, task_status: trio.TaskStatus[TelegramSender | None]
-) -> None:
-    """The Telegram sender (daily reports and alerts), or None when disabled or not configured."""
-    async with httpx.AsyncClient(timeout=cfg.notifications.telegram_timeout_seconds) as client:
-        notifier = TelegramNotifier(cfg=cfg.notifications, secrets=secrets, client=client)
-        if not notifier.enabled:
-            if cfg.notifications.telegram_enabled:
-                log.warning(
-                    "telegram_disabled",
-                    reason=f"{cfg.notifications.telegram_token_env} or "
-                    f"{cfg.notifications.telegram_chat_id_env} is not set",
-                )
-            task_status.started(None)
-            return
-        send, recv = trio.open_memory_channel[TelegramText](TELEGRAM_OUTBOX_SIZE)
-        sender = TelegramSender(notifier=notifier, outbox=send)
-        task_status.started(sender)
-        await sender.run(recv)
-
-
-def _find_in_group(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
-    """`exc` itself or the first exception of type `kind` inside it (exception groups nest)."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find_in_group(inner, kind)
-            if found is not None:
-                return found
-    return None
-
-
-def _first_exchange_error(exc: BaseException) -> BaseException | None:
-    """The venue error inside `exc` (possibly an exception group), or None if it is something else."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _first_exchange_error(inner)
-            if found is not None:
-                return found
-        return None
-    if isinstance(exc, BinanceError | httpx.TransportError | OSError):
-        return exc
-    return None

@@ -2,7 +2,8 @@
 
 This module owns argument parsing, the choice of mode, config file resolution and exit codes:
 0 ok, 2 usage or config error (nothing has connected anywhere yet), 1 runtime failure. The bot itself
-runs in `futures_actor.app.run_bot(options)` under `trio.run`; the tool commands live in
+runs in `futures_actor.replay_run.run_replay(options)` (a replay, under trio's mock clock) or
+`futures_actor.live_run.run_live(options)` under `trio.run`; the tool commands live in
 `futures_actor.tools.*` and are imported only when called, so a missing tool cannot break the CLI.
 
 Mode rule (BOT_SPEC §13): LIVE needs both `"mode": "LIVE"` in the config and `--live`. `--live` with a
@@ -527,14 +528,16 @@ def replay_clock() -> trio.abc.Clock:
 def _run_bot(options: RunOptions) -> int:
     import trio
 
-    from futures_actor import app
-
     if options.replay_dir is not None:
+        from futures_actor import replay_run
+
         # Replay runs the same actors under trio's mock clock: simulated time jumps whenever every
         # actor is idle, so recorded days pass as fast as the CPU allows, deterministically.
-        result = trio.run(app.run_bot, options, clock=replay_clock())
+        result = trio.run(replay_run.run_replay, options, clock=replay_clock())
     else:
-        result = trio.run(app.run_bot, options)
+        from futures_actor import live_run
+
+        result = trio.run(live_run.run_live, options)
     return EXIT_OK if result is None else int(result)
 
 

@@ -37,7 +37,8 @@ def kill_file_path(state_dir: Path) -> Path:
 
 
 class RunOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything `app.run_bot` needs, decided and validated by the command line.
+    """Everything a runner (`replay_run.run_replay`, `live_run.run_live`) needs, decided and validated
+    by the command line.
 
     `mode` is the effective mode (PAPER_LIVE unless the config says LIVE and `--live` was given).
     `warnings` are messages for the event log (the CLI also printed them to stderr).

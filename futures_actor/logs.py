@@ -35,9 +35,10 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from futures_actor.control import RunOptions
 from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc, ms_to_datetime
 from futures_actor.core.config import LoggingConfig
-from futures_actor.core.secrets import MASK
+from futures_actor.core.secrets import MASK, Secrets
 
 __all__ = [
     "ConsoleMode",
@@ -45,6 +46,7 @@ __all__ = [
     "RotatingJsonlFile",
     "configure_logging",
     "get_logger",
+    "open_run_logging",
     "redact",
     "redact_event",
     "register_secrets",
@@ -54,6 +56,9 @@ __all__ = [
 ]
 
 ConsoleMode = Literal["auto", "pretty", "json", "quiet"]
+
+# A replay's console shows only events at this level or above (on stderr); all are in events.jsonl.
+REPLAY_CONSOLE_LEVEL = "error"
 
 # Keys every event line carries, in this order, before the event's own fields.
 _LEADING_KEYS = ("timestamp", "level", "event", "actor", "symbol")
@@ -468,6 +473,27 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     return sink
+
+
+def open_run_logging(
+    options: RunOptions, clock: WallClock, log_dir: Path | None, *, replay: bool = False
+) -> LogSink:
+    """The bot's logging (`configure_logging` with the environment's secrets registered).
+
+    Live: every event to the console (pretty on a terminal, JSON otherwise) and daily files.
+    Replay: one events.jsonl for the run; the console (stderr) shows errors only, so that stdout
+    carries nothing but the progress lines and the summary."""
+    secrets = Secrets.from_env(options.config)
+    return configure_logging(
+        cfg=options.config.logging,
+        log_dir=log_dir,
+        clock=clock,
+        secrets=secrets.values(),
+        console="quiet" if options.console == "quiet" else "auto",
+        stream=sys.stderr if replay else None,
+        console_level=REPLAY_CONSOLE_LEVEL if replay else None,
+        rotate=not replay,
+    )
 
 
 def current_sink() -> LogSink | None:

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-import futures_actor.app as app_module
+import futures_actor.live_run as live_run_module
+import futures_actor.replay_run as replay_run_module
 from futures_actor import cli
 from futures_actor.cli import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions, kill_file_path, main
 from futures_actor.core.config import default_config
-from futures_actor.logs import reset_logging
+from futures_actor.logs import open_run_logging, reset_logging
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "config.example.json"
@@ -56,14 +57,15 @@ def write_config(tmp_path: Path, doc: dict[str, Any], name: str = "cfg.json") ->
 
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
-    """Replace the bot with a recorder: what would `run_bot` have been started with?"""
+    """Replace the bot with a recorder: what would the runner (`run_replay` or `run_live`) have been started with?"""
     seen: list[RunOptions] = []
 
     async def fake_run_bot(options: RunOptions) -> int:
         seen.append(options)
         return EXIT_OK
 
-    monkeypatch.setattr(app_module, "run_bot", fake_run_bot)
+    monkeypatch.setattr(replay_run_module, "run_replay", fake_run_bot)
+    monkeypatch.setattr(live_run_module, "run_live", fake_run_bot)
     return seen
 
 
@@ -345,7 +347,7 @@ class TestMainCommand:
             from futures_actor.logs import configure_logging, get_logger
 
             # What the real bot does first: logging with the environment's secrets registered.
-            app_module._open_logging(options, SystemWallClock(), options.log_dir).close()
+            open_run_logging(options, SystemWallClock(), options.log_dir).close()
             configure_logging(cfg=options.config.logging, log_dir=options.log_dir, console="json")
             log = get_logger("binance")
             log.info("signed_request", headers={"X-MBX-APIKEY": SECRET_KEY}, query=f"signature={SECRET}")
@@ -355,7 +357,8 @@ class TestMainCommand:
                 log.exception("request_failed")
             raise RuntimeError(f"fatal: secret {SECRET} in an exception")
 
-        monkeypatch.setattr(app_module, "run_bot", leaky_run_bot)
+        monkeypatch.setattr(replay_run_module, "run_replay", leaky_run_bot)
+        monkeypatch.setattr(live_run_module, "run_live", leaky_run_bot)
         code = main(["--paper", "--config", str(EXAMPLE), "--log-dir", "logs"])
         assert code == EXIT_RUNTIME
         captured = capsys.readouterr()

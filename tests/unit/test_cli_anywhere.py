@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import futures_actor
-import futures_actor.app as app_module
+import futures_actor.live_run as live_run_module
+import futures_actor.replay_run as replay_run_module
 from futures_actor.cli import EXIT_CONFIG, EXIT_OK, RunOptions, kill_file_path, main, packaged_example_config
 from futures_actor.core.config import default_config, load_config
 from futures_actor.logs import reset_logging
@@ -44,7 +45,8 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[RunOptions]:
         seen.append(options)
         return EXIT_OK
 
-    monkeypatch.setattr(app_module, "run_bot", fake_run_bot)
+    monkeypatch.setattr(replay_run_module, "run_replay", fake_run_bot)
+    monkeypatch.setattr(live_run_module, "run_live", fake_run_bot)
     return seen
 
 

@@ -16,12 +16,12 @@ import pytest
 import trio
 
 from futures_actor.actors.clock import TrioWallClock
-from futures_actor.app import ReplayEquity
 from futures_actor.binance.gateway import AccountChanged, OrderRequest
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.core.config import ExecutionConfig
 from futures_actor.core.drawdown import max_drawdown
 from futures_actor.core.types import Candle, SymbolRules
+from futures_actor.replay_run import ReplayEquity
 from futures_actor.tearsheet.equity import AccountView, EquityCsvWriter, EquitySampler, read_equity_csv
 
 HOUR = 3_600_000

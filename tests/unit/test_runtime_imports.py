@@ -8,6 +8,8 @@ import sys
 
 MODULES = [
     "futures_actor.app",
+    "futures_actor.replay_run",
+    "futures_actor.live_run",
     "futures_actor.cli",
     "futures_actor.binance.ws_conn",
     "futures_actor.binance.sim.server",
