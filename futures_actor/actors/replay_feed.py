@@ -41,7 +41,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
@@ -57,8 +57,10 @@ from futures_actor.data.klines_csv import read_klines
 from futures_actor.logs import get_logger
 
 __all__ = [
+    "FeedEvent",
     "FundingSeries",
     "PathCallback",
+    "PathStep",
     "ProgressCallback",
     "ReplayDataError",
     "ReplayFeed",
@@ -90,6 +92,19 @@ class ReplayDataError(ValueError):
         self.path = path
         self.field = field
         self.value = value
+
+
+class PathStep(msgspec.Struct, frozen=True, kw_only=True):
+    """The 5m candle that starts at this step's T: the paper exchanges' look-ahead path over
+    [T, T + interval_ms) (`on_path`); it is never sent to strategies."""
+
+    symbol: str
+    candle: Candle
+    interval_ms: int
+
+
+FeedEvent = PathStep | CandleClosed | MarkUpdated
+"""What one replay step emits, in order (see the module docstring)."""
 
 
 class ReplayStats(msgspec.Struct, kw_only=True):
@@ -300,6 +315,7 @@ class ReplayFeed:
         self.epoch_ms = 0
         self.done = trio.Event()
         self._started = False
+        self._next_pct = 0.0
         self.stats = ReplayStats()
 
     # ----------------------------------------------------------------- loading
@@ -377,43 +393,75 @@ class ReplayFeed:
     # ----------------------------------------------------------------- playing
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> ReplayStats:
+        """Play every step in trio time (the trio runtime); see `steps` for what a step emits."""
+        self._start()
+        task_status.started()
+        router = self._router
+        for T, events in self.steps():
+            await trio.sleep_until(self.trio_time_of(T))
+            for event in events:
+                if isinstance(event, PathStep):
+                    if self._on_path is not None:
+                        self._on_path(event.symbol, event.candle, event.interval_ms)
+                else:
+                    await router.publish(event.symbol, event)
+            self.step_done()
+        return self.finish()
+
+    def _start(self) -> None:
         self.load()
-        assert self._data is not None
         if self._started:
             raise RuntimeError("ReplayFeed.run(): a feed plays once; build a new ReplayFeed to replay again")
         self._started = True
-        task_status.started()
+        self._next_pct = float(self._cfg.progress_percent_step)
+
+    def steps(self) -> Iterator[tuple[int, Iterator[FeedEvent]]]:
+        """The replay as steps, one per 5m close time T ascending: `(T, events)`, where `events` must be
+        consumed (in order) before the next step is asked for. Both runtimes play exactly this sequence:
+        the trio runtime sleeps until T and publishes each message through the router; the
+        discrete-event runtime delivers them at T. Call `step_done()` after each step's events."""
+        if not self._started:
+            self._start()
+        assert self._data is not None
         stats = self.stats
-        total = int(self._closes.size)
-        step_pct = self._cfg.progress_percent_step
-        next_pct = step_pct
         for T in self._closes.tolist():
-            await trio.sleep_until(self.trio_time_of(T))
             if stats.steps == 0:
                 stats.first_close_ms = T
             stats.steps += 1
             stats.last_close_ms = T
-            for sym in self._data:
-                await self._step(sym, T, stats)
-            done_pct = 100.0 * stats.steps / total
-            if self._on_progress is not None and (done_pct >= next_pct or stats.steps == total):
-                self._on_progress(stats.steps, total, T)
-                while next_pct <= done_pct:
-                    next_pct += step_pct
-        log.info("replay_done", **msgspec.structs.asdict(stats))
-        self.done.set()
-        return stats
+            yield T, self._step_events(T)
 
-    async def _step(self, sym: _Symbol, T: int, stats: ReplayStats) -> None:
+    def step_done(self) -> None:
+        """Progress after a step (`on_progress` each `replay.progress_percent_step` percent)."""
+        stats = self.stats
+        total = int(self._closes.size)
+        done_pct = 100.0 * stats.steps / total
+        if self._on_progress is not None and (done_pct >= self._next_pct or stats.steps == total):
+            self._on_progress(stats.steps, total, stats.last_close_ms)
+            while self._next_pct <= done_pct:
+                self._next_pct += self._cfg.progress_percent_step
+
+    def finish(self) -> ReplayStats:
+        """The end of the replay: logs and returns the statistics, sets `done`."""
+        log.info("replay_done", **msgspec.structs.asdict(self.stats))
+        self.done.set()
+        return self.stats
+
+    def _step_events(self, T: int) -> Iterator[FeedEvent]:
+        assert self._data is not None
+        for sym in self._data:
+            yield from self._symbol_events(sym, T, self.stats)
+
+    def _symbol_events(self, sym: _Symbol, T: int, stats: ReplayStats) -> Iterator[FeedEvent]:
         five, hour = sym.five, sym.hour
         n5 = len(five)
         if five.i >= n5 or five.close_at(five.i) > T:
             return  # not joined yet, or already left
         symbol = sym.symbol
-        if self._on_path is not None and five.i + 1 < n5 and int(five.times[five.i + 1]) == T:
-            self._on_path(symbol, five.candle(five.i + 1), five.step)
+        if five.i + 1 < n5 and int(five.times[five.i + 1]) == T:
+            yield PathStep(symbol=symbol, candle=five.candle(five.i + 1), interval_ms=five.step)
         while hour.i < len(hour) and hour.close_at(hour.i) <= T:
-            await self._emit(symbol, hour, hour.i)
+            yield self._closed(symbol, hour, hour.i)
             hour.i += 1
             stats.candles_1h += 1
         close = 0.0
@@ -425,7 +473,7 @@ class ReplayFeed:
                     "replay_gap", symbol=symbol, after_ms=int(five.times[i - 1]), next_ms=int(five.times[i])
                 )
             close = float(five.values[i, 3])
-            await self._emit(symbol, five, i)
+            yield self._closed(symbol, five, i)
             five.i += 1
             stats.candles_5m += 1
         f = sym.funding
@@ -439,13 +487,12 @@ class ReplayFeed:
                 nxt = int(f.times_ms[j + 1])
             else:
                 nxt = t + (t - int(f.times_ms[j - 1]) if j > 0 else 0)
-            msg = MarkUpdated(
+            yield MarkUpdated(
                 symbol=symbol, mark_price=close, funding_rate=float(f.rates[j]), next_funding_ms=nxt, ts_ms=t
             )
-            await self._router.publish(symbol, msg)
             sym.funding_i += 1
             stats.funding_events += 1
 
-    async def _emit(self, symbol: str, series: _Series, i: int) -> None:
-        msg = CandleClosed(symbol=symbol, interval=series.interval, candle=series.candle(i), source="replay")
-        await self._router.publish(symbol, msg)
+    @staticmethod
+    def _closed(symbol: str, series: _Series, i: int) -> CandleClosed:
+        return CandleClosed(symbol=symbol, interval=series.interval, candle=series.candle(i), source="replay")
