@@ -489,6 +489,23 @@ class PaperExchange:
             if self._persist_mode == "on_close":
                 self.flush()
 
+    # ------------------------------------------------------------ discrete-event runtime (no trio)
+
+    def next_event_ms(self) -> int | None:
+        """When something is next scheduled (a fill along a path, a trigger, funding); None: nothing."""
+        return self._next_time()
+
+    def advance_to(self, t_ms: int) -> None:
+        """Apply everything scheduled up to `t_ms` (what `run` does when it wakes up)."""
+        self._advance(max(t_ms, self._t))
+        self._commit()
+
+    def take_events(self) -> list[GatewayEvent]:
+        """The events not yet delivered, oldest first (what `run` sends on `events()`); clears them."""
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
     def _now(self) -> int:
         return int(self._now_ms())
 
