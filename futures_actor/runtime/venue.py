@@ -36,7 +36,7 @@ def complete(coro: Coroutine[Any, Any, T]) -> T:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     coro.close()
-    raise VenueSuspendedError(f"{coro.__qualname__} suspended; a paper exchange call must not wait")
+    raise VenueSuspendedError(f"{coro!r} suspended; a paper exchange call must not wait")
 
 
 class _Wake(msgspec.Struct, frozen=True):
