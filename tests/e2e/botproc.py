@@ -1,4 +1,8 @@
-"""The bot as a real subprocess (`python -m futures_actor --live`) against a `SimHost`, with its event log."""
+"""The bot as a real subprocess (`python -m futures_actor --live`) against a `SimHost`, with its event log.
+
+The bot's console (the same JSON lines as its event log, written right after each line reaches the log file)
+comes through a pipe: a wait for an event is woken by the event's own line, bounded by its deadline, instead
+of re-reading the log on a real-clock timer."""
 
 from __future__ import annotations
 
@@ -14,12 +18,12 @@ from typing import Any, Protocol
 
 from futures_actor.core.config import default_config
 
+from .proclines import OutputLines, event_name
 from .simhost import API_KEY, API_SECRET
 
 __all__ = ["REPO", "BotProcess", "Endpoints", "live_config"]
 
 REPO = Path(__file__).resolve().parents[2]
-_POLL_S = 0.1
 
 
 class Endpoints(Protocol):
@@ -73,6 +77,7 @@ class BotProcess:
         self.config_path.write_text(json.dumps(config), encoding="utf-8")
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
+        self._out: OutputLines | None = None
         self.runs = 0
 
     def env(self) -> dict[str, str]:
@@ -87,12 +92,13 @@ class BotProcess:
         self.runs += 1
         cmd = [
             sys.executable, "-m", "futures_actor", "--live", "--config", str(self.config_path),
-            "--log-dir", str(self.log_dir), "--state-dir", str(self.state_dir), "--quiet",
+            "--log-dir", str(self.log_dir), "--state-dir", str(self.state_dir),
             *self.extra_args, *args,
         ]  # fmt: skip
-        out = (self.root / f"bot-{self.runs}.out").open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env(), stdout=out, stderr=subprocess.STDOUT)
-        out.close()
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0
+        )
+        self._out = OutputLines(self.proc, self.root / f"bot-{self.runs}.out")
         return self.proc
 
     def output(self) -> str:
@@ -113,19 +119,32 @@ class BotProcess:
         return found
 
     def next_event(self, name: str, *, timeout: float, count: int = 1) -> dict[str, Any] | None:
-        """The `count`-th event `name`, or None when it has not come within `timeout` (the bot's exit raises)."""
+        """The `count`-th event `name` in the log (every run so far), or None when it has not come within
+        `timeout` (the bot's exit raises). Woken by the bot's console line for the event, not by a timer."""
         deadline = time.monotonic() + timeout
         while True:
-            found = self.events(name)
+            mark = self._out.count if self._out is not None else 0
+            found = self.events(name)  # the log file has every line the console has shown, and more
             if len(found) >= count:
                 return found[count - 1]
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(
-                    f"bot exited with {self.proc.returncode} before event {name!r}:\n{self.output()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if self._out is None or self._out.ended:
+                self._raise_if_exited(name, left)
                 return None
-            time.sleep(_POLL_S)  # the one wait on a real process's log, bounded by the deadline
+            if left <= 0:
+                return None
+            self._out.wait_line(lambda line: event_name(line) == name, after=mark, timeout=left)
+
+    def _raise_if_exited(self, name: str, left: float) -> None:
+        """The output has ended: the bot is exiting (given up to `left` s to be reaped), or was never started."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=max(left, 0.0))
+        if self.proc.returncode is not None:
+            raise AssertionError(
+                f"bot exited with {self.proc.returncode} before event {name!r}:\n{self.output()[-3000:]}"
+            )
 
     def signal(self, signum: signal.Signals) -> None:
         assert self.proc is not None
@@ -133,9 +152,14 @@ class BotProcess:
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
-        return self.proc.wait(timeout=timeout)
+        code = self.proc.wait(timeout=timeout)
+        if self._out is not None:
+            self._out.join()
+        return code
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        if self._out is not None:
+            self._out.join()

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import random
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -226,11 +225,3 @@ class Account:
         for n, (symbol, amount) in enumerate(sorted(self.positions().items())):
             side = "SELL" if amount > 0 else "BUY"
             self.market(symbol, side, abs(amount), reduce_only=True, cid=f"{cid_prefix}{n}")
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str, poll: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(poll)
