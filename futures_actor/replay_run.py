@@ -25,7 +25,8 @@ import trio
 from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
-from futures_actor.app import SHADOW_DB_FILE, System, SystemParts
+from futures_actor.actors.shadow_book import SHADOW_DB_FILE
+from futures_actor.app import System, SystemParts
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions
 from futures_actor.core.clock import SystemWallClock, iso_utc

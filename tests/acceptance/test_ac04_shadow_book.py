@@ -19,7 +19,7 @@ import trio
 import trio.testing
 
 from futures_actor.actors.messages import BookUpdated, MarkUpdated
-from futures_actor.app import SHADOW_DB_FILE, SHADOW_LOG_SUBDIR
+from futures_actor.actors.shadow_book import SHADOW_DB_FILE, SHADOW_LOG_SUBDIR
 from futures_actor.core import lifecycle as lcm
 from futures_actor.core.types import OrderRole, Side
 from futures_actor.state.journal import TradeJournal

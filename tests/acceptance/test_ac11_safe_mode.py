@@ -27,7 +27,7 @@ import trio
 import trio.testing
 
 from futures_actor.actors.health import WatchStream
-from futures_actor.app import WATCHED_STREAMS
+from futures_actor.actors.universe import WATCHED_STREAMS
 from futures_actor.core.config import BotConfig, default_config
 from futures_actor.core.types import Side
 from futures_actor.state.log_schema import validate_trade_record

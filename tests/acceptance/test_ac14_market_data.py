@@ -27,7 +27,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
-from futures_actor import app
+from futures_actor.actors import symbol_pool
 from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketData
 from futures_actor.actors.messages import CandleClosed
@@ -268,7 +268,7 @@ async def test_bad_market_data_is_rejected_or_backfilled_and_never_decided_on(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     observed = Observed()
-    monkeypatch.setattr(app, "SymbolActor", recording_actor(observed))
+    monkeypatch.setattr(symbol_pool, "SymbolActor", recording_actor(observed))
     base = default_config()
     # No stream watchdog recycling during the scenario: every candle arrives through the pushes below.
     cfg = msgspec.structs.replace(
@@ -401,7 +401,7 @@ async def test_symbol_actor_refuses_bad_candles_that_reach_it_and_never_decides_
     """Defence in depth: the same bad inputs published straight to the router (as any market source
     does), past MarketData's checks, on a symbol actor warm from a day of recorded klines."""
     observed = Observed()
-    monkeypatch.setattr(app, "SymbolActor", recording_actor(observed))
+    monkeypatch.setattr(symbol_pool, "SymbolActor", recording_actor(observed))
     base = default_config()
     # As `--replay` does: an hourly heartbeat file is enough for a simulated day.
     cfg = msgspec.structs.replace(

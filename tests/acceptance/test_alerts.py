@@ -50,7 +50,7 @@ async def test_position_and_error_alerts(tmp_path: Path, autojump_clock: trio.te
             trade_id = await open_position(rig, SYMBOL, Side.LONG)
             await stop_out(rig, trade_id)
             await trio.sleep(5)
-            system._execution_alert("PROTECTION_FAILED", SYMBOL, "stop could not be placed")
+            system.faults.execution_alert("PROTECTION_FAILED", SYMBOL, "stop could not be placed")
             system.report_fault("UNEXPECTED_EXCEPTION", SYMBOL, "symbol actor crashed: ValueError")
             await trio.sleep(5)
             system.stop_requested.set()

@@ -146,7 +146,7 @@ async def test_a_shadow_account_of_an_earlier_version_is_topped_up(
     keep refusing shadow entries for margin: it is topped up at start, and says so."""
     from decimal import Decimal
 
-    from futures_actor.app import SHADOW_DB_FILE
+    from futures_actor.actors.shadow_book import SHADOW_DB_FILE
     from futures_actor.binance.paper import PAPER_BLOB_NAME, PaperExchange
     from futures_actor.state.store import BlobKind, StateStore
     from tests.actors.test_replay_funding import _copy_sample
