@@ -18,10 +18,7 @@ phase is shielded and bounded by `shutdown.timeout_seconds`. A second signal can
 
 from __future__ import annotations
 
-import contextlib
 import random
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +28,16 @@ import trio
 
 from futures_actor.actors.execution import Execution, ExecutionInbox
 from futures_actor.actors.faults import FaultReporter
-from futures_actor.actors.health import HealthActor, HealthMsg, TradingStateChanged
+from futures_actor.actors.health import HealthActor, HealthMsg
 from futures_actor.actors.http_health import ControlPolicy, HealthHttpApp, serve_http
 from futures_actor.actors.kill_switch import OperatorKillSwitch
 from futures_actor.actors.market_data import MarketRouter
-from futures_actor.actors.messages import StopIntake
 from futures_actor.actors.metrics import API_WEIGHT_USED, Metrics
 from futures_actor.actors.operator_commands import operator_commands
-from futures_actor.actors.portfolio_risk import PortfolioRisk, RiskInbox, open_risk_inbox
+from futures_actor.actors.portfolio_risk import PortfolioRisk, open_risk_inbox
 from futures_actor.actors.report_account import ReportAccount, rebuild_tracker, utc_day
 from futures_actor.actors.reporter import Reporter, ReporterMsg
+from futures_actor.actors.root_supervisor import RootSupervisor
 from futures_actor.actors.routing import ConflatedPrices, MarketSubscribers, ReportingRiskChannel, open_tap
 from futures_actor.actors.scheduler import Job, ScheduledTick, Scheduler
 from futures_actor.actors.shadow_book import ShadowBook
@@ -49,15 +46,13 @@ from futures_actor.actors.telegram import CommandHandlers, TelegramCommands, Tel
 from futures_actor.actors.universe import RefreshUniverse, UniverseRefresher
 from futures_actor.binance.gateway import ExchangeGateway
 from futures_actor.binance.paper import PaperExchange
-from futures_actor.control import EXIT_OK, EXIT_RUNTIME
 from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
-from futures_actor.core.health import FaultKind
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.risk_state import closed_pnl_from_records
 from futures_actor.core.summary import REPLAY_MODE
-from futures_actor.core.types import Candle, SymbolRules, TradingState
-from futures_actor.logs import current_sink, get_logger
+from futures_actor.core.types import Candle, SymbolRules
+from futures_actor.logs import get_logger
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
 from futures_actor.tearsheet.equity import EquityCsvWriter
@@ -123,18 +118,6 @@ class SystemParts:
     equity_curve: EquityCsvWriter | None = None
 
 
-class _StartedFlag:
-    """A task status that remembers whether `started()` was called."""
-
-    def __init__(self, inner: trio.TaskStatus[None]) -> None:
-        self._inner = inner
-        self.done = False
-
-    def started(self, value: None = None) -> None:
-        self.done = True
-        self._inner.started(value)
-
-
 class System:
     """The running actor system: its channels and actors, and the orderly stop."""
 
@@ -143,13 +126,6 @@ class System:
         cfg = parts.cfg
         self.metrics = Metrics()
         self.router = parts.router if parts.router is not None else MarketRouter()
-        self.stop_requested = trio.Event()
-        self.stopped = trio.Event()
-        self.exit_code = EXIT_OK
-        self.started = False
-        # Why the system stopped on its own (a fault that requires it), for the operator; None if asked.
-        self.stop_reason: str | None = None
-        self.safe_mode_entered = trio.Event()
         self._health_send, self._health_recv = trio.open_memory_channel[HealthMsg](HEALTH_INBOX_SIZE)
         self._exec_send, self._exec_recv = trio.open_memory_channel[ExecutionInbox](EXECUTION_INBOX_SIZE)
         self.exec_prices = ConflatedPrices()
@@ -163,6 +139,14 @@ class System:
         self.report_fault = self.faults.report_fault
         self.report_exchange_error = self.faults.report_exchange_error
         self.report_data = self.faults.report_data
+        self.root = RootSupervisor(
+            shutdown_timeout=cfg.shutdown.timeout_seconds,
+            signals=parts.signals,
+            report_fault=self.report_fault,
+        )
+        self.stop_requested = self.root.stop_requested
+        self.stopped = self.root.stopped
+        self.safe_mode_entered = self.root.safe_mode_entered
         self.symbols = SymbolActors(
             cfg=cfg,
             router=self.router,
@@ -226,7 +210,7 @@ class System:
             wall_clock=parts.wall_clock,
             subscribers=[self._risk_send, self._report_send],
             metrics=self.metrics,
-            on_safe_mode=self._safe_mode_changed,
+            on_safe_mode=self.root.safe_mode_changed,
         )
         self.kill_switch = OperatorKillSwitch(
             state_dir=parts.state_dir,
@@ -269,7 +253,6 @@ class System:
             paper=parts.paper,
             replay_papers=papers if parts.replay else None,
         )
-        self._root: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ what others call
 
@@ -278,6 +261,19 @@ class System:
         """The mode the operator reads (reports, events): REPLAY for a replay, else `parts.mode`. Trade
         records keep `parts.mode` (the log schema's PAPER_LIVE for a replay, which trades on paper)."""
         return REPLAY_MODE if self.parts.replay else self.parts.mode
+
+    @property
+    def started(self) -> bool:
+        return self.root.started
+
+    @property
+    def exit_code(self) -> int:
+        return self.root.exit_code
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the system stopped on its own (a fault that requires it), for the operator; None if asked."""
+        return self.root.stop_reason
 
     @property
     def kill_engaged(self) -> bool:
@@ -329,97 +325,25 @@ class System:
             self.metrics.set(API_WEIGHT_USED, float(used()))
             await trio.sleep(self.parts.cfg.health.heartbeat_interval_seconds)
 
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                if not self.stop_requested.is_set():
-                    log.warning("signal_received", signal=signal.Signals(signum).name, action="orderly stop")
-                    self.stop_requested.set()
-                else:
-                    log.warning(
-                        "signal_received", signal=signal.Signals(signum).name, action="immediate stop"
-                    )
-                    if self._root is not None:
-                        self._root.cancel_scope.cancel()
-                    return
-
     # ------------------------------------------------------------------ run and stop
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        parts = self.parts
-        sink = current_sink()
-        if sink is not None:
-            token = trio.lowlevel.current_trio_token()
-            # Called from whatever thread logged; run_sync_soon brings it into trio (thread-safe).
-            sink.on_write_error = lambda exc: token.run_sync_soon(self._log_write_failed, exc)
-        try:
-            async with trio.open_nursery() as root:
-                self._root = root
-                if parts.signals:
-                    root.start_soon(self._watch_signals)
-                with trio.CancelScope() as starting:
-                    root.start_soon(self._abort_start_on_stop, starting)
-                    await self._start_actors(root, task_status)
-                if not self.started:
-                    # A stop request (signal) during start-up: nothing decided yet, everything needed
-                    # to resume is persisted per change; the actors that did start are cancelled.
-                    log.warning("startup_aborted", reason="stop requested during start-up")
-                    log.warning("shutdown_done", exit_code=self.exit_code)
-                    root.cancel_scope.cancel()
-                    return
-                await self.stop_requested.wait()
-                await self._orderly_stop()
-                root.cancel_scope.cancel()
-        finally:
-            if sink is not None:
-                sink.on_write_error = None
-            self._root = None
+        """Start the actors in dependency order, run until a stop request, then stop in order."""
+        await self.root.run(
+            start=self._start_actors,
+            orderly_stop=self._orderly_stop,
             # Normally closed by the shadow book's task; here if `run` ended before it started.
-            self.shadow.close()
-            self.stopped.set()
-
-    def _log_write_failed(self, exc: OSError) -> None:
-        """The log disk refuses writes (full): alert, safe mode, then an orderly stop with exit 1.
-
-        Trading on without an event log would hide every decision; the trade journal and the state
-        store refuse loudly on their own (a closed trade whose record could not be written is
-        re-written from the state file at the next start)."""
-        reason = f"log disk refuses writes: {exc.filename or ''} {exc.strerror or exc}".strip()
-        if self.stop_reason is None:
-            self.stop_reason = reason
-        print(
-            f"futures-actor: {reason}; entering safe mode and stopping in order", file=sys.stderr, flush=True
+            cleanup=self.shadow.close,
+            task_status=task_status,
         )
-        log.critical("log_write_failed", error=str(exc), errno=exc.errno, action="safe mode, orderly stop")
-        self.report_fault(FaultKind.LOG_WRITE.value, None, reason)
-        self.exit_code = EXIT_RUNTIME
-        if self._root is None:
-            self.stop_requested.set()
-        else:
-            self._root.start_soon(self._stop_after_safe_mode)
-
-    def _safe_mode_changed(self, on: bool) -> None:
-        if on:
-            self.safe_mode_entered.set()
-
-    async def _stop_after_safe_mode(self) -> None:
-        """Stop in order once health has entered safe mode (bounded: stop anyway after the timeout)."""
-        with trio.move_on_after(self.parts.cfg.shutdown.timeout_seconds):
-            await self.safe_mode_entered.wait()
-        self.stop_requested.set()
-
-    async def _abort_start_on_stop(self, starting: trio.CancelScope) -> None:
-        await self.stop_requested.wait()
-        if not self.started:
-            starting.cancel()
 
     async def _start_actors(self, root: trio.Nursery, task_status: trio.TaskStatus[None]) -> None:
         """Start every actor in dependency order; `started` is set at the end."""
         parts = self.parts
         cfg = parts.cfg
         await root.start(parts.gateway.run)
-        await root.start(self._run_critical, "execution", self.execution.run, self._exec_recv)
-        await root.start(self._run_critical, "portfolio_risk", self.risk.run, self._risk_recv)
+        await root.start(self.root.run_critical, "execution", self.execution.run, self._exec_recv)
+        await root.start(self.root.run_critical, "portfolio_risk", self.risk.run, self._risk_recv)
         await root.start(self.health.run, self._health_recv)
         await root.start(self.reporter.run, self._report_recv)
         self.market_subscribers.start(self.router, root, self._exec_send)
@@ -469,56 +393,17 @@ class System:
             root.start_soon(self.kill_switch.watch_file)
         if parts.api_weight is not None:
             root.start_soon(self._publish_api_weight, parts.api_weight)
-        self.started = True
+        self.root.started = True
         log.info("system_started", mode=self.run_mode, symbols=list(parts.symbols))
         task_status.started()
 
-    async def _run_critical(
-        self,
-        name: str,
-        run: Callable[..., Awaitable[None]],
-        inbox: trio.MemoryReceiveChannel[RiskInbox] | trio.MemoryReceiveChannel[ExecutionInbox],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """A critical actor: its crash is a safety fault that stops the bot in order (exit 1).
-
-        A failure before the actor is up (Execution's start-up reconcile) propagates: the start-up
-        failed, and the caller decides (a transient exchange error is retried by `run_live`)."""
-        status = _StartedFlag(task_status)
-        try:
-            await run(inbox, task_status=status)
-        except Exception as exc:
-            if not status.done:
-                raise
-            log.critical("critical_actor_crashed", actor=name, error_type=type(exc).__name__, exc_info=exc)
-            self.exit_code = EXIT_RUNTIME
-            self.report_fault("UNEXPECTED_EXCEPTION", None, f"{name} crashed: {type(exc).__name__}")
-            self.stop_requested.set()
-
-    async def _wait_entries_cancelled(self) -> None:
-        """Until no trade has an entry order working (execution cancels them on StopIntake)."""
-        while any(lc.phase in _ENTRY_PHASES for lc in self.execution.open_trades()):  # noqa: ASYNC110
-            await trio.sleep(SHUTDOWN_POLL_SECONDS)
-
     async def _orderly_stop(self) -> None:
-        """REDUCING, cancel working entries, keep stops/targets, persist, flush (each phase bounded)."""
-        timeout = self.parts.cfg.shutdown.timeout_seconds
-        log.warning("shutdown_started", timeout_seconds=timeout)
-        with trio.move_on_after(timeout) as scope:
-            scope.shield = True
-            for channel in (self._risk_send, self._exec_send):
-                try:
-                    channel.send_nowait(StopIntake())
-                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                    await channel.send(StopIntake())
-            with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                self._health_send.send_nowait(TradingStateChanged(state=TradingState.REDUCING))
-            await self._wait_entries_cancelled()
-        if scope.cancelled_caught:
-            log.error("shutdown_timeout", phase="cancel working entries", timeout_seconds=timeout)
-            self.exit_code = EXIT_RUNTIME
-        log.warning("shutdown_done", exit_code=self.exit_code)
+        await self.root.orderly_stop(
+            intake=(self._risk_send, self._exec_send),
+            health=self._health_send,
+            # Reads Execution's state directly (an event Execution sets is the target).
+            entries_working=lambda: any(lc.phase in _ENTRY_PHASES for lc in self.execution.open_trades()),
+        )
 
 
 async def run_system(parts: SystemParts) -> System:
