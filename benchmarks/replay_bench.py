@@ -18,6 +18,13 @@ recording up to the window's end: the replay hands a joining symbol its earlier 
 trend features are warm when the window starts. Nothing is written into the repository.
 
     .venv/bin/python benchmarks/replay_bench.py [--days 3] [--big 200] [--skip-big]
+    .venv/bin/python benchmarks/replay_bench.py --sizes 20,50,200,300 [--days 3]
+
+`--sizes` replaces the default list (the real symbols, 20, `--big`). With `--days 3` every symbol's
+history is full by the end (`market_data.history_5m_bars` 600 = 2.1 days of 5m, `history_1h_bars`
+300 = 12.5 days of 1h from the 14 days of 1h before the window), so the largest size's peak RSS is
+the "300 symbols with full history" figure of issue 12. Each row also gives the load average at its
+end and the CPU time of the replay (`time.process_time`), the figure to compare on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -152,8 +160,12 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
             data = root / "klines"
             build_dataset(data, n_symbols, days)
         cfg = load_config(CONFIG)
+        # Every symbol kept (no ATR floor): the scenario runs at exactly `n_symbols` symbols.
         cfg = msgspec.structs.replace(
-            cfg, universe=msgspec.structs.replace(cfg.universe, max_monitored_symbols=n_symbols)
+            cfg,
+            universe=msgspec.structs.replace(
+                cfg.universe, max_monitored_symbols=n_symbols, min_atr_ratio=0.0
+            ),
         )
         opts = RunOptions(
             config=cfg,
@@ -165,12 +177,13 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
             replay_dir=data,
             console="quiet",
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rc = trio.run(run_replay, opts, clock=MockClock(autojump_threshold=0))
         seconds = time.perf_counter() - t0
-        trades = sum(
-            1 for p in (root / "logs").glob("trades-*.jsonl") for line in p.read_text().splitlines() if line
-        )
+        cpu_seconds = time.process_time() - c0
+        # Trades whose entry filled, as the replay summary counts them (the shadow book's are apart).
+        summary = root / "logs" / "summary.json"
+        trades = int(json.loads(summary.read_text())["trades"]["trades"]) if summary.is_file() else -1
     latencies.sort()
     return {
         "symbols": n_symbols,
@@ -179,6 +192,9 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
         "rc": rc,
         "candles_5m": candles["5m"],
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "cpu_candles_per_s": candles["5m"] / cpu_seconds if cpu_seconds else 0.0,
+        "load_1m": os.getloadavg()[0],
         # Candles over the 5m phase only (start-up, file loading and the 1h warm-up excluded).
         "candles_per_s": candles["5m"] / (span[-1] - span[0])
         if len(span) == 2 and span[-1] > span[0]
@@ -193,13 +209,20 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
     }
 
 
-def _child(n_symbols: int, days: int) -> dict[str, Any]:
+def _child(n_symbols: int, days: int, timeout_s: float) -> dict[str, Any]:
     """The scenario in a fresh process (its peak RSS is the replay's alone: the data set is built here)."""
     with tempfile.TemporaryDirectory(prefix="replay-bench-data-") as tmp:
         data = Path(tmp)
         build_dataset(data, n_symbols, days)
         cmd = [sys.executable, __file__, "--scenario", str(n_symbols), "--days", str(days), "--data", tmp]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+        try:
+            proc = subprocess.run(
+                cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=timeout_s
+            )
+        except subprocess.TimeoutExpired:
+            raise SystemExit(
+                f"replay_bench: scenario {n_symbols} x {days} days killed after the {timeout_s:.0f} s timeout"
+            ) from None
     return _parse(proc, n_symbols)
 
 
@@ -217,29 +240,53 @@ def _fmt(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def main() -> None:
+def parse_sizes(text: str) -> list[int]:
+    """`20,50,200` -> [20, 50, 200]; a clear error naming the bad entry otherwise."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise argparse.ArgumentTypeError(f"--sizes: {part!r} is not a positive number of symbols")
+        out.append(int(part))
+    if not out:
+        raise argparse.ArgumentTypeError("--sizes: no size given (e.g. 20,50,200,300)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--days", type=int, default=3, help="5m window length in days (default 3)")
     ap.add_argument("--big", type=int, default=200, help="symbols of the large latency scenario")
     ap.add_argument("--skip-big", action="store_true", help="skip the large scenario")
+    ap.add_argument("--sizes", type=parse_sizes, help="symbol counts to run, e.g. 20,50,200,300")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed to one scenario")
     ap.add_argument("--scenario", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.days < 1:
+        ap.error(f"--days: {args.days} is not a positive number of days")
     if args.scenario is not None:
         print(json.dumps(run_scenario(args.scenario, args.days, args.data)))
         return
-    sizes = [len(real_symbols()), 20] + ([] if args.skip_big else [args.big])
+    if args.sizes:
+        sizes = args.sizes
+    else:
+        sizes = [len(real_symbols()), 20] + ([] if args.skip_big else [args.big])
+    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
     header = (
-        f"{'symbols':>7} {'kept':>5} {'days':>4} {'candles':>8} {'seconds':>8} {'e2e c/s':>8} {'5m c/s':>8} {'trades':>6} "
-        f"{'entries':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MB':>7}"
+        f"{'symbols':>7} {'kept':>5} {'days':>4} {'candles':>8} {'seconds':>8} {'CPU s':>7} {'e2e c/s':>8} "
+        f"{'c/CPU-s':>8} {'5m c/s':>8} {'trades':>6} {'entries':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'RSS MB':>7} {'load':>5}"
     )
     print(header)
     for n in sizes:
-        r = _child(n, args.days)
+        r = _child(n, args.days, args.timeout)
         print(
             f"{r['symbols']:>7} {r['traded_symbols']:>5} {r['days']:>4} {r['candles_5m']:>8} {r['seconds']:>8.2f} "
-            f"{r['e2e_candles_per_s']:>8.0f} {r['candles_per_s']:>8.0f} {r['trades']:>6} {r['entries']:>7} {_fmt(r['p50_ms'], '7.2f')} "
-            f"{_fmt(r['p99_ms'], '7.2f')} {_fmt(r['max_ms'], '7.2f')} {r['peak_rss_mb']:>7.0f}",
+            f"{r['cpu_seconds']:>7.2f} {r['e2e_candles_per_s']:>8.0f} {r['cpu_candles_per_s']:>8.0f} "
+            f"{r['candles_per_s']:>8.0f} {r['trades']:>6} {r['entries']:>7} {_fmt(r['p50_ms'], '7.2f')} "
+            f"{_fmt(r['p99_ms'], '7.2f')} {_fmt(r['max_ms'], '7.2f')} {r['peak_rss_mb']:>7.0f} {r['load_1m']:>5.1f}",
             flush=True,
         )
 
