@@ -940,7 +940,7 @@ class TestBetaReference:
             async with running(symbols=SYMBOLS, hourly=series, reference_symbol=BBB) as h:
                 started = next(e for e in logs if e["event"] == "risk_started")
                 assert started["beta_reference"] == BBB
-                matrix = h.actor._correlations(h.clock.now_ms())
+                matrix = h.actor.machine.correlations(h.clock.now_ms())
                 assert matrix is not None
                 assert matrix.beta_of(BBB) == pytest.approx(1.0)
                 await h.send(
@@ -950,7 +950,7 @@ class TestBetaReference:
                 )
                 changed = next(e for e in logs if e["event"] == "risk_universe_changed")
                 assert changed["beta_reference"] == CCC
-                matrix = h.actor._correlations(h.clock.now_ms())
+                matrix = h.actor.machine.correlations(h.clock.now_ms())
                 assert matrix is not None
                 assert matrix.beta_of(CCC) == pytest.approx(1.0)
                 assert matrix.beta_of(BBB) != pytest.approx(1.0)
