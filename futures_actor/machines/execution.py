@@ -68,6 +68,14 @@ Effects performed without an answer, in order:
 
 Time: `now_ms` is the wall time of the message (milliseconds since the epoch; the event time in a
 replay); it stamps lifecycle transitions, persisted rows and timer deadlines (`at_ms = now_ms + delay`).
+Pass the current time with every answer too (the trio shell reads its wall clock before each `handle`).
+
+Delivery order (what the trio shell does; a replay runtime reproduces it for parity, as
+`tests/machines/execution_driver.py` does and `tests/machines/test_execution_parity.py` checks):
+inbox messages and gateway events in arrival order, each handled to the end (every request answered)
+before the next; the exchange's events caused by a call are delivered after the message that made it
+has ended, in the order the exchange emitted them; at an instant where timers are due, every due timer
+fires (in deadline, then set order) before the events those timers caused are delivered.
 """
 
 from __future__ import annotations
