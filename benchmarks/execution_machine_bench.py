@@ -19,7 +19,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from futures_actor.machines.execution import (
     TimerFired,
     WriteJournal,
 )
+from futures_actor.runtime.venue import complete
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
 
@@ -67,14 +67,6 @@ RULES = {SYMBOL: SymbolRules(symbol=SYMBOL, tick_size=D("0.1"), step_size=D("0.0
 CFG = BotConfig()
 DEFAULT_TRADES = 10_000
 STEP_MS = 100
-
-
-def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    raise RuntimeError("the paper exchange suspended")
 
 
 def plan(i: int) -> TradePlan:
@@ -137,7 +129,7 @@ class Bench:
                 if isinstance(call, PlaceStop) and call.stop.client_id.endswith("S1"):
                     self.stop_sent[call.stop.client_id[:-3]] = time.perf_counter()
                 try:
-                    return GatewayReplied(request_id=rid, result=run_now(call_gateway(self.paper, call)))  # type: ignore[arg-type]
+                    return GatewayReplied(request_id=rid, result=complete(call_gateway(self.paper, call)))  # type: ignore[arg-type]
                 except Exception as exc:
                     return GatewayFailed(request_id=rid, error=exc)
             case Persist(request_id=rid):
@@ -163,16 +155,15 @@ class Bench:
         return None
 
     def events(self) -> None:
-        pending = self.paper._pending
-        while pending:
-            ev = pending.popleft()
-            if isinstance(ev, OrderUpdate) and ev.last_fill_qty > 0 and ev.order.client_id.endswith("E1"):
-                self.fill_seen[ev.order.client_id[:-3]] = time.perf_counter()
-            self.handle(ev)
+        while events := self.paper.take_events():
+            for ev in events:
+                if isinstance(ev, OrderUpdate) and ev.last_fill_qty > 0 and ev.order.client_id.endswith("E1"):
+                    self.fill_seen[ev.order.client_id[:-3]] = time.perf_counter()
+                self.handle(ev)
 
     def advance(self, ms: int) -> None:
         self.t += ms
-        self.paper._sync()
+        self.paper.advance_to(self.t)
         self.events()
         while self.timers and self.timers[0][0] <= self.t:
             _, seq, key = heapq.heappop(self.timers)

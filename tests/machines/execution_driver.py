@@ -2,7 +2,7 @@
 
 `SyncRuntime` plays the part a discrete-event replay runtime plays: it feeds a message to the machine,
 performs the effects in order, answers every request synchronously (the `PaperExchange`'s gateway
-methods never await, so their coroutines finish on the first step; the state store and the journal are
+methods never await: `runtime.venue.complete` runs them to the end; the state store and the journal are
 the real ones on a temporary directory), keeps the timers as a heap on its own millisecond clock and
 delivers the paper exchange's events once the machine is idle. `advance_to(t)` moves the clock, firing
 timers and the exchange's scheduled events in time order, as the trio shell does under the mock clock.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, assert_never
@@ -54,6 +54,7 @@ from futures_actor.machines.execution import (
     TimerFired,
     WriteJournal,
 )
+from futures_actor.runtime.venue import complete
 from futures_actor.state.journal import DuplicateTradeId, InvalidTradeRecord, TradeJournal
 from futures_actor.state.store import DuplicateClientOrderId, StateStore
 
@@ -66,16 +67,6 @@ RULES = {
 }
 
 Fault = Callable[[GatewayRequest], Exception | None]
-
-
-def run_now(coro: Coroutine[Any, Any, Any]) -> Any:
-    """The result of a coroutine that never suspends (the paper exchange's gateway methods)."""
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    coro.close()
-    raise AssertionError("the paper exchange suspended: it cannot answer synchronously")
 
 
 class SyncRuntime:
@@ -118,9 +109,9 @@ class SyncRuntime:
         self.deliver_events()
 
     def deliver_events(self) -> None:
-        pending = self.paper._pending  # the events `PaperExchange.run` would send (no trio here)
-        while pending:
-            self._handle(pending.popleft())
+        while events := self.paper.take_events():  # what `PaperExchange.run` would send (no trio here)
+            for event in events:
+                self._handle(event)
 
     def advance_to(self, t: int) -> None:
         """Move the clock to `t`: the exchange's scheduled events and the timers fire in time order.
@@ -129,12 +120,12 @@ class SyncRuntime:
         those timers caused are delivered."""
         while True:
             due = [self._timers[0][0]] if self._timers else []
-            nxt = self.paper._next_time()
+            nxt = self.paper.next_event_ms()
             if nxt is not None:
                 due.append(nxt)
             step = min([*due, t])
             self.t = max(self.t, step)
-            self.paper._sync()
+            self.paper.advance_to(self.t)
             self.deliver_events()
             while self._timers and self._timers[0][0] <= self.t:
                 _, seq, key = heapq.heappop(self._timers)
@@ -198,7 +189,7 @@ class SyncRuntime:
                 if error is not None:
                     return GatewayFailed(request_id=rid, error=error)
                 try:
-                    return GatewayReplied(request_id=rid, result=run_now(call_gateway(self.paper, call)))
+                    return GatewayReplied(request_id=rid, result=complete(call_gateway(self.paper, call)))
                 except Exception as exc:
                     return GatewayFailed(request_id=rid, error=exc)
             case Persist(request_id=rid):

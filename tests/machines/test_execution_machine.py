@@ -54,8 +54,9 @@ from futures_actor.machines.execution import (
     WriteJournal,
     journal_key,
 )
+from futures_actor.runtime.venue import complete
 
-from .execution_driver import CFG, RULES, T0, SyncRuntime, run_now
+from .execution_driver import CFG, RULES, T0, SyncRuntime
 
 D = Decimal
 TTL_S = CFG.execution.limit_ttl_seconds
@@ -300,7 +301,7 @@ class TestTtlAndRetry:
         final = rt.risk(EntryFilled)[-1]
         assert final.final
         assert final.filled_qty == first.filled_qty
-        [position] = run_now(rt.paper.positions())
+        [position] = complete(rt.paper.positions())
         assert position.quantity == first.filled_qty
 
 
@@ -312,11 +313,11 @@ class TestKill:
         eth = make_plan(symbol="ETHUSDT", side=Side.SHORT, entry="50.00", stop="51.00", target="48.00")
         fill_entry(rt, btc)
         fill_entry(rt, eth)
-        assert {p.symbol for p in run_now(rt.paper.positions())} == {"BTCUSDT", "ETHUSDT"}
+        assert {p.symbol for p in complete(rt.paper.positions())} == {"BTCUSDT", "ETHUSDT"}
         start = len(rt.effects)
         rt.feed(KillSwitch(reason="TEST"))
-        assert run_now(rt.paper.positions()) == []
-        assert run_now(rt.paper.open_orders()) == []
+        assert complete(rt.paper.positions()) == []
+        assert complete(rt.paper.open_orders()) == []
         kills = [c for c in placements(rt) if cid_of(c).endswith("K1")]
         assert len(kills) == 2
         assert all(
@@ -366,7 +367,7 @@ class TestGatewayFailure:
         assert queries == ["S1"]
         stops = [cid_of(c)[-2:] for c in placements(rt) if isinstance(c, PlaceStop)]
         assert stops == ["S1", "S2"]
-        [stop] = [o for o in run_now(rt.paper.open_orders()) if o.is_stop]
+        [stop] = [o for o in complete(rt.paper.open_orders()) if o.is_stop]
         assert stop.quantity == plan.quantity
         assert stop.trigger_price == plan.stop_price
         sent = [s.cid for s in rt.store.sent_cids()]
@@ -379,23 +380,23 @@ class TestReconcile:
     def test_adopts_a_foreign_position_with_a_stop(self, tmp_path: Path) -> None:
         rt = SyncRuntime(tmp_path)
         rt.set_price("BTCUSDT", "100.0")
-        run_now(
+        complete(
             rt.paper.place_order(
                 OrderRequest(
                     symbol="BTCUSDT", client_id="manual1", side="BUY", type="MARKET", quantity=D("0.02")
                 )
             )
         )
-        rt.paper._pending.clear()  # the machine is not running yet: it hears of it by reconciling
+        rt.paper.take_events()  # the machine is not running yet: it hears of it by reconciling
         rt.start()
-        [position] = run_now(rt.paper.positions())
+        [position] = complete(rt.paper.positions())
         [stop_call] = [c for c in placements(rt) if isinstance(c, PlaceStop)]
         assert stop_call.stop.side == "SELL"
         assert stop_call.stop.reduce_only
         assert stop_call.stop.quantity == position.quantity
         pct = D(repr(CFG.strategies.trend_pullback.stop_pct))
         assert stop_call.stop.trigger_price <= position.entry_price * (1 - pct)
-        [stop] = [o for o in run_now(rt.paper.open_orders()) if o.is_stop]
+        [stop] = [o for o in complete(rt.paper.open_orders()) if o.is_stop]
         assert stop.client_id == stop_call.stop.client_id
         # The adoption's sequence number is stored before the adopted trade is persisted or sends.
         seq_at = rt.effects.index(SetMeta(key=ADOPTION_SEQ_KEY, value="2"))

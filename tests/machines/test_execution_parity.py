@@ -68,10 +68,11 @@ from futures_actor.machines.execution import (
     UserTrades,
     WriteJournal,
 )
+from futures_actor.runtime.venue import complete
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
 
-from .execution_driver import CFG, RULES, T0, SyncRuntime, run_now
+from .execution_driver import CFG, RULES, T0, SyncRuntime
 from .test_execution_machine import make_plan
 
 D = Decimal
@@ -242,9 +243,9 @@ def direct_entry(effect: Any) -> Entry | None:
 
 def exchange_state(paper: PaperExchange) -> Any:
     return (
-        sorted(run_now(paper.open_orders()), key=lambda o: o.client_id),
-        run_now(paper.positions()),
-        run_now(paper.account()),
+        sorted(complete(paper.open_orders()), key=lambda o: o.client_id),
+        complete(paper.positions()),
+        complete(paper.account()),
     )
 
 
