@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,16 +25,20 @@ import trio
 from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
-from futures_actor.actors.shadow_book import SHADOW_DB_FILE
+from futures_actor.actors.root_supervisor import SHUTDOWN_POLL_SECONDS
+from futures_actor.actors.shadow_book import SHADOW_DB_FILE, SHADOW_LOG_SUBDIR
 from futures_actor.app import System, SystemParts
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions
-from futures_actor.core.clock import SystemWallClock, iso_utc
+from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
+from futures_actor.core.config import BotConfig
 from futures_actor.core.report import render_ineligible
-from futures_actor.core.summary import count_trades, render_summary
-from futures_actor.core.types import Candle
+from futures_actor.core.summary import REPLAY_MODE, count_trades, render_summary
+from futures_actor.core.types import Candle, SymbolRules
 from futures_actor.logs import get_logger, open_run_logging, reset_logging, stream_files
-from futures_actor.startup import ShutdownSignals, replay_rules, replay_universe_selection
+from futures_actor.machines.risk import RiskSnapshot
+from futures_actor.runtime.replay import LoopClock, ReplayParts, ReplaySystem, open_shadow_account
+from futures_actor.startup import ShutdownSignals, StopAtOnce, replay_rules, replay_universe_selection
 from futures_actor.state.guard import StateDirLocked, lock_state_dir
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
@@ -91,12 +95,12 @@ class _Progress:
         self._stdout = stdout
         self._journal = journal
         self._started = time.monotonic()
-        self.system: System | None = None
+        self.equity: Callable[[], float | None] | None = None  # the bot's equity now (risk's view)
 
     def __call__(self, done: int, total: int, close_ms: int) -> None:
         journal = self._journal()
         counts = count_trades(journal.records()) if journal is not None else None
-        equity = self.system.risk.snapshot().equity_usd if self.system is not None else None
+        equity = self.equity() if self.equity is not None else None
         elapsed = time.monotonic() - self._started
         eta = elapsed * (total - done) / done if done else 0.0
         trades = (
@@ -285,7 +289,8 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
     except (OSError, ValueError) as exc:
         print(f"futures-actor: replay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    clock = TrioWallClock(feed.epoch_ms)
+    events_runtime = cfg.replay.runtime == "events"
+    clock: WallClock = LoopClock(feed.epoch_ms) if events_runtime else TrioWallClock(feed.epoch_ms)
     log_dir.mkdir(parents=True, exist_ok=True)
     existing = [
         p.name
@@ -303,11 +308,11 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
     sampler: EquitySampler | None = None
     try:
         writer = EquityCsvWriter(log_dir / EQUITY_CSV)
-        system_box: dict[str, System] = {}
+        system_box: dict[str, System | ReplaySystem] = {}
 
         def account_view() -> AccountView:
             """Equity marked to market now (`ReplayEquity`); open risk and positions from risk."""
-            snap = system_box["system"].risk.snapshot()
+            snap = _risk_snapshot(system_box["system"], clock.now_ms())
             equity = marks.equity(clock.now_ms())
             return AccountView(
                 equity_usd=equity if equity is not None else cfg.replay.initial_balance_usdt,
@@ -321,8 +326,9 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
             clock=clock,
             every_ms=cfg.report.equity_sample_minutes * 60_000,
         )
+        on_written = sampler.trade_closed if not events_runtime else lambda: _trade_recorded(system_box)
         journal = _RunJournal(
-            directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=sampler.trade_closed
+            directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=on_written
         )
         with StateStore.open(db_path, durable=False) as store:
             paper = PaperExchange.from_store(
@@ -330,52 +336,54 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
             )
             paper_holder["paper"] = paper
             marks.paper = paper
-
-            def market(system: System) -> Callable[..., Awaitable[Any]]:
-                async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                    assert sampler is not None
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(sampler.run)
-                        await feed.run(task_status=task_status)
-                        # Let the last candle's decisions, orders and TTLs settle before stopping.
-                        await trio.sleep(REPLAY_SETTLE_SECONDS)
-                        nursery.cancel_scope.cancel()
-                    system.stop_requested.set()
-
-                return run_feed
-
-            parts = SystemParts(
-                cfg=cfg,
-                mode="PAPER_LIVE",
-                wall_clock=clock,
-                gateway=paper,
-                store=store,
-                journal=journal,
-                rules=rules,
-                symbols=symbols,
-                log_dir=log_dir,
-                state_dir=state_dir,
-                market=market,
-                router=router,
-                paper=paper,
-                replay=True,
-                kill_file_watch=False,
-                reference_symbol=selection.reference_symbol,
-                equity_curve=writer,
-            )
-            system = System(parts)
-            system_box["system"] = system
-            path_system["system"] = system
-            progress.system = system
-            signals.set_action(system.stop_requested.set, phase="replay")
-            log.info(
-                "replay_starting",
-                directory=str(replay_dir),
-                symbols=symbols,
-                epoch=iso_utc(feed.epoch_ms),
-                timerange=[options.replay_start_ms, options.replay_end_ms],
-            )
-            await system.run()
+            system: System | ReplaySystem
+            if isinstance(clock, LoopClock):
+                system = await _run_on_events(
+                    cfg=cfg,
+                    clock=clock,
+                    feed=feed,
+                    paper=paper,
+                    store=store,
+                    journal=journal,
+                    rules=rules,
+                    symbols=symbols,
+                    reference_symbol=selection.reference_symbol,
+                    log_dir=log_dir,
+                    state_dir=state_dir,
+                    sampler=sampler,
+                    writer=writer,
+                    marks=marks,
+                    system_box=system_box,
+                    progress=progress,
+                    signals=signals,
+                    replay_dir=replay_dir,
+                    options=options,
+                )
+            else:
+                system = await _run_on_trio(
+                    parts_base=dict(
+                        cfg=cfg,
+                        clock=clock,
+                        paper=paper,
+                        store=store,
+                        journal=journal,
+                        rules=rules,
+                        symbols=symbols,
+                        log_dir=log_dir,
+                        state_dir=state_dir,
+                        router=router,
+                        reference_symbol=selection.reference_symbol,
+                        writer=writer,
+                    ),
+                    feed=feed,
+                    sampler=sampler,
+                    system_box=system_box,
+                    path_system=path_system,
+                    progress=progress,
+                    signals=signals,
+                    replay_dir=replay_dir,
+                    options=options,
+                )
             sampler.finish()
             if signals.requested.is_set():
                 log.warning("replay_interrupted", signal=signals.signal_name, trades_so_far=len(journal))
@@ -405,6 +413,7 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
                     "candles_1h": stats.candles_1h,
                     "config": str(options.config_path),
                     "initial_balance_usdt": cfg.replay.initial_balance_usdt,
+                    "runtime": cfg.replay.runtime,
                     "trade_records": len(records),
                     "counting": "trades = records whose entry filled; entries not filled are counted apart",
                     "exit_code": system.exit_code,
@@ -434,3 +443,154 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
             journal.close()
         sink.close()
         reset_logging()
+
+
+async def _run_on_trio(
+    *,
+    parts_base: dict[str, Any],
+    feed: ReplayFeed,
+    sampler: EquitySampler,
+    system_box: dict[str, System | ReplaySystem],
+    path_system: dict[str, System],
+    progress: _Progress,
+    signals: ShutdownSignals,
+    replay_dir: Path,
+    options: RunOptions,
+) -> System:
+    """The trio runtime: `app.System` under trio's mock clock, the feed as a trio task."""
+    b = parts_base
+
+    def market(system: System) -> Callable[..., Awaitable[Any]]:
+        async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sampler.run)
+                await feed.run(task_status=task_status)
+                # Let the last candle's decisions, orders and TTLs settle before stopping.
+                await trio.sleep(REPLAY_SETTLE_SECONDS)
+                nursery.cancel_scope.cancel()
+            system.stop_requested.set()
+
+        return run_feed
+
+    parts = SystemParts(
+        cfg=b["cfg"],
+        mode="PAPER_LIVE",
+        wall_clock=b["clock"],
+        gateway=b["paper"],
+        store=b["store"],
+        journal=b["journal"],
+        rules=b["rules"],
+        symbols=b["symbols"],
+        log_dir=b["log_dir"],
+        state_dir=b["state_dir"],
+        market=market,
+        router=b["router"],
+        paper=b["paper"],
+        replay=True,
+        kill_file_watch=False,
+        reference_symbol=b["reference_symbol"],
+        equity_curve=b["writer"],
+    )
+    system = System(parts)
+    system_box["system"] = system
+    path_system["system"] = system
+    progress.equity = lambda: system.risk.snapshot().equity_usd
+    signals.set_action(system.stop_requested.set, phase="replay")
+    _log_starting(feed, replay_dir, parts.symbols, options)
+    await system.run()
+    return system
+
+
+async def _run_on_events(
+    *,
+    cfg: BotConfig,
+    clock: LoopClock,
+    feed: ReplayFeed,
+    paper: PaperExchange,
+    store: StateStore,
+    journal: TradeJournal,
+    rules: dict[str, SymbolRules],
+    symbols: list[str],
+    reference_symbol: str,
+    log_dir: Path,
+    state_dir: Path,
+    sampler: EquitySampler,
+    writer: EquityCsvWriter,
+    marks: ReplayEquity,
+    system_box: dict[str, System | ReplaySystem],
+    progress: _Progress,
+    signals: ShutdownSignals,
+    replay_dir: Path,
+    options: RunOptions,
+) -> ReplaySystem:
+    """The discrete-event runtime (`runtime.replay.ReplaySystem`), run synchronously on this thread (its
+    state stores are SQLite connections of this thread). Signals are handled in place meanwhile: the
+    first asks the replay to stop in order, a second stops it at once (exit 1, as on trio)."""
+    shadow_store, shadow_journal, shadow_paper = open_shadow_account(
+        cfg=cfg,
+        store_path=state_dir / SHADOW_DB_FILE,
+        journal_dir=log_dir / SHADOW_LOG_SUBDIR,
+        clock=clock,
+        rules=rules,
+        durable=False,
+        persist_mode="on_close",
+    )
+    try:
+        system = ReplaySystem(
+            ReplayParts(
+                cfg=cfg,
+                clock=clock,
+                feed=feed,
+                paper=paper,
+                store=store,
+                journal=journal,
+                shadow_paper=shadow_paper,
+                shadow_store=shadow_store,
+                shadow_journal=shadow_journal,
+                rules=rules,
+                symbols=symbols,
+                reference_symbol=reference_symbol,
+                log_dir=log_dir,
+                run_mode=REPLAY_MODE,
+                settle_seconds=REPLAY_SETTLE_SECONDS,
+                shutdown_poll_seconds=SHUTDOWN_POLL_SECONDS,
+                sampler=sampler,
+                equity_curve=writer,
+                on_path=lambda step: marks.on_candle(step.symbol, step.candle, step.interval_ms),
+            )
+        )
+        system_box["system"] = system
+        progress.equity = lambda: system.risk.snapshot(now_ms=clock.now_ms()).equity_usd
+        signals.set_action(system.request_stop, phase="replay")
+        _log_starting(feed, replay_dir, symbols, options)
+        with signals.handled_in_place():
+            try:
+                system.run()
+            except StopAtOnce:
+                system.exit_code = EXIT_RUNTIME
+        return system
+    finally:
+        shadow_journal.close()
+        shadow_store.close()
+
+
+def _log_starting(feed: ReplayFeed, replay_dir: Path, symbols: Sequence[str], options: RunOptions) -> None:
+    log.info(
+        "replay_starting",
+        directory=str(replay_dir),
+        symbols=list(symbols),
+        epoch=iso_utc(feed.epoch_ms),
+        timerange=[options.replay_start_ms, options.replay_end_ms],
+    )
+
+
+def _risk_snapshot(system: System | ReplaySystem, now_ms: int) -> RiskSnapshot:
+    if isinstance(system, ReplaySystem):
+        return system.risk.snapshot(now_ms=now_ms)
+    return system.risk.snapshot()
+
+
+def _trade_recorded(system_box: dict[str, System | ReplaySystem]) -> None:
+    system = system_box.get("system")
+    if isinstance(system, ReplaySystem):
+        system.trade_recorded()

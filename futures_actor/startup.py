@@ -23,11 +23,12 @@ otherwise they are derived from the price magnitude (documented in `derive_rules
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -409,15 +410,44 @@ class ShutdownSignals:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
             async for signum in signals:
-                name = signal.Signals(signum).name
-                if not self.requested.is_set():
-                    self.signal_name = name
-                    log.warning("signal_received", signal=name, action="orderly stop", phase=self.phase)
-                    self.requested.set()
-                    if self._action is not None:
-                        self._action()
-                else:
-                    log.warning("signal_received", signal=name, action="immediate stop", phase=self.phase)
-                    self.immediate = True
-                    cancel_all.cancel()
+                if self.receive(signum, cancel_all.cancel):
                     return
+
+    def receive(self, signum: int, stop_at_once: Callable[[], None]) -> bool:
+        """One signal: the first runs the orderly action, a second calls `stop_at_once` (returns True)."""
+        name = signal.Signals(signum).name
+        if not self.requested.is_set():
+            self.signal_name = name
+            log.warning("signal_received", signal=name, action="orderly stop", phase=self.phase)
+            self.requested.set()
+            if self._action is not None:
+                self._action()
+            return False
+        log.warning("signal_received", signal=name, action="immediate stop", phase=self.phase)
+        self.immediate = True
+        stop_at_once()
+        return True
+
+    @contextlib.contextmanager
+    def handled_in_place(self) -> Iterator[None]:
+        """While a long synchronous computation holds the trio thread (the replay's event loop), signals
+        are handled by Python handlers in place: the first runs the orderly action; a second raises
+        `StopAtOnce` out of the computation. The previous handlers are restored afterwards."""
+
+        def handler(signum: int, _frame: object) -> None:
+            self.receive(signum, _raise_stop_at_once)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class StopAtOnce(Exception):
+    """A second signal during a synchronous computation: stop now, without the orderly stop."""
+
+
+def _raise_stop_at_once() -> None:
+    raise StopAtOnce("second signal: stop at once")

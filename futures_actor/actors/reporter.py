@@ -88,6 +88,10 @@ class Reporter:
             except Exception as exc:
                 self._log.error("reporter_failed", message=type(msg).__name__, exc_info=exc)
 
+    def handle(self, msg: ReporterMsg) -> None:
+        """One message, synchronously (the trio loop above, or the replay runtime's reporter cell)."""
+        self._handle(msg)
+
     def _handle(self, msg: ReporterMsg) -> None:
         match msg:
             case ScheduledTick(job=Job.DAILY_REPORT, slot_ms=slot_ms, missed=missed):

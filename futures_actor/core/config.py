@@ -327,6 +327,10 @@ class ReplayConfig(_Section, frozen=True):
     # Replay has no book ticker; this spread (a fraction of price) stands in for it.
     assumed_spread_pct: Fraction = 0.0001
     seed: NonNegativeInt = 0
+    # The runtime that plays a replay: "events" (the discrete-event loop of `runtime/replay.py`: the
+    # actor machines called directly, no trio) or "trio" (the actor system under trio's mock clock, as
+    # live and paper trading run it). Both write the same trades.jsonl for the same input.
+    runtime: Literal["events", "trio"] = "trio"
 
 
 class ReportConfig(_Section, frozen=True):

@@ -81,6 +81,7 @@ class FeedCell:
         on_path: PathSink,
         taps: Sequence[Callable[[CandleClosed | MarkUpdated, EventLoop], None]] = (),
         on_done: Callable[[EventLoop], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self._feed = feed
         self._steps: Iterator[tuple[int, Iterator[FeedEvent]]] | None = None
@@ -88,6 +89,7 @@ class FeedCell:
         self._on_path = on_path
         self._taps = tuple(taps)
         self._on_done = on_done
+        self._should_stop = should_stop
         self._pending: tuple[int, Iterator[FeedEvent]] | None = None
 
     def start(self, loop: EventLoop) -> None:
@@ -97,7 +99,8 @@ class FeedCell:
 
     def _post_next(self, loop: EventLoop) -> None:
         assert self._steps is not None
-        nxt = next(self._steps, None)
+        stop = self._should_stop is not None and self._should_stop()
+        nxt = None if stop else next(self._steps, None)
         if nxt is None:
             self._feed.finish()
             if self._on_done is not None:

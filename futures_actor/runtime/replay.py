@@ -1,0 +1,546 @@
+"""The replay runtime: the actor machines on a discrete-event loop, fed by recorded klines (issue 12).
+
+`ReplaySystem` is what `app.System` is to a replay under trio's mock clock, without trio: the same
+machines (`SymbolMachine` per symbol, `RiskMachine`, `ExecutionMachine` for the bot's book and for the
+shadow book), the same paper matching engine, the same trade journal, daily reports and equity curve,
+wired the same way — but every message is a call on an `EventLoop` instead of a channel hop and a task
+switch, and the paper exchanges are called directly. Given the same recorded input it writes the same
+trades.jsonl as the trio runtime (`tests/runtime/test_replay_parity.py` checks it byte for byte).
+
+The wiring (the trio runtime's, `app.System` in replay mode):
+
+- feed step at each 5m close T: the path of the candle starting at T to both paper venues; 1h and 5m
+  `CandleClosed` and funding `MarkUpdated` to the symbol's cell; from the market tap: 1h closes to
+  risk, funding marks to both paper accounts (`on_funding`) and to execution (its mark price), and
+  the shadow book's tap (marks to the shadow execution, 5m closes to the shadow trailer, whose stop
+  amendments go to the shadow execution);
+- symbol → risk: `SymbolReport` (a verdict goes back to the symbol); symbol → execution: `AmendStop`;
+- risk → execution: `SubmitPlan`, `RetryDecided`; risk → shadow execution: shadow plans and retries;
+- execution → risk (and a copy to the reporter's alerts): fills, closes, account, funding, retries;
+  execution → symbol: `PositionUpdated`; the paper venue → execution: the gateway events;
+- shadow execution → risk: `ShadowTradeClosed` and shadow retries only; → the shadow trailer: positions;
+- faults → health (`HealthMonitor`: safe mode on and off → risk and the reporter);
+- the daily report at each `notifications.daily_report_time_utc`; equity.csv rows every
+  `report.equity_sample_minutes` and `CLOSE_SAMPLE_DELAY_SECONDS` after each trade record.
+
+The end, as the trio runtime's: `REPLAY_SETTLE_SECONDS` after the last step, `StopIntake` to risk and
+execution (REDUCING) and wait, polling every `SHUTDOWN_POLL_SECONDS` for at most
+`shutdown.timeout_seconds`, until no trade has an entry order working; then the paper accounts are
+flushed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from futures_actor.actors.messages import (
+    BookUpdated,
+    CandleClosed,
+    EntryFilled,
+    KillSwitch,
+    MarkUpdated,
+    PositionUpdated,
+    SafeModeChanged,
+    StopIntake,
+    TradeClosed,
+)
+from futures_actor.actors.replay_feed import PathStep, ReplayFeed
+from futures_actor.actors.reporter import Alert, Reporter
+from futures_actor.actors.scheduler import Job, ScheduledTick, slots_from_config
+from futures_actor.actors.shadow_trailer import ShadowTrailer
+from futures_actor.binance.paper import PaperExchange, PersistMode
+from futures_actor.core import lifecycle as lcm
+from futures_actor.core.clock import WallClock
+from futures_actor.core.config import BotConfig
+from futures_actor.core.health import FaultKind, HealthMonitor, SafeModeTransition
+from futures_actor.core.performance import PerformanceTracker
+from futures_actor.core.report import AccountSnapshot
+from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
+from futures_actor.core.types import SymbolRules
+from futures_actor.logs import get_logger
+from futures_actor.machines.execution import ExecutionMachine
+from futures_actor.machines.risk import RiskMachine
+from futures_actor.machines.symbol import SymbolMachine
+from futures_actor.runtime.actor_cells import ExecutionCell, RiskCell, ShadowOutlet
+from futures_actor.runtime.cells import FeedCell, SymbolCell
+from futures_actor.runtime.loop import EventLoop, Recipient
+from futures_actor.runtime.venue import PaperVenue
+from futures_actor.state.journal import TradeJournal
+from futures_actor.state.store import StateStore
+from futures_actor.tearsheet.equity import CLOSE_SAMPLE_DELAY_SECONDS, EquityCsvWriter, EquitySampler
+
+__all__ = ["LoopClock", "ReplayParts", "ReplaySystem", "account_snapshot", "open_shadow_account"]
+
+_MS_PER_S: Final = 1000
+_MS_PER_DAY: Final = 86_400_000
+_ENTRY_PHASES: Final = frozenset(
+    {lcm.Phase.PENDING_ENTRY, lcm.Phase.ENTRY_WORKING, lcm.Phase.ENTRY_CANCELING}
+)
+
+log = get_logger("app")
+
+
+class LoopClock:
+    """The replay's wall clock (a `WallClock`): the event loop's time once the system runs, its epoch
+    before (logs, the journal and the paper exchanges read it)."""
+
+    def __init__(self, epoch_ms: int) -> None:
+        self.epoch_ms = epoch_ms
+        self.loop: EventLoop | None = None
+
+    def now_ms(self) -> int:
+        return self.epoch_ms if self.loop is None else self.loop.now_ms
+
+
+def open_shadow_account(
+    *,
+    cfg: BotConfig,
+    store_path: Path,
+    journal_dir: Path,
+    clock: WallClock,
+    rules: dict[str, SymbolRules],
+    durable: bool,
+    persist_mode: PersistMode,
+) -> tuple[StateStore, TradeJournal, PaperExchange]:
+    """The shadow book's state store, trade journal and paper exchange (BOT_SPEC §7, §8.9 [resolved]):
+    its paper account has `performance.shadow_balance_usdt` (not capital), topped up if an earlier
+    version or shadow losses left less."""
+    store = StateStore.open(store_path, durable=durable)
+    try:
+        journal = TradeJournal(directory=journal_dir, cfg=cfg.logging, clock=clock)
+    except BaseException:
+        store.close()
+        raise
+    balance = cfg.performance.shadow_balance_usdt
+    paper = PaperExchange.from_store(
+        store,
+        cfg=msgspec.structs.replace(cfg.execution, paper_initial_balance_usdt=balance),
+        rules=dict(rules),
+        now_ms=clock.now_ms,
+        persist_mode=persist_mode,
+    )
+    account = paper.engine.account.state
+    if account.wallet_balance < Decimal(repr(balance)):
+        log.warning("shadow_balance_topped_up", wallet=str(account.wallet_balance), to=balance)
+        account.wallet_balance = Decimal(repr(balance))
+    return store, journal, paper
+
+
+@dataclass
+class ReplayParts:
+    """What `ReplaySystem` runs on, built by the replay runner (or a test)."""
+
+    cfg: BotConfig
+    clock: LoopClock
+    feed: ReplayFeed
+    paper: PaperExchange
+    store: StateStore
+    journal: TradeJournal
+    shadow_paper: PaperExchange
+    shadow_store: StateStore
+    shadow_journal: TradeJournal
+    rules: dict[str, SymbolRules]
+    symbols: Sequence[str]
+    reference_symbol: str
+    log_dir: Path
+    run_mode: str
+    settle_seconds: float
+    shutdown_poll_seconds: float
+    sampler: EquitySampler | None = None
+    equity_curve: EquityCsvWriter | None = None
+    # Replay: each candle's path also marks the replay's equity (`ReplayEquity.on_candle`).
+    on_path: Callable[[PathStep], None] | None = None
+
+
+def account_snapshot(
+    *,
+    day: date,
+    equity: float,
+    open_risk_usd: float,
+    open_positions: int,
+    peak_equity: float,
+    risk: RiskMachine,
+    curve: EquityCsvWriter | None,
+) -> AccountSnapshot:
+    """The account for the daily report of UTC `day` (see `app.System._account_snapshot`)."""
+    day_start, day_end = equity, None
+    start_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * _MS_PER_S)
+    risk_state = risk.risk_state
+    if risk_state is not None:
+        bounds = day_equity_bounds(risk_state, day_start_ms=start_ms, equity_now=equity)
+        if bounds is not None:
+            day_start, day_end = bounds
+        else:
+            log.warning("report_day_equity_unknown", day=day.isoformat())
+    peak = max(peak_equity, equity, 1e-9)
+    intraday: float | None = None
+    on_curve = None if curve is None else curve.day_drawdown(start_ms, start_ms + _MS_PER_DAY)
+    if on_curve is not None:
+        equity, peak = on_curve.equity_usd, on_curve.peak_equity_usd
+        intraday = on_curve.max_intraday_drawdown_pct
+    return AccountSnapshot(
+        equity_usd=equity,
+        unrealized_pnl_usd=0.0,
+        day_start_equity_usd=day_start if day_start > 0 else max(equity, 1e-9),
+        day_end_equity_usd=day_end,
+        peak_equity_usd=peak,
+        max_intraday_drawdown_pct=intraday,
+        open_risk_usd=open_risk_usd,
+        open_positions=open_positions,
+        ineligible_strategies=risk.ineligible_strategies(),
+        performance_blocked_strategies=risk.performance_blocked_strategies(),
+    )
+
+
+class _Tick(msgspec.Struct, frozen=True):
+    kind: str
+
+
+class ReplaySystem:
+    """The replay on an `EventLoop` (see the module docstring). Build, then `run()` once."""
+
+    def __init__(self, parts: ReplayParts) -> None:
+        self.parts = parts
+        cfg = parts.cfg
+        feed = parts.feed
+        feed.load()
+        self.loop = EventLoop(start_ms=feed.epoch_ms)
+        parts.clock.loop = self.loop
+        self.exit_code = 0
+        self.faults: dict[str, int] = {}
+        self._peak_equity = 0.0
+        self._stopping_since: int | None = None
+        self._stop_requested = False
+        self._log = log
+        # Health: the safe-mode state machine on faults (no stream is watched in a replay).
+        self._health = HealthMonitor(cfg.health)
+        self._beat_ms = round(cfg.health.heartbeat_interval_seconds * _MS_PER_S)
+        # The reporter: alerts (log lines) and the daily reports.
+        self.reporter = Reporter(
+            mode=parts.run_mode,
+            log_dir=parts.log_dir,
+            load_records=lambda _day: list(parts.journal.records()),
+            account=self._account_snapshot,
+            first_day=datetime.fromtimestamp(feed.epoch_ms / _MS_PER_S, tz=UTC).date(),
+        )
+        records = list(parts.journal.records())
+        shadow_records = list(parts.shadow_journal.records())
+        tracker, report = PerformanceTracker.from_records(
+            sorted([*records, *shadow_records], key=_close_key) if shadow_records else records,
+            cfg=cfg.performance,
+        )
+        log.info("performance_rebuilt", **msgspec.structs.asdict(report))
+        self.risk = RiskMachine(
+            cfg=cfg,
+            mode="PAPER_LIVE",
+            symbols=parts.symbols,
+            rules_by_symbol=parts.rules,
+            tracker=tracker,
+            closed_pnl=closed_pnl_from_records(records),
+            reference_symbol=parts.reference_symbol,
+            has_shadow=True,
+            persists=False,
+        )
+        self.execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
+        self.shadow_execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
+        self.trailer = ShadowTrailer(interval=cfg.timeframes.signal_tf)
+        # Cells (recipients are bound after construction: the graph has cycles).
+        self._reporter_cell = _ReporterCell(self.reporter)
+        self._trailer_cell = _TrailerCell(self.trailer)
+        self.symbol_cells: dict[str, SymbolCell] = {}
+        self._exec_cell = ExecutionCell(
+            machine=self.execution,
+            venue=PaperVenue(parts.paper, name="paper", events_to=None),
+            store=parts.store,
+            journal=parts.journal,
+            risk=_Later(),
+            symbols=self.symbol_cells.get,
+            log=get_logger("execution"),
+            on_fault=self.report_fault,
+            on_alert=self._alert,
+            also_risk=self._reporter_cell,
+        )
+        self._shadow_cell = ExecutionCell(
+            machine=self.shadow_execution,
+            venue=PaperVenue(parts.shadow_paper, name="shadow", events_to=None),
+            store=parts.shadow_store,
+            journal=parts.shadow_journal,
+            risk=_Later(),
+            symbols=lambda _symbol: self._trailer_cell,
+            log=get_logger("shadow_execution"),
+        )
+        self._risk_cell = RiskCell(
+            machine=self.risk,
+            execution=self._exec_cell,
+            shadow=self._shadow_cell,
+            log=get_logger("portfolio_risk"),
+        )
+        self._exec_cell.risk = self._risk_cell  # the wiring closes its cycles
+        self._shadow_cell.risk = ShadowOutlet(self._risk_cell, log)
+        self._exec_cell.venue.events_to = self._exec_cell
+        self._shadow_cell.venue.events_to = self._shadow_cell
+        self._trailer_cell.execution = self._shadow_cell
+        symbol_log = get_logger("symbol")
+        for symbol in parts.symbols:
+            self.symbol_cells[symbol] = SymbolCell(
+                symbol=symbol,
+                factory=_symbol_factory(symbol, cfg),
+                risk=self._risk_cell,
+                execution=self._exec_cell,
+                log=symbol_log.bind(symbol=symbol),
+                on_fault=self.report_fault,
+            )
+        self._feed_cell = FeedCell(
+            feed,
+            symbols=dict(self.symbol_cells),
+            on_path=self._on_path,
+            taps=(self._actor_tap, self._shadow_tap),
+            on_done=self._feed_done,
+            should_stop=lambda: self._stop_requested,
+        )
+        self._ticks = _TickCell(self)
+        self._trend_tf = cfg.timeframes.trend_tf
+        self._signal_tf = cfg.timeframes.signal_tf
+        self._daily = slots_from_config(cfg)[Job.DAILY_REPORT]
+        self._last_daily = self._daily.latest_at_or_before(feed.epoch_ms)
+        self._sample_ms = cfg.report.equity_sample_minutes * 60_000
+
+    # ------------------------------------------------------------------------------------------ views
+
+    def open_trades(self) -> list[lcm.TradeLifecycle]:
+        return self.execution.open_trades()
+
+    # ------------------------------------------------------------------------------------------ running
+
+    def run(self) -> int:
+        """Start the actors in the trio runtime's order, play the feed, stop in order. Returns the exit code."""
+        loop = self.loop
+        self._exec_cell.start(loop)
+        self._risk_cell.start(loop)
+        self._shadow_cell.start(loop)
+        log.info("system_started", mode=self.parts.run_mode, symbols=list(self.parts.symbols))
+        if self.parts.sampler is not None:
+            self.parts.sampler.sample("start")
+            loop.post_at(self._next_sample(loop.now_ms), self._ticks, _Tick("sample"))
+        loop.post_at(self._daily.next_after(self._last_daily), self._ticks, _Tick("daily"))
+        loop.post_at(loop.now_ms + self._beat_ms, self._ticks, _Tick("health"))
+        self._feed_cell.start(loop)
+        loop.run()
+        self.parts.paper.flush()
+        self.parts.shadow_paper.flush()
+        log.warning("shutdown_done", exit_code=self.exit_code)
+        return self.exit_code
+
+    def request_stop(self) -> None:
+        """Stop in order as soon as possible (from any thread: a signal handled by the trio runner).
+
+        The feed plays no further step; the orderly stop follows at once (no settling time)."""
+        self._stop_requested = True
+
+    def _on_path(self, step: PathStep) -> None:
+        loop = self.loop
+        for venue in (self._exec_cell.venue, self._shadow_cell.venue):
+            venue.paper.on_path(step.symbol, step.candle, step.interval_ms)
+            venue.settle(loop)
+        if self.parts.on_path is not None:
+            self.parts.on_path(step)
+
+    def _actor_tap(self, msg: CandleClosed | MarkUpdated, loop: EventLoop) -> None:
+        """1h closes to risk; recorded funding to both paper accounts and the mark to execution."""
+        if isinstance(msg, CandleClosed):
+            if msg.interval == self._trend_tf:
+                loop.send(self._risk_cell, msg)
+            return
+        for venue in (self._exec_cell.venue, self._shadow_cell.venue):
+            try:
+                venue.paper.on_funding(msg.symbol, msg.funding_rate, msg.ts_ms)
+            except Exception as exc:
+                log.error("paper_funding_input_rejected", symbol=msg.symbol, error=str(exc))
+            venue.settle(loop)
+        loop.send(self._exec_cell, msg)
+
+    def _shadow_tap(self, msg: CandleClosed | MarkUpdated, loop: EventLoop) -> None:
+        """The shadow execution's prices; 5m closes to the shadow trailer (its amendments follow)."""
+        if isinstance(msg, MarkUpdated | BookUpdated):
+            loop.send(self._shadow_cell, msg)
+        else:
+            for amend in self.trailer.on_candle(msg):
+                loop.send(self._shadow_cell, amend)
+
+    def _feed_done(self, loop: EventLoop) -> None:
+        settle_s = 0.0 if self._stop_requested else self.parts.settle_seconds
+        at = loop.now_ms + round(settle_s * _MS_PER_S)
+        loop.post_at(at, self._ticks, _Tick("stop"))
+
+    def _stop(self, loop: EventLoop) -> None:
+        """The orderly stop: REDUCING, then wait until no entry order works (bounded)."""
+        timeout = self.parts.cfg.shutdown.timeout_seconds
+        log.warning("shutdown_started", timeout_seconds=timeout)
+        self._stopping_since = loop.now_ms
+        loop.send(self._risk_cell, StopIntake())
+        loop.send(self._exec_cell, StopIntake())
+        loop.send(self._ticks, _Tick("stop_check"))
+
+    def _stop_check(self, loop: EventLoop) -> None:
+        assert self._stopping_since is not None
+        if not any(lc.phase in _ENTRY_PHASES for lc in self.execution.open_trades()):
+            loop.stop()
+            return
+        timeout_ms = round(self.parts.cfg.shutdown.timeout_seconds * _MS_PER_S)
+        if loop.now_ms - self._stopping_since >= timeout_ms:
+            log.error(
+                "shutdown_timeout", phase="cancel working entries", timeout_seconds=timeout_ms / _MS_PER_S
+            )
+            self.exit_code = 1
+            loop.stop()
+            return
+        loop.post_at(
+            loop.now_ms + round(self.parts.shutdown_poll_seconds * _MS_PER_S),
+            self._ticks,
+            _Tick("stop_check"),
+        )
+
+    def _daily_report(self, loop: EventLoop) -> None:
+        slot = self._daily.latest_at_or_before(loop.now_ms)
+        missed = (slot - self._last_daily) // self._daily.period_ms - 1
+        self._last_daily = slot
+        self.reporter.handle(
+            ScheduledTick(job=Job.DAILY_REPORT, slot_ms=slot, fired_ms=loop.now_ms, missed=missed)
+        )
+        loop.post_at(self._daily.next_after(slot), self._ticks, _Tick("daily"))
+
+    def _next_sample(self, now_ms: int) -> int:
+        return (now_ms // self._sample_ms + 1) * self._sample_ms
+
+    def _sample(self, loop: EventLoop, kind: str) -> None:
+        sampler = self.parts.sampler
+        if sampler is None:
+            return
+        if kind == "close":
+            sampler.sample("close")
+            return
+        sampler.sample("period")
+        loop.post_at(self._next_sample(loop.now_ms), self._ticks, _Tick("sample"))
+
+    def trade_recorded(self) -> None:
+        """The journal wrote a trade record: an equity row `CLOSE_SAMPLE_DELAY_SECONDS` later."""
+        if self.parts.sampler is not None:
+            at = self.loop.now_ms + round(CLOSE_SAMPLE_DELAY_SECONDS * _MS_PER_S)
+            self.loop.post_at(at, self._ticks, _Tick("close_sample"))
+
+    # ------------------------------------------------------------------------------------------ health
+
+    def report_fault(self, kind: str, symbol: str | None = None, detail: str = "") -> None:
+        """A fault for health (the trio runtime's `System.report_fault`); never raises."""
+        try:
+            fault = FaultKind(kind)
+        except ValueError:
+            fault = FaultKind.UNEXPECTED_EXCEPTION
+        self.faults[fault.value] = self.faults.get(fault.value, 0) + 1
+        self._publish(self._health.record_fault(fault, self._health_now(), detail=detail))
+
+    def _health_now(self) -> float:
+        """Health's time line: seconds since the replay's epoch (the trio runtime's trio time)."""
+        return (self.loop.now_ms - self.parts.feed.epoch_ms) / _MS_PER_S
+
+    def _publish(self, transition: SafeModeTransition | None) -> None:
+        """Safe mode entered or left: logged, and told to risk and the reporter."""
+        if transition is None:
+            return
+        if transition.on:
+            log.error("safe_mode_entered", reasons=list(transition.reasons))
+        else:
+            log.warning("safe_mode_exited", reasons_were=list(transition.reasons))
+        change = SafeModeChanged(on=transition.on, reasons=transition.reasons)
+        self.loop.send(self._risk_cell, change)
+        self.loop.send(self._reporter_cell, change)
+
+    def _alert(self, code: str, symbol: str, message: str) -> None:
+        self.loop.send(self._reporter_cell, Alert(kind=code, text=message, level="warning", symbol=symbol))
+
+    def _account_snapshot(self, day: date) -> AccountSnapshot:
+        snap = self.risk.snapshot(now_ms=self.loop.now_ms)
+        equity = snap.equity_usd or 0.0
+        self._peak_equity = max(self._peak_equity, equity)
+        return account_snapshot(
+            day=day,
+            equity=equity,
+            open_risk_usd=snap.open_risk_usd,
+            open_positions=snap.positions,
+            peak_equity=self._peak_equity,
+            risk=self.risk,
+            curve=self.parts.equity_curve,
+        )
+
+
+class _TickCell:
+    """The system's own timers: daily report, equity samples, health re-checks, the stop."""
+
+    def __init__(self, system: ReplaySystem) -> None:
+        self._system = system
+
+    def deliver(self, message: object, loop: EventLoop) -> None:
+        assert isinstance(message, _Tick)
+        system = self._system
+        match message.kind:
+            case "daily":
+                system._daily_report(loop)
+            case "sample":
+                system._sample(loop, "period")
+            case "close_sample":
+                system._sample(loop, "close")
+            case "health":
+                system._publish(system._health.evaluate(system._health_now()))
+                loop.post_at(loop.now_ms + system._beat_ms, self, message)
+            case "stop":
+                system._stop(loop)
+            case "stop_check":
+                system._stop_check(loop)
+            case other:
+                raise ValueError(f"replay tick: unknown kind {other!r}")
+
+
+class _ReporterCell:
+    """The reporter's inbox: alerts, safe mode, kill switch, position opened / closed."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+
+    def deliver(self, message: object, loop: EventLoop) -> None:
+        if isinstance(message, Alert | SafeModeChanged | KillSwitch | TradeClosed | EntryFilled):
+            self._reporter.handle(message)
+
+
+class _TrailerCell:
+    """The shadow trailer: positions from the shadow execution."""
+
+    def __init__(self, trailer: ShadowTrailer) -> None:
+        self._trailer = trailer
+        self.execution: Recipient | None = None
+
+    def deliver(self, message: object, loop: EventLoop) -> None:
+        if isinstance(message, PositionUpdated):
+            self._trailer.on_position(message)
+
+
+class _Later:
+    """A recipient bound after construction (the wiring has cycles)."""
+
+    def deliver(self, message: object, loop: EventLoop) -> None:
+        raise RuntimeError("replay wiring: a recipient was used before it was bound")
+
+
+def _symbol_factory(symbol: str, cfg: BotConfig) -> Callable[[], SymbolMachine]:
+    return lambda: SymbolMachine(symbol=symbol, cfg=cfg, has_history=False)
+
+
+def _close_key(record: Any) -> str:
+    result = record.get("timestamp_close") if isinstance(record, dict) else None
+    return result if isinstance(result, str) else ""
