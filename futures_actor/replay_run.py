@@ -328,7 +328,12 @@ async def _run_replay_body(options: RunOptions, out: TextIO | None, signals: Shu
         )
         on_written = sampler.trade_closed if not events_runtime else lambda: _trade_recorded(system_box)
         journal = _RunJournal(
-            directory=log_dir, cfg=cfg.logging, clock=clock, rotate=False, on_written=on_written
+            directory=log_dir,
+            cfg=cfg.logging,
+            clock=clock,
+            rotate=False,
+            durable=False,
+            on_written=on_written,
         )
         with StateStore.open(db_path, durable=False) as store:
             paper = PaperExchange.from_store(

@@ -114,7 +114,7 @@ def open_shadow_account(
     version or shadow losses left less."""
     store = StateStore.open(store_path, durable=durable)
     try:
-        journal = TradeJournal(directory=journal_dir, cfg=cfg.logging, clock=clock)
+        journal = TradeJournal(directory=journal_dir, cfg=cfg.logging, clock=clock, durable=durable)
     except BaseException:
         store.close()
         raise

@@ -119,8 +119,17 @@ def iter_trade_records(files: list[Path]) -> Iterator[tuple[Path, int, dict[str,
 class TradeJournal:
     """Append-only writer of `trades.jsonl` (see the module docstring for the policy)."""
 
-    def __init__(self, *, directory: Path, cfg: LoggingConfig, clock: WallClock, rotate: bool = True) -> None:
-        """`rotate=False` (a replay's run directory): one plain `trades.jsonl` holds every record."""
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        cfg: LoggingConfig,
+        clock: WallClock,
+        rotate: bool = True,
+        durable: bool = True,
+    ) -> None:
+        """`rotate=False` (a replay's run directory): one plain `trades.jsonl` holds every record.
+        `durable=False` (a replay, which always starts over): records are written whole but not fsynced."""
         self._log = get_logger("journal")
         self._clock = clock
         self._file = RotatingJsonlFile(
@@ -128,7 +137,7 @@ class TradeJournal:
             name=cfg.trade_log_file,
             clock=clock,
             max_bytes=cfg.rotate_max_bytes if rotate else 0,
-            fsync=True,
+            fsync=durable,
             rotate=rotate,
         )
         self.quarantine_path = directory / _quarantine_name(cfg.trade_log_file)
