@@ -184,6 +184,7 @@ class System:
             closed_pnl=closed_pnl_from_records(parts.journal.records()),
             shadow_send=self.shadow.inbox_send,
             reference_symbol=parts.reference_symbol,
+            sync_with_execution=True,
         )
         self.execution = Execution(
             cfg=cfg,

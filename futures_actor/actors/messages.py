@@ -30,6 +30,8 @@ __all__ = [
     "CandleClosed",
     "EntryAbandoned",
     "EntryFilled",
+    "ExecutionSync",
+    "ExecutionSynced",
     "FundingBooked",
     "KillSwitch",
     "MarkUpdated",
@@ -118,6 +120,21 @@ class SubmitPlan(_Msg, frozen=True):
     plan: TradePlan
     mid_price: Decimal
     tick_price: Decimal | None = None
+
+
+class ExecutionSync(_Msg, frozen=True):
+    """Risk asks execution to answer `ExecutionSynced` once it has handled everything it received
+    before this (a barrier): the decision of the batch of `candle_open_time_ms` then sees the outcome
+    of every stop amendment the symbols sent before their reports (issue 12: no race between a trailed
+    stop's `PositionUpdated` and the decision, whatever the runtime's scheduling)."""
+
+    candle_open_time_ms: int
+
+
+class ExecutionSynced(_Msg, frozen=True):
+    """Execution's answer to `ExecutionSync`, sent after every message it sent before."""
+
+    candle_open_time_ms: int
 
 
 # --- symbol → execution ---------------------------------------------------------------------------

@@ -73,6 +73,7 @@ from futures_actor.machines.risk import (
     RiskInput,
     RiskMachine,
     RiskSnapshot,
+    SendExecutionSync,
     SendPlan,
     SendRetryDecided,
     SendShadowPlan,
@@ -189,8 +190,11 @@ class PortfolioRisk:
         shadow_send: trio.MemorySendChannel[Any] | None = None,
         reference_symbol: str = "",
         log: Any = None,
+        sync_with_execution: bool = False,
     ) -> None:
-        """`log`: the structlog logger to write on (default: `get_logger("portfolio_risk")`)."""
+        """`log`: the structlog logger to write on (default: `get_logger("portfolio_risk")`).
+        `sync_with_execution`: decide a complete batch once execution answered the barrier (the bot's
+        risk actor, whose `execution_send` reaches a real Execution; see `RiskMachine`)."""
         self._machine = RiskMachine(
             cfg=cfg,
             mode=mode,
@@ -204,6 +208,7 @@ class PortfolioRisk:
             has_shadow=shadow_send is not None,
             persists=store is not None,
             emit_metrics=metrics is not None,
+            sync_with_execution=sync_with_execution,
         )
         self._to_execution = _Mailbox(execution_send)
         self._to_shadow = _Mailbox(shadow_send) if shadow_send is not None else None
@@ -330,6 +335,8 @@ class PortfolioRisk:
                     self._persist(effect)
                 case SendPlan():
                     self._to_execution.post(effect.submit)
+                case SendExecutionSync():
+                    self._to_execution.post(effect.sync)
                 case SendRetryDecided():
                     self._post_retry_decided(effect)
                 case SendShadowPlan():

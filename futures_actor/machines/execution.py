@@ -95,6 +95,8 @@ from futures_actor.actors.messages import (
     BookUpdated,
     EntryAbandoned,
     EntryFilled,
+    ExecutionSync,
+    ExecutionSynced,
     FundingBooked,
     KillSwitch,
     MarkUpdated,
@@ -289,6 +291,7 @@ ExecutionInbox: TypeAlias = (
     | MarkUpdated
     | RepublishPositions
     | UniverseChanged
+    | ExecutionSync
 )
 Answer: TypeAlias = GatewayReplied | GatewayFailed | Persisted | StateRead | JournalWritten
 ExecutionInput: TypeAlias = ExecutionInbox | GatewayEvent | Start | TimerFired | InboxClosed | Answer
@@ -425,6 +428,7 @@ RiskMessage: TypeAlias = (
     | AccountUpdated
     | RetryRequested
     | FundingBooked
+    | ExecutionSynced
 )
 
 
@@ -722,6 +726,8 @@ class ExecutionMachine:
                     self._feed_prices(symbol)
             case UniverseChanged(rules=rules):
                 self._rules.update(rules)
+            case ExecutionSync(candle_open_time_ms=t):
+                self._send_risk(ExecutionSynced(candle_open_time_ms=t))
             case RepublishPositions(symbol=symbol):
                 for lc in list(self._trades.values()):
                     if lc.symbol == symbol and not lc.closed and lc.position_qty > 0:

@@ -49,6 +49,8 @@ Effects (`RiskEffect`), to be performed in the order returned:
 - `SendPlan(submit)` / `SendRetryDecided(decided, shadow=False)`: hand the message to execution,
   never blocking the machine and never dropping it (the trio shell queues it in an unbounded,
   order-keeping mailbox). `SendRetryDecided(shadow=True)`: the same to the shadow book.
+- `SendExecutionSync(sync)`: hand the `ExecutionSync` to execution like a plan (same mailbox, in order);
+  execution's `ExecutionSynced` comes back on the inbox.
 - `SendShadowPlan(submit, entry_log)`: hand a shadow plan to the shadow book without blocking; when it
   cannot take it now (full or gone) it is dropped. Always answer `ShadowPlanAnswered(effect, dropped)`
   (`dropped`: None when handed over, else the reason); the machine then logs the drop and the
@@ -74,7 +76,11 @@ Policy:
   symbol has reported, the batch deadline passed (`risk.decision_batch_ms` after the first report), a
   report for a newer candle arrives (the older batch is decided first) or the inbox closes. The batch
   is then decided in descending confidence order (the selector's confidence score; ties by symbol
-  name), so arrival order does not matter. Per symbol: safety gates (shutdown, kill, safe mode), the
+  name), so arrival order does not matter. A machine built with `sync_with_execution=True` (the bot's,
+  in both runtimes) decides a complete batch only once execution has answered `ExecutionSynced` to
+  the `SendExecutionSync` it sent when the last report came in (or the deadline passed): every stop
+  amendment a symbol sent before its report has then reached the exposures, so no decision depends on
+  whether a trailed stop's `PositionUpdated` or the last report was scheduled first. Per symbol: safety gates (shutdown, kill, safe mode), the
   selector picks among its signals, then `core.risk.evaluate`. An approval reserves its exposure (a
   pending entry) before the next symbol is evaluated, is persisted, sent to execution as
   `SubmitPlan`, then answered, and adopts the selector's new state.
@@ -108,6 +114,8 @@ from futures_actor.actors.messages import (
     CandleClosed,
     EntryAbandoned,
     EntryFilled,
+    ExecutionSync,
+    ExecutionSynced,
     FundingBooked,
     KillSwitch,
     PortfolioSynced,
@@ -204,6 +212,7 @@ __all__ = [
     "RiskMachine",
     "RiskMachineError",
     "RiskSnapshot",
+    "SendExecutionSync",
     "SendPlan",
     "SendRetryDecided",
     "SendShadowPlan",
@@ -261,6 +270,7 @@ RiskInbox = (
     | Resume
     | StopIntake
     | UniverseChanged
+    | ExecutionSynced
 )
 """Everything the PortfolioRisk actor's inbox accepts."""
 
@@ -281,6 +291,7 @@ RISK_INBOX_TYPES: Final = (
     Resume,
     StopIntake,
     UniverseChanged,
+    ExecutionSynced,
 )
 """The classes of `RiskInbox` (for a runtime checking what an untyped channel delivered)."""
 
@@ -299,6 +310,13 @@ class SendRetryDecided(msgspec.Struct, frozen=True, kw_only=True):
 
     decided: RetryDecided
     shadow: bool
+
+
+class SendExecutionSync(msgspec.Struct, frozen=True, kw_only=True):
+    """Hand `sync` to execution like a plan (never blocking, never dropped, in order after the plans
+    sent before it); execution answers `ExecutionSynced` on the risk inbox."""
+
+    sync: ExecutionSync
 
 
 class SendShadowPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -365,6 +383,7 @@ RiskEffect = (
     Log
     | Persist
     | SendPlan
+    | SendExecutionSync
     | SendRetryDecided
     | SendShadowPlan
     | ReplyVerdict
@@ -463,11 +482,13 @@ def _error(event: str, **fields: object) -> Log:
 class _Batch:
     """Reports of one 5m candle open time, waiting to be decided."""
 
-    __slots__ = ("due", "open_time_ms", "reports")
+    __slots__ = ("due", "open_time_ms", "reports", "sync_asked", "synced")
 
     def __init__(self, open_time_ms: int) -> None:
         self.open_time_ms = open_time_ms
         self.due = False  # its BatchDeadline arrived
+        self.sync_asked = False  # an ExecutionSync was sent for it
+        self.synced = False  # execution answered it
         self.reports: dict[str, SymbolReport] = {}
 
 
@@ -499,12 +520,14 @@ class RiskMachine:
         has_shadow: bool = False,
         persists: bool = False,
         emit_metrics: bool = False,
+        sync_with_execution: bool = False,
     ) -> None:
         if mode not in ("PAPER_LIVE", "LIVE"):
             raise ValueError(f"mode: got {mode!r}, expected PAPER_LIVE or LIVE")
         self._cfg = cfg
         self._mode: Mode = mode
         self._has_shadow = has_shadow
+        self._sync_with_execution = sync_with_execution
         self._persists = persists
         self._emit_metrics = emit_metrics
         self._symbols: tuple[str, ...] = tuple(symbols)
@@ -721,6 +744,10 @@ class RiskMachine:
                         beta_reference=self._reference_symbol,
                     )
                 )
+            case ExecutionSynced(candle_open_time_ms=t):
+                batch = self._batches.get(t)
+                if batch is not None:
+                    batch.synced = True
             case StopIntake():
                 self._trading_state = TradingState.REDUCING
                 self._emit(_warning("risk_trading_state", state=self._trading_state.value))
@@ -839,6 +866,17 @@ class RiskMachine:
             complete = self._monitored <= batch.reports.keys()
             superseded = len(self._batches) > 1
             if not (flush or complete or superseded or batch.due):
+                return
+            if (
+                complete
+                and self._sync_with_execution
+                and not (flush or superseded or batch.due or batch.synced)
+            ):
+                # Every report is in: decide once execution has handled what it got before (the stop
+                # amendments the symbols sent before their reports), so the exposures are current.
+                if not batch.sync_asked:
+                    batch.sync_asked = True
+                    self._emit(SendExecutionSync(sync=ExecutionSync(candle_open_time_ms=oldest)))
                 return
             del self._batches[oldest]
             if not batch.due:

@@ -76,6 +76,8 @@ class RiskCell:
                     pass  # never emitted: built with persists=False
                 case rm.SendPlan():
                     loop.send(self._execution, effect.submit)
+                case rm.SendExecutionSync():
+                    loop.send(self._execution, effect.sync)
                 case rm.SendRetryDecided():
                     if not effect.shadow:
                         loop.send(self._execution, effect.decided)

@@ -218,6 +218,7 @@ class ReplaySystem:
         self._peak_equity = 0.0
         self._stopping_since: int | None = None
         self._stop_requested = False
+        self._close_sample_asked: int | None = None  # when the last `close` equity row was asked for
         self._log = log
         # Health: the safe-mode state machine on faults (no stream is watched in a replay).
         self._health = HealthMonitor(cfg.health)
@@ -247,6 +248,7 @@ class ReplaySystem:
             reference_symbol=parts.reference_symbol,
             has_shadow=True,
             persists=False,
+            sync_with_execution=True,
         )
         self.execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
         self.shadow_execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
@@ -431,9 +433,11 @@ class ReplaySystem:
 
     def trade_recorded(self) -> None:
         """The journal wrote a trade record: an equity row `CLOSE_SAMPLE_DELAY_SECONDS` later."""
-        if self.parts.sampler is not None:
-            at = self.loop.now_ms + round(CLOSE_SAMPLE_DELAY_SECONDS * _MS_PER_S)
-            self.loop.post_at(at, self._ticks, _Tick("close_sample"))
+        if self.parts.sampler is None or self._close_sample_asked == self.loop.now_ms:
+            return  # records written at the same instant share one row (as the trio sampler's wake-up)
+        self._close_sample_asked = self.loop.now_ms
+        at = self.loop.now_ms + round(CLOSE_SAMPLE_DELAY_SECONDS * _MS_PER_S)
+        self.loop.post_at(at, self._ticks, _Tick("close_sample"))
 
     # ------------------------------------------------------------------------------------------ health
 

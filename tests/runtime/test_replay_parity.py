@@ -1,6 +1,6 @@
 """Parity is the test (issue 12): the same recorded input through both runtimes writes the same files.
 
-Two replays of the same 8-day, 4-symbol window of the bundled sample (`data/sample/`), through the
+Two replays of the same 30-day, 4-symbol window of the bundled sample (`data/sample/`), through the
 command line as a user runs them, differing only in `replay.runtime`: "trio" (the actor system under
 trio's mock clock, the runtime live and paper trading use) and "events" (the discrete-event loop of
 `runtime/replay.py`). trades.jsonl must be byte-identical, and so must the shadow book's trades,
@@ -21,7 +21,7 @@ from futures_actor.logs import reset_logging
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "config.example.json"
-WINDOW = "2025-01-12:2025-01-20"
+WINDOW = "2025-01-01:2025-01-31"
 MIN_TRADES = 20  # the window must exercise the system: entries, stops, trails, shadow trades
 
 
@@ -85,7 +85,7 @@ def test_shadow_trades_equity_and_daily_reports_are_identical(runs: tuple[Path, 
     trio_logs, events_logs = runs
     trio_files, events_files = _files(trio_logs), _files(events_logs)
     assert sorted(events_files) == sorted(trio_files)
-    assert len([n for n in trio_files if n.startswith("daily-report-")]) >= 7
+    assert len([n for n in trio_files if n.startswith("daily-report-")]) >= 29
     assert trio_files["shadow"]  # the shadow book traded in this window
     for name, content in trio_files.items():
         assert events_files[name] == content, name
