@@ -74,7 +74,7 @@ from futures_actor.runtime.loop import EventLoop, Recipient
 from futures_actor.runtime.venue import PaperVenue
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
-from futures_actor.tearsheet.equity import CLOSE_SAMPLE_DELAY_SECONDS, EquityCsvWriter, EquitySampler
+from futures_actor.tearsheet.equity import EquityCsvWriter, EquitySampler
 
 __all__ = ["LoopClock", "ReplayParts", "ReplaySystem", "account_snapshot", "open_shadow_account"]
 
@@ -218,7 +218,7 @@ class ReplaySystem:
         self._peak_equity = 0.0
         self._stopping_since: int | None = None
         self._stop_requested = False
-        self._close_sample_asked: int | None = None  # when the last `close` equity row was asked for
+        self._sample_tick_at: int | None = None  # the time of the sampler tick on the loop
         self._log = log
         # Health: the safe-mode state machine on faults (no stream is watched in a replay).
         self._health = HealthMonitor(cfg.health)
@@ -312,7 +312,6 @@ class ReplaySystem:
         self._signal_tf = cfg.timeframes.signal_tf
         self._daily = slots_from_config(cfg)[Job.DAILY_REPORT]
         self._last_daily = self._daily.latest_at_or_before(feed.epoch_ms)
-        self._sample_ms = cfg.report.equity_sample_minutes * 60_000
 
     # ------------------------------------------------------------------------------------------ views
 
@@ -329,8 +328,8 @@ class ReplaySystem:
         self._shadow_cell.start(loop)
         log.info("system_started", mode=self.parts.run_mode, symbols=list(self.parts.symbols))
         if self.parts.sampler is not None:
-            self.parts.sampler.sample("start")
-            loop.post_at(self._next_sample(loop.now_ms), self._ticks, _Tick("sample"))
+            self.parts.sampler.start()
+            self._arm_sampler(loop)
         loop.post_at(self._daily.next_after(self._last_daily), self._ticks, _Tick("daily"))
         loop.post_at(loop.now_ms + self._beat_ms, self._ticks, _Tick("health"))
         self._feed_cell.start(loop)
@@ -418,26 +417,28 @@ class ReplaySystem:
         )
         loop.post_at(self._daily.next_after(slot), self._ticks, _Tick("daily"))
 
-    def _next_sample(self, now_ms: int) -> int:
-        return (now_ms // self._sample_ms + 1) * self._sample_ms
+    def _arm_sampler(self, loop: EventLoop) -> None:
+        """A tick when the sampler's next row is due (one per distinct time)."""
+        sampler = self.parts.sampler
+        due = None if sampler is None else sampler.next_due_ms()
+        if due is not None and due != self._sample_tick_at:
+            self._sample_tick_at = due
+            loop.post_at(max(due, loop.now_ms), self._ticks, _Tick("sample"))
 
-    def _sample(self, loop: EventLoop, kind: str) -> None:
+    def _sample(self, loop: EventLoop) -> None:
         sampler = self.parts.sampler
         if sampler is None:
             return
-        if kind == "close":
-            sampler.sample("close")
-            return
-        sampler.sample("period")
-        loop.post_at(self._next_sample(loop.now_ms), self._ticks, _Tick("sample"))
+        if self._sample_tick_at == loop.now_ms:
+            self._sample_tick_at = None
+        sampler.write_due()
+        self._arm_sampler(loop)
 
     def trade_recorded(self) -> None:
-        """The journal wrote a trade record: an equity row `CLOSE_SAMPLE_DELAY_SECONDS` later."""
-        if self.parts.sampler is None or self._close_sample_asked == self.loop.now_ms:
-            return  # records written at the same instant share one row (as the trio sampler's wake-up)
-        self._close_sample_asked = self.loop.now_ms
-        at = self.loop.now_ms + round(CLOSE_SAMPLE_DELAY_SECONDS * _MS_PER_S)
-        self.loop.post_at(at, self._ticks, _Tick("close_sample"))
+        """The journal wrote a trade record: the sampler's `close` row (see `EquitySampler`)."""
+        if self.parts.sampler is not None:
+            self.parts.sampler.trade_closed()
+            self._arm_sampler(self.loop)
 
     # ------------------------------------------------------------------------------------------ health
 
@@ -497,9 +498,7 @@ class _TickCell:
             case "daily":
                 system._daily_report(loop)
             case "sample":
-                system._sample(loop, "period")
-            case "close_sample":
-                system._sample(loop, "close")
+                system._sample(loop)
             case "health":
                 system._publish(system._health.evaluate(system._health_now()))
                 loop.post_at(loop.now_ms + system._beat_ms, self, message)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import csv
 import math
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -161,8 +162,15 @@ class EquityCsvWriter:
 
 
 class EquitySampler:
-    """The trio task writing equity.csv: a row at start, every `every_ms` of wall time (aligned to
-    multiples of it), after each trade close (`trade_closed()`), and at the end (`finish()`)."""
+    """equity.csv's rows: at start, every `every_ms` of wall time (aligned to multiples of it), after
+    trade closes (`trade_closed()`), and at the end (`finish()`). `run` is the trio task; the replay's
+    discrete-event runtime drives the same sampler with `next_due_ms` and `write_due`.
+
+    A `close` row is written `CLOSE_SAMPLE_DELAY_SECONDS` after a trade record, and covers every record
+    written before that moment: a record strictly before the pending row's time adds no row of its own.
+    Rows are decided by the records' times only, never by how a runtime interleaves the sampler with
+    the writers, so the same records give the same rows in every runtime.
+    """
 
     def __init__(
         self,
@@ -178,14 +186,41 @@ class EquitySampler:
         self._view = view
         self._clock = clock
         self._every = every_ms
-        self._closed = trio.Event()
+        self._close_dues: deque[int] = deque()  # times of the `close` rows still to write
+        self._next_period_ms: int | None = None
+        self._changed = trio.Event()
 
     def trade_closed(self) -> None:
         """Called (synchronously) when a trade record was written."""
-        self._closed.set()
+        now = self._clock.now_ms()
+        if self._close_dues and now < self._close_dues[-1]:
+            return  # the pending row, written after this record, covers it
+        self._close_dues.append(now + round(CLOSE_SAMPLE_DELAY_SECONDS * _MS_PER_S))
+        self._changed.set()
 
     def sample(self, kind: SampleKind) -> EquityRow | None:
         return self._writer.write(self._clock.now_ms(), self._view(), kind)
+
+    def start(self) -> None:
+        """The `start` row; the first period row is due at the next multiple of `every_ms`."""
+        self.sample("start")
+        self._next_period_ms = (self._clock.now_ms() // self._every + 1) * self._every
+
+    def next_due_ms(self) -> int | None:
+        """When the next row is due (None before `start`)."""
+        if self._next_period_ms is None:
+            return None
+        return min(self._next_period_ms, self._close_dues[0]) if self._close_dues else self._next_period_ms
+
+    def write_due(self) -> None:
+        """Write the rows due by now: `close` rows first, then the period row."""
+        now = self._clock.now_ms()
+        while self._close_dues and self._close_dues[0] <= now:
+            self._close_dues.popleft()
+            self.sample("close")
+        if self._next_period_ms is not None and now >= self._next_period_ms:
+            self.sample("period")
+            self._next_period_ms = (now // self._every + 1) * self._every
 
     def finish(self) -> None:
         """The `end` row, then close the file."""
@@ -197,23 +232,16 @@ class EquitySampler:
         self._writer.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.sample("start")
+        self.start()
         task_status.started()
-        next_ms = (self._clock.now_ms() // self._every + 1) * self._every
         while True:
-            delay = max(0.0, (next_ms - self._clock.now_ms()) / _MS_PER_S)
-            closed = False
+            due = self.next_due_ms()
+            assert due is not None
+            delay = max(0.0, (due - self._clock.now_ms()) / _MS_PER_S)
             with trio.move_on_after(delay):
-                await self._closed.wait()
-                closed = True
-            if closed:
-                self._closed = trio.Event()
-                await trio.sleep(CLOSE_SAMPLE_DELAY_SECONDS)
-                self.sample("close")
-            now = self._clock.now_ms()
-            if now >= next_ms:
-                self.sample("period")
-                next_ms = (now // self._every + 1) * self._every
+                await self._changed.wait()
+            self._changed = trio.Event()
+            self.write_due()
 
 
 def _parse_time(raw: str) -> int:
