@@ -26,7 +26,7 @@ from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.root_supervisor import SHUTDOWN_POLL_SECONDS
-from futures_actor.actors.shadow_book import SHADOW_DB_FILE, SHADOW_LOG_SUBDIR
+from futures_actor.actors.shadow_book import SHADOW_DB_FILE, open_shadow_account
 from futures_actor.app import System, SystemParts
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions
@@ -37,7 +37,7 @@ from futures_actor.core.summary import REPLAY_MODE, count_trades, render_summary
 from futures_actor.core.types import Candle, SymbolRules
 from futures_actor.logs import get_logger, open_run_logging, reset_logging, stream_files
 from futures_actor.machines.risk import RiskSnapshot
-from futures_actor.runtime.replay import LoopClock, ReplayParts, ReplaySystem, open_shadow_account
+from futures_actor.runtime.replay import LoopClock, ReplayParts, ReplaySystem
 from futures_actor.startup import ShutdownSignals, StopAtOnce, replay_rules, replay_universe_selection
 from futures_actor.state.guard import StateDirLocked, lock_state_dir
 from futures_actor.state.journal import TradeJournal
@@ -532,13 +532,7 @@ async def _run_on_events(
     state stores are SQLite connections of this thread). Signals are handled in place meanwhile: the
     first asks the replay to stop in order, a second stops it at once (exit 1, as on trio)."""
     shadow_store, shadow_journal, shadow_paper = open_shadow_account(
-        cfg=cfg,
-        store_path=state_dir / SHADOW_DB_FILE,
-        journal_dir=log_dir / SHADOW_LOG_SUBDIR,
-        clock=clock,
-        rules=rules,
-        durable=False,
-        persist_mode="on_close",
+        cfg=cfg, rules=rules, wall_clock=clock, state_dir=state_dir, log_dir=log_dir, replay=True
     )
     try:
         system = ReplaySystem(

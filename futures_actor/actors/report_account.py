@@ -12,19 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
-from futures_actor.actors.portfolio_risk import PortfolioRisk
 from futures_actor.core.config import PerformanceConfig
 from futures_actor.core.performance import PerformanceTracker
 from futures_actor.core.report import AccountSnapshot
-from futures_actor.core.risk_state import day_equity_bounds
+from futures_actor.core.risk_state import RiskState, day_equity_bounds
 from futures_actor.logs import get_logger
+from futures_actor.machines.risk import RiskSnapshot
 from futures_actor.tearsheet.equity import EquityCsvWriter
 
-__all__ = ["ReportAccount", "rebuild_tracker", "utc_day"]
+__all__ = ["ReportAccount", "RiskView", "rebuild_tracker", "utc_day"]
 
 _MS_PER_S = 1000
 _MS_PER_DAY = 86_400_000
@@ -38,10 +38,24 @@ def utc_day(ms: int) -> date:
     return datetime.fromtimestamp(ms / _MS_PER_S, tz=UTC).date()
 
 
+class RiskView(Protocol):
+    """What the report reads of the risk actor (`PortfolioRisk`, or the replay runtime's view of its
+    `RiskMachine`)."""
+
+    @property
+    def risk_state(self) -> RiskState | None: ...
+
+    def snapshot(self) -> RiskSnapshot: ...
+
+    def ineligible_strategies(self) -> dict[str, int]: ...
+
+    def performance_blocked_strategies(self) -> dict[str, int]: ...
+
+
 class ReportAccount:
     """The account for the daily report (see the module docstring); remembers the peak equity seen."""
 
-    def __init__(self, *, risk: PortfolioRisk, equity_curve: EquityCsvWriter | None) -> None:
+    def __init__(self, *, risk: RiskView, equity_curve: EquityCsvWriter | None) -> None:
         self._risk = risk
         self._curve = equity_curve
         self._peak_equity = 0.0

@@ -131,27 +131,9 @@ class ShadowBook:
         risk_send: trio.MemorySendChannel[RiskInbox],
     ) -> ShadowBook:
         """Open the shadow book's store, journal and paper account (closed by `run`, or `close`)."""
-        store = StateStore.open(state_dir / SHADOW_DB_FILE, durable=not replay)
-        try:
-            journal = TradeJournal(directory=log_dir / SHADOW_LOG_SUBDIR, cfg=cfg.logging, clock=wall_clock)
-        except BaseException:
-            store.close()
-            raise
-        # Not capital (see `PerformanceConfig.shadow_balance_usdt`): with the live book's balance the shadow
-        # account's margin rejected nearly every shadow entry (-2019) and the windows never moved.
-        balance = cfg.performance.shadow_balance_usdt
-        paper = PaperExchange.from_store(
-            store,
-            cfg=msgspec.structs.replace(cfg.execution, paper_initial_balance_usdt=balance),
-            rules=dict(rules),
-            now_ms=wall_clock.now_ms,
-            persist_mode="on_close" if replay else "every_change",
+        store, journal, paper = open_shadow_account(
+            cfg=cfg, rules=rules, wall_clock=wall_clock, state_dir=state_dir, log_dir=log_dir, replay=replay
         )
-        account = paper.engine.account.state
-        if account.wallet_balance < Decimal(repr(balance)):
-            # A shadow account persisted by an earlier version (or drained by shadow losses).
-            log.warning("shadow_balance_topped_up", wallet=str(account.wallet_balance), to=balance)
-            account.wallet_balance = Decimal(repr(balance))
         return cls(
             store=store,
             journal=journal,
@@ -245,3 +227,42 @@ class ShadowBook:
             elif isinstance(msg, RetryRequested):
                 # A shadow entry's retry is re-decided too (answered to the shadow book, never reserved).
                 await self._risk_send.send(msgspec.structs.replace(msg, shadow=True))
+
+
+def open_shadow_account(
+    *,
+    cfg: BotConfig,
+    rules: Mapping[str, SymbolRules],
+    wall_clock: WallClock,
+    state_dir: Path,
+    log_dir: Path,
+    replay: bool,
+) -> tuple[StateStore, TradeJournal, PaperExchange]:
+    """The shadow book's state store, trade journal and paper account (both runtimes open it here).
+
+    A replay's (which always starts over) are not fsynced and its paper account is persisted once, at
+    the end."""
+    store = StateStore.open(state_dir / SHADOW_DB_FILE, durable=not replay)
+    try:
+        journal = TradeJournal(
+            directory=log_dir / SHADOW_LOG_SUBDIR, cfg=cfg.logging, clock=wall_clock, durable=not replay
+        )
+    except BaseException:
+        store.close()
+        raise
+    # Not capital (see `PerformanceConfig.shadow_balance_usdt`): with the live book's balance the shadow
+    # account's margin rejected nearly every shadow entry (-2019) and the windows never moved.
+    balance = cfg.performance.shadow_balance_usdt
+    paper = PaperExchange.from_store(
+        store,
+        cfg=msgspec.structs.replace(cfg.execution, paper_initial_balance_usdt=balance),
+        rules=dict(rules),
+        now_ms=wall_clock.now_ms,
+        persist_mode="on_close" if replay else "every_change",
+    )
+    account = paper.engine.account.state
+    if account.wallet_balance < Decimal(repr(balance)):
+        # A shadow account persisted by an earlier version (or drained by shadow losses).
+        log.warning("shadow_balance_topped_up", wallet=str(account.wallet_balance), to=balance)
+        account.wallet_balance = Decimal(repr(balance))
+    return store, journal, paper

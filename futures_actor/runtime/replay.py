@@ -33,10 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import msgspec
 
@@ -52,21 +51,19 @@ from futures_actor.actors.messages import (
     TradeClosed,
 )
 from futures_actor.actors.replay_feed import PathStep, ReplayFeed
+from futures_actor.actors.report_account import ReportAccount, rebuild_tracker
 from futures_actor.actors.reporter import Alert, Reporter
 from futures_actor.actors.scheduler import Job, ScheduledTick, slots_from_config
 from futures_actor.actors.shadow_trailer import ShadowTrailer
-from futures_actor.binance.paper import PaperExchange, PersistMode
+from futures_actor.binance.paper import PaperExchange
 from futures_actor.core import lifecycle as lcm
-from futures_actor.core.clock import WallClock
 from futures_actor.core.config import BotConfig
 from futures_actor.core.health import FaultKind, HealthMonitor, SafeModeTransition
-from futures_actor.core.performance import PerformanceTracker
-from futures_actor.core.report import AccountSnapshot
-from futures_actor.core.risk_state import closed_pnl_from_records, day_equity_bounds
+from futures_actor.core.risk_state import RiskState, closed_pnl_from_records
 from futures_actor.core.types import SymbolRules
 from futures_actor.logs import get_logger
 from futures_actor.machines.execution import ExecutionMachine
-from futures_actor.machines.risk import RiskMachine
+from futures_actor.machines.risk import RiskMachine, RiskSnapshot
 from futures_actor.machines.symbol import SymbolMachine
 from futures_actor.runtime.actor_cells import ExecutionCell, RiskCell, ShadowOutlet
 from futures_actor.runtime.cells import FeedCell, SymbolCell
@@ -76,7 +73,7 @@ from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
 from futures_actor.tearsheet.equity import EquityCsvWriter, EquitySampler
 
-__all__ = ["LoopClock", "ReplayParts", "ReplaySystem", "account_snapshot", "open_shadow_account"]
+__all__ = ["LoopClock", "ReplayParts", "ReplaySystem"]
 
 _MS_PER_S: Final = 1000
 _MS_PER_DAY: Final = 86_400_000
@@ -97,40 +94,6 @@ class LoopClock:
 
     def now_ms(self) -> int:
         return self.epoch_ms if self.loop is None else self.loop.now_ms
-
-
-def open_shadow_account(
-    *,
-    cfg: BotConfig,
-    store_path: Path,
-    journal_dir: Path,
-    clock: WallClock,
-    rules: dict[str, SymbolRules],
-    durable: bool,
-    persist_mode: PersistMode,
-) -> tuple[StateStore, TradeJournal, PaperExchange]:
-    """The shadow book's state store, trade journal and paper exchange (BOT_SPEC §7, §8.9 [resolved]):
-    its paper account has `performance.shadow_balance_usdt` (not capital), topped up if an earlier
-    version or shadow losses left less."""
-    store = StateStore.open(store_path, durable=durable)
-    try:
-        journal = TradeJournal(directory=journal_dir, cfg=cfg.logging, clock=clock, durable=durable)
-    except BaseException:
-        store.close()
-        raise
-    balance = cfg.performance.shadow_balance_usdt
-    paper = PaperExchange.from_store(
-        store,
-        cfg=msgspec.structs.replace(cfg.execution, paper_initial_balance_usdt=balance),
-        rules=dict(rules),
-        now_ms=clock.now_ms,
-        persist_mode=persist_mode,
-    )
-    account = paper.engine.account.state
-    if account.wallet_balance < Decimal(repr(balance)):
-        log.warning("shadow_balance_topped_up", wallet=str(account.wallet_balance), to=balance)
-        account.wallet_balance = Decimal(repr(balance))
-    return store, journal, paper
 
 
 @dataclass
@@ -159,44 +122,25 @@ class ReplayParts:
     on_path: Callable[[PathStep], None] | None = None
 
 
-def account_snapshot(
-    *,
-    day: date,
-    equity: float,
-    open_risk_usd: float,
-    open_positions: int,
-    peak_equity: float,
-    risk: RiskMachine,
-    curve: EquityCsvWriter | None,
-) -> AccountSnapshot:
-    """The account for the daily report of UTC `day` (see `app.System._account_snapshot`)."""
-    day_start, day_end = equity, None
-    start_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * _MS_PER_S)
-    risk_state = risk.risk_state
-    if risk_state is not None:
-        bounds = day_equity_bounds(risk_state, day_start_ms=start_ms, equity_now=equity)
-        if bounds is not None:
-            day_start, day_end = bounds
-        else:
-            log.warning("report_day_equity_unknown", day=day.isoformat())
-    peak = max(peak_equity, equity, 1e-9)
-    intraday: float | None = None
-    on_curve = None if curve is None else curve.day_drawdown(start_ms, start_ms + _MS_PER_DAY)
-    if on_curve is not None:
-        equity, peak = on_curve.equity_usd, on_curve.peak_equity_usd
-        intraday = on_curve.max_intraday_drawdown_pct
-    return AccountSnapshot(
-        equity_usd=equity,
-        unrealized_pnl_usd=0.0,
-        day_start_equity_usd=day_start if day_start > 0 else max(equity, 1e-9),
-        day_end_equity_usd=day_end,
-        peak_equity_usd=peak,
-        max_intraday_drawdown_pct=intraday,
-        open_risk_usd=open_risk_usd,
-        open_positions=open_positions,
-        ineligible_strategies=risk.ineligible_strategies(),
-        performance_blocked_strategies=risk.performance_blocked_strategies(),
-    )
+class _RiskView:
+    """The report's view of the risk machine (`actors.report_account.RiskView`) at the loop's time."""
+
+    def __init__(self, machine: RiskMachine, loop: EventLoop) -> None:
+        self._machine = machine
+        self._loop = loop
+
+    @property
+    def risk_state(self) -> RiskState | None:
+        return self._machine.risk_state
+
+    def snapshot(self) -> RiskSnapshot:
+        return self._machine.snapshot(now_ms=self._loop.now_ms)
+
+    def ineligible_strategies(self) -> dict[str, int]:
+        return self._machine.ineligible_strategies()
+
+    def performance_blocked_strategies(self) -> dict[str, int]:
+        return self._machine.performance_blocked_strategies()
 
 
 class _Tick(msgspec.Struct, frozen=True):
@@ -228,16 +172,11 @@ class ReplaySystem:
             mode=parts.run_mode,
             log_dir=parts.log_dir,
             load_records=lambda _day: list(parts.journal.records()),
-            account=self._account_snapshot,
+            account=lambda day: self._report_account.snapshot(day),
             first_day=datetime.fromtimestamp(feed.epoch_ms / _MS_PER_S, tz=UTC).date(),
         )
         records = list(parts.journal.records())
-        shadow_records = list(parts.shadow_journal.records())
-        tracker, report = PerformanceTracker.from_records(
-            sorted([*records, *shadow_records], key=_close_key) if shadow_records else records,
-            cfg=cfg.performance,
-        )
-        log.info("performance_rebuilt", **msgspec.structs.asdict(report))
+        tracker = rebuild_tracker(records, parts.shadow_journal.records(), cfg=cfg.performance)
         self.risk = RiskMachine(
             cfg=cfg,
             mode="PAPER_LIVE",
@@ -249,6 +188,9 @@ class ReplaySystem:
             has_shadow=True,
             persists=False,
             sync_with_execution=True,
+        )
+        self._report_account = ReportAccount(
+            risk=_RiskView(self.risk, self.loop), equity_curve=parts.equity_curve
         )
         self.execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
         self.shadow_execution = ExecutionMachine(cfg=cfg, mode="PAPER_LIVE", rules_by_symbol=parts.rules)
@@ -470,20 +412,6 @@ class ReplaySystem:
     def _alert(self, code: str, symbol: str, message: str) -> None:
         self.loop.send(self._reporter_cell, Alert(kind=code, text=message, level="warning", symbol=symbol))
 
-    def _account_snapshot(self, day: date) -> AccountSnapshot:
-        snap = self.risk.snapshot(now_ms=self.loop.now_ms)
-        equity = snap.equity_usd or 0.0
-        self._peak_equity = max(self._peak_equity, equity)
-        return account_snapshot(
-            day=day,
-            equity=equity,
-            open_risk_usd=snap.open_risk_usd,
-            open_positions=snap.positions,
-            peak_equity=self._peak_equity,
-            risk=self.risk,
-            curve=self.parts.equity_curve,
-        )
-
 
 class _TickCell:
     """The system's own timers: daily report, equity samples, health re-checks, the stop."""
@@ -542,8 +470,3 @@ class _Later:
 
 def _symbol_factory(symbol: str, cfg: BotConfig) -> Callable[[], SymbolMachine]:
     return lambda: SymbolMachine(symbol=symbol, cfg=cfg, has_history=False)
-
-
-def _close_key(record: Any) -> str:
-    result = record.get("timestamp_close") if isinstance(record, dict) else None
-    return result if isinstance(result, str) else ""
