@@ -330,7 +330,7 @@ class ReplayConfig(_Section, frozen=True):
     # The runtime that plays a replay: "events" (the discrete-event loop of `runtime/replay.py`: the
     # actor machines called directly, no trio) or "trio" (the actor system under trio's mock clock, as
     # live and paper trading run it). Both write the same trades.jsonl for the same input.
-    runtime: Literal["events", "trio"] = "trio"
+    runtime: Literal["events", "trio"] = "events"
 
 
 class ReportConfig(_Section, frozen=True):

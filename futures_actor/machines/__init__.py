@@ -3,12 +3,18 @@
 A machine owns its state and answers each message with a list of typed effects (messages to send,
 timers, requests to make, log records) that a runtime performs in order; it never awaits, never reads
 a clock and never calls a logger. Runtimes: the trio shells in `futures_actor/actors/` (live, paper,
-the acceptance tests) and, to come, a discrete-event replay loop; both must produce the same effects
-from the same input (`tests/machines/test_symbol_parity.py` checks it for the symbol machine).
+the acceptance tests, `replay.runtime = "trio"`) and the discrete-event replay runtime in
+`futures_actor/runtime/` (`replay.runtime = "events"`, the default for replays). Both produce the same
+effects from the same input: `tests/machines/test_*_parity.py` check each machine against its trio
+shell, `tests/runtime/test_replay_parity.py` a whole replay (byte-identical trade logs).
 
 - `effects`: the effect vocabulary shared by every machine (`Log`, `write_log`).
 - `symbol`: `SymbolMachine`, one symbol's features, regime, strategies and trailing
-  (`actors/symbol_actor.py` is its trio shell).
+  (`actors/symbol_actor.py` is its trio shell, `runtime/cells.SymbolCell` its replay cell).
+- `risk`: `RiskMachine`, the portfolio's risk decisions (`actors/portfolio_risk.py`,
+  `runtime/actor_cells.RiskCell`).
+- `execution`: `ExecutionMachine`, every trade's orders (`actors/execution.py`,
+  `runtime/actor_cells.ExecutionCell`).
 
 Why a package of its own: `core/` holds decision functions that know nothing of actors and their
 messages; a machine is an actor minus its runtime, so it speaks the in-process messages of
@@ -27,7 +33,10 @@ Rules every machine keeps (the symbol machine shows each one):
 - A fault in decision code ends with `ReportFault` and `Crash(error)`; the runtime raises the error and
   the supervisor builds a fresh machine. A crashed machine refuses further input.
 
-Design note: how PortfolioRisk and Execution would follow, and what the replay runtime needs.
+Design note (written before the risk and execution machines and the replay runtime existed; they follow
+it, see their own docstrings for the contracts as built). One addition: where the trio runtime's order
+depended on scheduling — a decision before or after a trailed stop's `PositionUpdated` reached risk —
+the order became an explicit message, the `ExecutionSync` barrier (`machines/risk.py`).
 
 PortfolioRisk → `RiskMachine`. State: equity, the portfolio (positions, reservations), `RiskState`
 calendar, selector and performance state, the open decision batches, safe-mode / kill / REDUCING

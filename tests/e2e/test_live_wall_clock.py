@@ -9,8 +9,10 @@ log: no stale-data fault and no safe mode from intra-candle data; and an orderly
 leaves the position with its stop.
 
 Wall time: candles close on the wall clock's 5m grid (Binance's), so the signal candle can close only on
-a 5-minute boundary, the first one at least `READY_S` after the start: the run waits 20 s to 5 min 20 s
-for it (2 min 50 s on average, set by the clock's phase, not by the code), then a few seconds (entry,
+a 5-minute boundary, the first one at least `READY_S` after the start, and the run starts only once the
+candle closed at the last boundary is older than `health.stale_data_seconds` (a fresh one may signal on
+its own and be traded a candle early): the run waits 20 s to about 5 min 20 s in all (set by the
+clock's phase, not by the code), then a few seconds (entry,
 fill, stop, exit; measured: entry 4 ms after the close, position protected within 3 s, exit at once).
 The exchange clock cannot be moved instead: the bot checks a candle's age against its own wall clock.
 """
@@ -117,18 +119,42 @@ def test_moments_still_signal() -> None:
         assert [s.side.value for s in signals][:1] == [side], f"slot {slot}: {signals}"
 
 
+STALE_MARGIN_S = 5.0  # beyond health.stale_data_seconds: the last closed candle is surely stale at start
+
+
+def start_delay_ms(now_ms: int) -> int:
+    """How long to wait from `now_ms` so that the last closed 5m candle is older than the bot's
+    `health.stale_data_seconds` (+ a margin) and the next boundary is at least `READY_S` away: the signal
+    candle is then the one forming at start, and no earlier candle can be traded (0: start now)."""
+    earliest = round((default_config().health.stale_data_seconds + STALE_MARGIN_S) * 1000)
+    latest = M5 - round(READY_S * 1000)
+    phase = now_ms % M5
+    if earliest <= phase <= latest:
+        return 0
+    return earliest - phase if phase < earliest else M5 - phase + earliest
+
+
+def test_start_delay_keeps_the_last_closed_candle_stale_and_the_close_ahead() -> None:
+    stale_ms = default_config().health.stale_data_seconds * 1000
+    for phase in range(0, M5, 1_000):
+        start = 10 * M5 + phase + start_delay_ms(10 * M5 + phase)
+        assert start % M5 >= stale_ms  # the candle closed at the boundary before the start is stale
+        assert M5 - start % M5 >= READY_S * 1000  # the signal candle closes after start-up
+        assert start - (10 * M5 + phase) < M5  # bounded: under one candle
+
+
 def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
     started = time.monotonic()
     klines = tmp_path / "klines"
     klines.mkdir()
     shutil.copy(SAMPLE / f"{SYMBOL}-5m.csv.gz", klines / f"{SYMBOL}-5m.csv.gz")
     now = int(time.time() * 1000)
-    to_boundary_ms = M5 - now % M5
-    if to_boundary_ms < READY_S * 1000:
-        # Too close to a 5m boundary to be up before it: the candle closing there would be played too and
-        # may signal on its own. Start just after it instead (a bounded wait, < READY_S), so that the signal
-        # candle is the one forming at start.
-        time.sleep(to_boundary_ms / 1000 + 0.5)
+    wait_ms = start_delay_ms(now)
+    if wait_ms:
+        # The candle that closed at the last boundary must be stale for the bot (older than
+        # `health.stale_data_seconds` when it comes up: it may signal on its own, and a fresh one would be
+        # traded, a candle early), and the signal candle's close at least READY_S away.
+        time.sleep(wait_ms / 1000)
         now = int(time.time() * 1000)
     now_at, close, open_ms = now_at_for_next_close(now, int(READY_S * 1000))  # first 5m close after start-up
     side = MOMENTS[close % H1 // M5][1]
