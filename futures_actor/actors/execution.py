@@ -166,6 +166,43 @@ async def call_gateway(gw: ExchangeGateway, call: GatewayRequest) -> object:
             assert_never(call)
 
 
+def answer_persist(store: StateStore, effect: Persist) -> Persisted:
+    """Perform a `Persist` request (one transaction); a client id the store already holds is refused."""
+    try:
+        store.persist(effect.state, effect.commands, now_ms=effect.now_ms)
+    except DuplicateClientOrderId as exc:
+        return Persisted(request_id=effect.request_id, refused_cid=exc.cid)
+    return Persisted(request_id=effect.request_id)
+
+
+def answer_read(store: StateStore, effect: ReadState) -> StateRead:
+    """Perform a `ReadState` request."""
+    query = effect.query
+    value: object
+    match query:
+        case LoadLifecycle(trade_id=trade_id):
+            value = store.load_lifecycle(trade_id)
+        case LoadLifecycles(include_closed=include_closed):
+            value = store.load_lifecycles(include_closed=include_closed)
+        case GetMeta(key=key):
+            value = store.get_meta(key)
+        case _:
+            assert_never(query)
+    return StateRead(request_id=effect.request_id, value=value)
+
+
+def answer_journal(journal: TradeJournal, effect: WriteJournal) -> JournalWritten:
+    """Perform a `WriteJournal` request (blocking: the trio shell runs it in a worker thread)."""
+    rid = effect.request_id
+    try:
+        journal.write(effect.record)
+    except DuplicateTradeId:
+        return JournalWritten(request_id=rid, outcome="DUPLICATE")
+    except InvalidTradeRecord as exc:  # quarantined by the journal, never dropped
+        return JournalWritten(request_id=rid, outcome="QUARANTINED", error=str(exc))
+    return JournalWritten(request_id=rid, outcome="WRITTEN")
+
+
 class Execution:
     """The single owner of every trade's orders: `ExecutionMachine` on trio (see the module docstring)."""
 
@@ -328,16 +365,14 @@ class Execution:
                 except Exception as exc:
                     return GatewayFailed(request_id=rid, error=exc)
                 return GatewayReplied(request_id=rid, result=result)
-            case Persist(request_id=rid):
-                try:
-                    self._store.persist(effect.state, effect.commands, now_ms=effect.now_ms)
-                except DuplicateClientOrderId as exc:
-                    return Persisted(request_id=rid, refused_cid=exc.cid)
-                return Persisted(request_id=rid)
-            case ReadState(request_id=rid, query=query):
-                return StateRead(request_id=rid, value=self._read(query))
+            case Persist():
+                return answer_persist(self._store, effect)
+            case ReadState():
+                return answer_read(self._store, effect)
             case WriteJournal():
-                return await self._write_record(effect)
+                if self._journal_in_thread:
+                    return await trio.to_thread.run_sync(answer_journal, self._journal, effect)
+                return answer_journal(self._journal, effect)
             case SetMeta(key=key, value=value):
                 self._store.set_meta(key, value)
             case SetTimer(key=key, at_ms=at_ms):
@@ -372,30 +407,6 @@ class Execution:
             case _:
                 assert_never(effect)
         return None
-
-    def _read(self, query: LoadLifecycle | LoadLifecycles | GetMeta) -> object:
-        match query:
-            case LoadLifecycle(trade_id=trade_id):
-                return self._store.load_lifecycle(trade_id)
-            case LoadLifecycles(include_closed=include_closed):
-                return self._store.load_lifecycles(include_closed=include_closed)
-            case GetMeta(key=key):
-                return self._store.get_meta(key)
-            case _:
-                assert_never(query)
-
-    async def _write_record(self, effect: WriteJournal) -> JournalWritten:
-        rid = effect.request_id
-        try:
-            if self._journal_in_thread:
-                await trio.to_thread.run_sync(self._journal.write, effect.record)
-            else:
-                self._journal.write(effect.record)
-        except DuplicateTradeId:
-            return JournalWritten(request_id=rid, outcome="DUPLICATE")
-        except InvalidTradeRecord as exc:  # quarantined by the journal, never dropped
-            return JournalWritten(request_id=rid, outcome="QUARANTINED", error=str(exc))
-        return JournalWritten(request_id=rid, outcome="WRITTEN")
 
     # ------------------------------------------------------------------------------------- sending
 

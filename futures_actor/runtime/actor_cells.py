@@ -15,7 +15,7 @@ from typing import Final, assert_never
 
 import msgspec
 
-from futures_actor.actors.execution import call_gateway
+from futures_actor.actors.execution import answer_journal, answer_persist, answer_read, call_gateway
 from futures_actor.actors.messages import RetryRequested, ShadowTradeClosed, TradeClosed
 from futures_actor.machines import execution as xm
 from futures_actor.machines import risk as rm
@@ -23,8 +23,8 @@ from futures_actor.machines.effects import Log, LogSink, write_log
 from futures_actor.runtime.cells import FaultSink, VerdictReply
 from futures_actor.runtime.loop import EventLoop, Recipient
 from futures_actor.runtime.venue import PaperVenue
-from futures_actor.state.journal import DuplicateTradeId, InvalidTradeRecord, TradeJournal
-from futures_actor.state.store import DuplicateClientOrderId, StateStore
+from futures_actor.state.journal import TradeJournal
+from futures_actor.state.store import StateStore
 
 __all__ = ["AlertSink", "ExecutionCell", "RiskCell", "ShadowOutlet"]
 
@@ -193,22 +193,12 @@ class ExecutionCell:
                 except Exception as exc:
                     return xm.GatewayFailed(request_id=rid, error=exc)
                 return xm.GatewayReplied(request_id=rid, result=result)
-            case xm.Persist(request_id=rid):
-                try:
-                    self._store.persist(effect.state, effect.commands, now_ms=effect.now_ms)
-                except DuplicateClientOrderId as exc:
-                    return xm.Persisted(request_id=rid, refused_cid=exc.cid)
-                return xm.Persisted(request_id=rid)
-            case xm.ReadState(request_id=rid, query=query):
-                return xm.StateRead(request_id=rid, value=self._read(query))
-            case xm.WriteJournal(request_id=rid):
-                try:
-                    self._journal.write(effect.record)
-                except DuplicateTradeId:
-                    return xm.JournalWritten(request_id=rid, outcome="DUPLICATE")
-                except InvalidTradeRecord as exc:
-                    return xm.JournalWritten(request_id=rid, outcome="QUARANTINED", error=str(exc))
-                return xm.JournalWritten(request_id=rid, outcome="WRITTEN")
+            case xm.Persist():
+                return answer_persist(self._store, effect)
+            case xm.ReadState():
+                return answer_read(self._store, effect)
+            case xm.WriteJournal():
+                return answer_journal(self._journal, effect)
             case xm.SetMeta(key=key, value=value):
                 self._store.set_meta(key, value)
             case xm.SetTimer(key=key, at_ms=at_ms):
@@ -233,17 +223,6 @@ class ExecutionCell:
             case _:
                 assert_never(effect)
         return None
-
-    def _read(self, query: xm.StateQuery) -> object:
-        match query:
-            case xm.LoadLifecycle(trade_id=trade_id):
-                return self._store.load_lifecycle(trade_id)
-            case xm.LoadLifecycles(include_closed=include_closed):
-                return self._store.load_lifecycles(include_closed=include_closed)
-            case xm.GetMeta(key=key):
-                return self._store.get_meta(key)
-            case _:
-                assert_never(query)
 
     def _send(self, effect: xm.SendRisk | xm.SendSymbol, loop: EventLoop) -> None:
         if isinstance(effect, xm.SendRisk):

@@ -17,7 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, assert_never
 
-from futures_actor.actors.execution import call_gateway
+from futures_actor.actors.execution import answer_journal, answer_persist, answer_read, call_gateway
 from futures_actor.actors.messages import PositionUpdated
 from futures_actor.binance.gateway import GatewayEvent
 from futures_actor.binance.paper import PaperExchange
@@ -34,13 +34,8 @@ from futures_actor.machines.execution import (
     GatewayFailed,
     GatewayReplied,
     GatewayRequest,
-    GetMeta,
     IncCounter,
-    JournalWritten,
-    LoadLifecycle,
-    LoadLifecycles,
     Persist,
-    Persisted,
     RaiseAlert,
     ReadState,
     ReportFault,
@@ -50,13 +45,12 @@ from futures_actor.machines.execution import (
     SetMeta,
     SetTimer,
     Start,
-    StateRead,
     TimerFired,
     WriteJournal,
 )
 from futures_actor.runtime.venue import complete
-from futures_actor.state.journal import DuplicateTradeId, InvalidTradeRecord, TradeJournal
-from futures_actor.state.store import DuplicateClientOrderId, StateStore
+from futures_actor.state.journal import TradeJournal
+from futures_actor.state.store import StateStore
 
 D = Decimal
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -192,32 +186,12 @@ class SyncRuntime:
                     return GatewayReplied(request_id=rid, result=complete(call_gateway(self.paper, call)))
                 except Exception as exc:
                     return GatewayFailed(request_id=rid, error=exc)
-            case Persist(request_id=rid):
-                try:
-                    self.store.persist(effect.state, effect.commands, now_ms=effect.now_ms)
-                except DuplicateClientOrderId as exc:
-                    return Persisted(request_id=rid, refused_cid=exc.cid)
-                return Persisted(request_id=rid)
-            case ReadState(request_id=rid, query=query):
-                match query:
-                    case LoadLifecycle(trade_id=tid):
-                        return StateRead(request_id=rid, value=self.store.load_lifecycle(tid))
-                    case LoadLifecycles(include_closed=closed):
-                        return StateRead(
-                            request_id=rid, value=self.store.load_lifecycles(include_closed=closed)
-                        )
-                    case GetMeta(key=key):
-                        return StateRead(request_id=rid, value=self.store.get_meta(key))
-                    case _:
-                        assert_never(query)
-            case WriteJournal(request_id=rid, record=record):
-                try:
-                    self.journal.write(record)
-                except DuplicateTradeId:
-                    return JournalWritten(request_id=rid, outcome="DUPLICATE")
-                except InvalidTradeRecord as exc:
-                    return JournalWritten(request_id=rid, outcome="QUARANTINED", error=str(exc))
-                return JournalWritten(request_id=rid, outcome="WRITTEN")
+            case Persist():
+                return answer_persist(self.store, effect)
+            case ReadState():
+                return answer_read(self.store, effect)
+            case WriteJournal():
+                return answer_journal(self.journal, effect)
             case SetMeta(key=key, value=value):
                 self.store.set_meta(key, value)
             case SetTimer(key=key, at_ms=at_ms):
