@@ -50,6 +50,7 @@ from futures_actor.binance.gateway import (
     ResyncNeeded,
     StopRequest,
     TradeFill,
+    trade_fill,
 )
 from futures_actor.binance.models import (
     AccountUpdate,
@@ -523,17 +524,7 @@ class BinanceGateway:
 
     async def user_trades(self, symbol: str, *, start_ms: int) -> list[TradeFill]:
         rows = await self._rest.user_trades(symbol, start_ms=start_ms)
-        return [
-            TradeFill(
-                symbol=r.symbol,
-                side="BUY" if r.side == "BUY" else "SELL",
-                price=r.price,
-                qty=r.qty,
-                fee=r.commission,
-                time_ms=r.time,
-            )
-            for r in sorted(rows, key=lambda r: (r.time, r.id))
-        ]
+        return [trade_fill(r) for r in sorted(rows, key=lambda r: (r.time, r.id))]
 
     async def account(self) -> AccountState:
         info = await self._rest.account()

@@ -38,6 +38,8 @@ __all__ = [
     "ResyncNeeded",
     "StopRequest",
     "TradeFill",
+    "UserTradeRow",
+    "trade_fill",
 ]
 
 OrderSideName = Literal["BUY", "SELL"]
@@ -108,6 +110,36 @@ class TradeFill(msgspec.Struct, frozen=True, kw_only=True):
     qty: Decimal
     fee: Decimal  # commission, in the margin asset
     time_ms: int
+
+
+class UserTradeRow(Protocol):
+    """A `userTrades` row as the venues hold it: the wire's `models.UserTrade`, the simulated account's
+    `sim.account.TradeRow`."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def price(self) -> Decimal: ...
+    @property
+    def qty(self) -> Decimal: ...
+    @property
+    def commission(self) -> Decimal: ...
+    @property
+    def time(self) -> int: ...
+
+
+def trade_fill(row: UserTradeRow) -> TradeFill:
+    """The venue-neutral `TradeFill` of a `userTrades` row (any side but BUY is a SELL)."""
+    return TradeFill(
+        symbol=row.symbol,
+        side="BUY" if row.side == "BUY" else "SELL",
+        price=row.price,
+        qty=row.qty,
+        fee=row.commission,
+        time_ms=row.time,
+    )
 
 
 class AccountState(msgspec.Struct, frozen=True, kw_only=True):

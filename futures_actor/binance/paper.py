@@ -72,6 +72,7 @@ from futures_actor.binance.gateway import (
     PositionState,
     StopRequest,
     TradeFill,
+    trade_fill,
 )
 from futures_actor.binance.sim.account import Account
 from futures_actor.binance.sim.matching import (
@@ -1039,19 +1040,13 @@ class PaperExchange:
     async def place_order(self, req: OrderRequest) -> OrderState:
         """Place a LIMIT / MARKET order. A duplicate client id among open orders returns that order
         (the gateway rule; Binance's -4116 is resolved the same way by `BinanceGateway`)."""
-        t = self._sync()
         endpoint, cid = _ENDPOINT_ORDER, req.client_id
-        existing = self._existing(cid)
+        t, existing = self._ready_to_place(req.symbol, endpoint=endpoint, client_id=cid)
         if existing is not None:
             return existing
-        self._rules_for(req.symbol, endpoint=endpoint, client_id=cid)
-        self._path(req.symbol)
-        self._move_symbol(req.symbol, t)
-        eng = self._engine
-        eng.now_ms = t
         tif = req.time_in_force or ("GTC" if req.type == "LIMIT" else None)
         try:
-            _, events = eng.place_order(
+            _, events = self._engine.place_order(
                 NewOrder(
                     symbol=req.symbol,
                     side=req.side,
@@ -1067,26 +1062,16 @@ class PaperExchange:
             raise _error(rej, endpoint=endpoint, client_id=cid) from None
         first = events[0]
         assert isinstance(first, OrderEvent)
-        accepted = self._order_state(first.order)
-        self._emit(events, t)
-        self._schedule(req.symbol)
-        self._commit()
-        return accepted
+        return self._placed(self._order_state(first.order), events, req.symbol, t)
 
     async def place_stop(self, req: StopRequest) -> OrderState:
         """Place the reduce-only STOP_MARKET on the mark price (-2021 if the mark is already through)."""
-        t = self._sync()
         endpoint, cid = _ENDPOINT_ALGO, req.client_id
-        existing = self._existing(cid)
+        t, existing = self._ready_to_place(req.symbol, endpoint=endpoint, client_id=cid)
         if existing is not None:
             return existing
-        self._rules_for(req.symbol, endpoint=endpoint, client_id=cid)
-        self._path(req.symbol)
-        self._move_symbol(req.symbol, t)
-        eng = self._engine
-        eng.now_ms = t
         try:
-            _, events = eng.place_algo(
+            _, events = self._engine.place_algo(
                 NewAlgoOrder(
                     symbol=req.symbol,
                     side=req.side,
@@ -1102,9 +1087,25 @@ class PaperExchange:
             raise _error(rej, endpoint=endpoint, client_id=cid) from None
         first = events[0]
         assert isinstance(first, AlgoEvent)
-        accepted = self._algo_state(first.algo)
+        return self._placed(self._algo_state(first.algo), events, req.symbol, t)
+
+    def _ready_to_place(self, symbol: str, *, endpoint: str, client_id: str) -> tuple[int, OrderState | None]:
+        """Now (every due event applied, `symbol`'s market moved up to it) and the open order that already
+        holds `client_id` (placing it again returns that order), or None: the engine is ready to place."""
+        t = self._sync()
+        existing = self._existing(client_id)
+        if existing is not None:
+            return t, existing
+        self._rules_for(symbol, endpoint=endpoint, client_id=client_id)
+        self._path(symbol)
+        self._move_symbol(symbol, t)
+        self._engine.now_ms = t
+        return t, None
+
+    def _placed(self, accepted: OrderState, events: list[EngineEvent], symbol: str, t: int) -> OrderState:
+        """An accepted placement: its events out, `symbol`'s next event rescheduled, the account saved."""
         self._emit(events, t)
-        self._schedule(req.symbol)
+        self._schedule(symbol)
         self._commit()
         return accepted
 
@@ -1183,16 +1184,7 @@ class PaperExchange:
     async def user_trades(self, symbol: str, *, start_ms: int) -> list[TradeFill]:
         self._sync()
         return [
-            TradeFill(
-                symbol=r.symbol,
-                side="BUY" if r.side == "BUY" else "SELL",
-                price=r.price,
-                qty=r.qty,
-                fee=r.commission,
-                time_ms=r.time,
-            )
-            for r in self._engine.account.trades
-            if r.symbol == symbol and r.time >= start_ms
+            trade_fill(r) for r in self._engine.account.trades if r.symbol == symbol and r.time >= start_ms
         ]
 
     async def account(self) -> AccountState:

@@ -744,33 +744,22 @@ def _rejected(interval: str, candle: Candle, exc: CandleError) -> Log:
 def _decision_log(
     f: Features, regime: RegimeResult, signals: tuple[Signal, ...], no_signals: list[NoSignal]
 ) -> Log:
+    """`decision`: INFO with the signals and the ATR, DEBUG (the same fields but those) when there are none."""
+    common: dict[str, object] = {
+        "candle_open_time_ms": f.open_time_ms,
+        "regime": regime.regime,
+        "direction": regime.direction,
+        "confidence": regime.confidence,
+        "reason": regime.reason,
+        "values": regime.values,
+        "close": f.close,
+        "rsi": f.rsi,
+    }
+    no_signal = {n.strategy: n.code for n in no_signals}
     if signals:
-        return _info(
-            "decision",
-            candle_open_time_ms=f.open_time_ms,
-            regime=regime.regime,
-            direction=regime.direction,
-            confidence=regime.confidence,
-            reason=regime.reason,
-            values=regime.values,
-            close=f.close,
-            rsi=f.rsi,
-            atr=f.atr,
-            signals=[(s.strategy, s.side, s.entry_price, s.stop_price) for s in signals],
-            no_signal={n.strategy: n.code for n in no_signals},
-        )
-    return _debug(
-        "decision",
-        candle_open_time_ms=f.open_time_ms,
-        regime=regime.regime,
-        direction=regime.direction,
-        confidence=regime.confidence,
-        reason=regime.reason,
-        values=regime.values,
-        close=f.close,
-        rsi=f.rsi,
-        no_signal={n.strategy: n.code for n in no_signals},
-    )
+        entries = [(s.strategy, s.side, s.entry_price, s.stop_price) for s in signals]
+        return _info("decision", **common, atr=f.atr, signals=entries, no_signal=no_signal)
+    return _debug("decision", **common, no_signal=no_signal)
 
 
 def _require_features(step: FeatureStep, symbol: str) -> Features:

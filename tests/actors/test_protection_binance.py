@@ -101,6 +101,12 @@ class Hand:
 # ------------------------------------------------------------------------------ invariants (exchange only)
 
 
+async def started(h: SimHarness, bot: trio.Nursery, *, settle_s: float = 2) -> None:
+    """The bot started in `bot` and run for `settle_s` simulated seconds (its start-up reconcile done)."""
+    await h.start(bot)
+    await settle(settle_s)
+
+
 def positions(h: SimHarness) -> dict[str, Decimal]:
     """Signed position amount per listed symbol on the venue (non-zero only)."""
     return {s: a for s in LISTED if (a := h.sim.position_amount(s)) != 0}
@@ -164,8 +170,7 @@ class TestReadoption:
         await hand.market("BTCUSDT", "BUY", "0.010")
         h.sim.set_price("BTCUSDT", D("60000.0"), mark=D("59000.0"))  # below the adoption stop 59400
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(5)
+            await started(h, bot, settle_s=5)
             assert positions(h) == {}, "failed protection closes the adopted position"
             [first] = h.records()
             assert first["strategy"] == "ADOPTED"
@@ -195,8 +200,7 @@ class TestReadoption:
         hand = Hand(h)
         for i in range(3):
             async with trio.open_nursery() as bot:
-                await h.start(bot)
-                await settle(2)
+                await started(h, bot)
                 assert len(h.records()) == i
                 await hand.market("BTCUSDT", "BUY", "0.010")
                 await settle(RECONCILE_S + 1)
@@ -207,8 +211,7 @@ class TestReadoption:
             h.set_price("BTCUSDT", str(60000 + 100 * (i + 1)))
             await hand.market("BTCUSDT", "SELL", "0.010", reduce_only=True)
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             assert violations(h) == []
             records = h.records()
             assert len(records) == 3
@@ -231,8 +234,7 @@ class TestForeignPositionsProtected:
         hand = Hand(h)
         await hand.market("XRPUSDT", "SELL", "100")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             assert positions(h) == {"XRPUSDT": D("-100")}
             assert violations(h) == []
             assert trigger(h, "XRPUSDT") == adoption_stop(h, "XRPUSDT")
@@ -246,8 +248,7 @@ class TestForeignPositionsProtected:
         await hand.limit("ETHUSDT", "BUY", "0.100", "2000.00", cid="fa-not-one-of-ours")
         await hand.limit("ETHUSDT", "SELL", "0.100", "4000.00", cid="myownorder")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             assert violations(h) == []
             left = {o.client_order_id for o in h.sim.engine.open_orders("ETHUSDT")}
             assert {"fa-not-one-of-ours", "myownorder"} <= left, "orders not provably ours stay untouched"
@@ -272,8 +273,7 @@ class TestForeignPositionsProtected:
         assert RECONCILE_S >= 60
         hand = Hand(h)
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             await hand.market("BNBUSDT", "BUY", "0.50")
             await hand.market("BTCUSDT", "SELL", "0.010")
             await settle(CFG.execution.position_check_delay_seconds + 3)
@@ -294,8 +294,7 @@ class TestStopFollowsPosition:
         hand = Hand(h)
         await hand.market("BTCUSDT", "BUY", "0.010")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             assert violations(h) == []
             await hand.market("BTCUSDT", "BUY", "0.010")
             await settle(2 * RECONCILE_S + 1)  # a periodic reconcile acts on a difference it sees twice
@@ -326,8 +325,7 @@ class TestClosedWhileDown:
         hand = Hand(h)
         await hand.market("BTCUSDT", "BUY", "0.010")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             assert violations(h) == []
             bot.cancel_scope.cancel()
         assert h.store is not None
@@ -337,8 +335,7 @@ class TestClosedWhileDown:
         await hand.market("BTCUSDT", "SELL", "0.010", reduce_only=True)
         sent_before = len(h.sim.client_ids_sent())
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(RECONCILE_S + 1)
+            await started(h, bot, settle_s=RECONCILE_S + 1)
             assert positions(h) == {}
             assert violations(h) == []  # the stop of the closed position is gone too
             assert h.sim.client_ids_sent()[sent_before:] == [], "no doomed orders for a closed position"
@@ -359,8 +356,7 @@ class TestClosedWhileDown:
         hand = Hand(h)
         await hand.market("ETHUSDT", "SELL", "0.100")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             [stop] = [a for a in h.sim.engine.open_algos("ETHUSDT")]
             sent_before = len(h.sim.client_ids_sent())
             await hand.rest.cancel_algo_order(client_algo_id=stop.client_algo_id)
@@ -391,8 +387,7 @@ class TestKillSwitchFlattensAccount:
         hand = Hand(h)
         await hand.market("BTCUSDT", "BUY", "0.010")
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(2)
+            await started(h, bot)
             await hand.market("BTCUSDT", "BUY", "0.010")
             await hand.market("BNBUSDT", "SELL", "0.50")
             await hand.limit("BNBUSDT", "BUY", "0.50", "500.000", cid="myownbid")
@@ -420,8 +415,7 @@ class TestWatchdog:
         await hand.market("BTCUSDT", "BUY", "0.010")
         h.sim.faults.fail_next("/fapi/v1/algoOrder", status=503, times=10_000)
         async with trio.open_nursery() as bot:
-            await h.start(bot)
-            await settle(5)
+            await started(h, bot, settle_s=5)
             assert violations(h) != []
             assert h.metrics.get(UNPROTECTED_POSITIONS) == 1
             app = HealthHttpApp(snapshot=snapshot, metrics=h.metrics)

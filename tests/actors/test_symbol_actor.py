@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
@@ -21,9 +20,7 @@ from structlog.testing import capture_logs
 from futures_actor.actors.messages import (
     AmendStop,
     BookUpdated,
-    CandleClosed,
     MarkUpdated,
-    PositionUpdated,
     SymbolReport,
     Verdict,
 )
@@ -36,22 +33,28 @@ from futures_actor.actors.symbol_actor import (
     SymbolInbox,
     open_symbol_inbox,
 )
-from futures_actor.core.config import BotConfig
-from futures_actor.core.features import compute_features
-from futures_actor.core.models import Features, RegimeResult, RiskRejection, Signal
-from futures_actor.core.regime import REASON_SPREAD, REASON_WARMUP, detect_regime
-from futures_actor.core.strategies import TrendPullback, build_strategies
-from futures_actor.core.types import INTERVAL_MS, Candle, Regime, Side
-from futures_actor.data.klines_csv import read_klines_candles
+from futures_actor.core.models import RiskRejection
+from futures_actor.core.regime import REASON_SPREAD, REASON_WARMUP
+from futures_actor.core.types import Candle, Regime
+from tests.machines.scenarios import (
+    CFG,
+    SYMBOL,
+    Expected,
+    boom_strategies,
+    c5,
+    close_ms,
+    expected_pipeline,
+    first_signal_index,
+    history_until,
+    interleave,
+    live_from,
+    load,
+    position,
+    rising,
+)
 
-SYMBOL = "BTCUSDT"
-MS_5M = INTERVAL_MS["5m"]
-MS_1H = INTERVAL_MS["1h"]
 N_5M = 1200  # 100 hours: warm after ~50 h of 1h candles, several real signals after that
-N_1H = N_5M * MS_5M // MS_1H
 TEST_BUFFER = 10_000  # test-side collector channels: large enough to never block the actor
-
-CFG = BotConfig()
 
 
 @pytest.fixture
@@ -59,77 +62,14 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-@functools.cache
-def _load(klines_dir: Path) -> tuple[list[Candle], list[Candle]]:
-    five = read_klines_candles(klines_dir / f"{SYMBOL}-5m.csv.gz", interval="5m", limit=N_5M)
-    hour = read_klines_candles(klines_dir / f"{SYMBOL}-1h.csv.gz", interval="1h", limit=N_1H)
-    return five, hour
-
-
-@functools.cache
-def _expected(klines_dir: Path) -> list[tuple[Features, RegimeResult, tuple[Signal, ...]]]:
-    """The pure core pipeline on the same candles: what the actor must report."""
-    five, hour = _load(klines_dir)
-    strategies = build_strategies(CFG)
-    out = []
-    for step in compute_features(symbol=SYMBOL, config=CFG, candles_5m=five, candles_1h=hour):
-        assert step.features is not None
-        regime = detect_regime(step.features, CFG)
-        signals = tuple(
-            s for s in (st.evaluate(step.features, regime) for st in strategies) if isinstance(s, Signal)
-        )
-        out.append((step.features, regime, signals))
-    return out
-
-
 @pytest.fixture
 def candles(sample_dir: Path) -> tuple[list[Candle], list[Candle]]:
-    return _load(sample_dir)
+    return load(sample_dir, N_5M)
 
 
 @pytest.fixture
-def expected(sample_dir: Path) -> list[tuple[Features, RegimeResult, tuple[Signal, ...]]]:
-    return _expected(sample_dir)
-
-
-def close_ms(c: Candle) -> int:
-    return c.open_time_ms + MS_5M
-
-
-def c5(candle: Candle) -> CandleClosed:
-    return CandleClosed(symbol=SYMBOL, interval="5m", candle=candle, source="replay")
-
-
-def c1(candle: Candle) -> CandleClosed:
-    return CandleClosed(symbol=SYMBOL, interval="1h", candle=candle, source="replay")
-
-
-def interleave(five: Sequence[Candle], hour: Sequence[Candle]) -> list[CandleClosed]:
-    """As MarketData delivers them: each 1h candle before the 5m candle that closes with or after it."""
-    msgs: list[CandleClosed] = []
-    j = 0
-    for c in five:
-        while j < len(hour) and hour[j].open_time_ms + MS_1H <= close_ms(c):
-            msgs.append(c1(hour[j]))
-            j += 1
-        msgs.append(c5(c))
-    return msgs
-
-
-def first_signal_index(expected: list[tuple[Features, RegimeResult, tuple[Signal, ...]]]) -> int:
-    return next(i for i, (_, _, sigs) in enumerate(expected) if sigs)
-
-
-def history_until(five: list[Candle], hour: list[Candle], k: int) -> tuple[list[Candle], list[Candle]]:
-    """History as REST would return it just before 5m candle k closes."""
-    end = close_ms(five[k - 1])
-    return five[:k], [h for h in hour if h.open_time_ms + MS_1H <= end]
-
-
-def live_from(five: list[Candle], hour: list[Candle], k: int, n: int = 1) -> list[CandleClosed]:
-    """Live messages for 5m candles k..k+n-1 (with the 1h candles not in `history_until(k)`)."""
-    start = close_ms(five[k - 1])
-    return interleave(five[k : k + n], [h for h in hour if h.open_time_ms + MS_1H > start])
+def expected(sample_dir: Path) -> Expected:
+    return expected_pipeline(sample_dir, N_5M)
 
 
 class Rig:
@@ -456,44 +396,6 @@ class TestCandleHygiene:
         assert reports[1].signals == expected[k][2] != ()
 
 
-def rising(after: Candle, n: int, step: float = 0.003, dip_at: int | None = None) -> list[Candle]:
-    """`n` synthetic 5m candles continuing `after`, each closing `step` higher (one dip if asked)."""
-    out: list[Candle] = []
-    prev = after
-    for i in range(n):
-        o = prev.close
-        c = o * (1 - 2 * step) if i == dip_at else o * (1 + step)
-        out.append(
-            Candle(
-                open_time_ms=prev.open_time_ms + MS_5M,
-                open=o,
-                high=max(o, c) * 1.0005,
-                low=min(o, c) * 0.9995,
-                close=c,
-                volume=after.volume,
-            )
-        )
-        prev = out[-1]
-    return out
-
-
-def position(
-    entry: float, *, qty: str = "0.01", stop: float | None = None, after_r: float = 0.0
-) -> PositionUpdated:
-    initial = entry * 0.99
-    return PositionUpdated(
-        trade_id="T1",
-        symbol=SYMBOL,
-        side=Side.LONG,
-        qty=Decimal(qty),
-        entry_price=Decimal(repr(entry)),
-        stop_price=Decimal(repr(initial if stop is None else stop)),
-        initial_stop_price=Decimal(repr(initial)),
-        trail_atr_mult=2.5,
-        trail_after_r=after_r,
-    )
-
-
 class TestTrailing:
     """PositionUpdated starts/clears trailing; each 5m close may move the stop, only toward profit."""
 
@@ -585,18 +487,6 @@ class TestTrailing:
         assert len(reports) == 3
         assert any(e["event"] == "position_rejected" for e in logs)
         assert rig.actor.trailing_state("T1") is None
-
-
-class Boom(TrendPullback):
-    """A strategy with a bug."""
-
-    def evaluate(self, features: Features, regime: RegimeResult) -> Any:
-        raise ZeroDivisionError("strategy bug")
-
-
-def boom_strategies() -> list[Any]:
-    s = CFG.strategies
-    return [*build_strategies(CFG)[:1], Boom(cfg=s.trend_pullback, leverage=CFG.leverage, max_leverage=2.0)]
 
 
 class TestFaults:

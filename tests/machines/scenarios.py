@@ -1,4 +1,5 @@
-"""Candles, messages and a synchronous driver for the SymbolMachine tests (no trio here).
+"""Candles, messages and a synchronous driver for the SymbolMachine tests (no trio here); the SymbolActor
+tests use the same candles and messages.
 
 The candles are the bundled real BTCUSDT klines (`data/sample/`); the driver plays the runtime's part
 without trio: it feeds messages to the machine, answers `FetchHistory` at once and stops at `Crash`.
@@ -46,16 +47,17 @@ Expected = list[tuple[Features, RegimeResult, tuple[Signal, ...]]]
 
 
 @functools.cache
-def load(klines_dir: Path) -> tuple[list[Candle], list[Candle]]:
-    five = read_klines_candles(klines_dir / f"{SYMBOL}-5m.csv.gz", interval="5m", limit=N_5M)
-    hour = read_klines_candles(klines_dir / f"{SYMBOL}-1h.csv.gz", interval="1h", limit=N_1H)
+def load(klines_dir: Path, n_5m: int = N_5M) -> tuple[list[Candle], list[Candle]]:
+    """The first `n_5m` 5m candles and the 1h candles of the same time."""
+    five = read_klines_candles(klines_dir / f"{SYMBOL}-5m.csv.gz", interval="5m", limit=n_5m)
+    hour = read_klines_candles(klines_dir / f"{SYMBOL}-1h.csv.gz", interval="1h", limit=n_5m * MS_5M // MS_1H)
     return five, hour
 
 
 @functools.cache
-def expected_pipeline(klines_dir: Path) -> Expected:
-    """The pure core pipeline on the same candles: what the machine must report."""
-    five, hour = load(klines_dir)
+def expected_pipeline(klines_dir: Path, n_5m: int = N_5M) -> Expected:
+    """The pure core pipeline on the same candles: what the machine (or the actor) must report."""
+    five, hour = load(klines_dir, n_5m)
     strategies = build_strategies(CFG)
     out = []
     for step in compute_features(symbol=SYMBOL, config=CFG, candles_5m=five, candles_1h=hour):
