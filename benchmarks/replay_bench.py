@@ -170,6 +170,8 @@ def run_scenario(n_symbols: int, days: int, data: Path | None = None) -> dict[st
             universe=msgspec.structs.replace(
                 cfg.universe, max_monitored_symbols=n_symbols, min_atr_ratio=0.0
             ),
+            # The decision-latency hooks are on the trio runtime's actors (the replay default is "events").
+            replay=msgspec.structs.replace(cfg.replay, runtime="trio"),
         )
         opts = RunOptions(
             config=cfg,

@@ -134,10 +134,12 @@ def _status(t: Timed, timeout_s: float) -> str:
     return f"killed after the {timeout_s:.0f} s timeout" if t.timed_out else f"exit {t.rc}"
 
 
-def bench_config(path: Path, n_symbols: int) -> Path:
+def bench_config(path: Path, n_symbols: int, runtime: str | None) -> Path:
     cfg = json.loads(CONFIG.read_text())
     cfg["universe"]["max_monitored_symbols"] = n_symbols
     cfg["universe"]["min_atr_ratio"] = 0.0
+    if runtime is not None:
+        cfg["replay"]["runtime"] = runtime
     path.write_text(json.dumps(cfg, indent=1))
     return path
 
@@ -207,12 +209,14 @@ def nautilus_available() -> bool:
     return importlib.util.find_spec("nautilus_trader") is not None
 
 
-def run_scenario(scenario: Scenario, repeat: int, strategies: list[str], timeout_s: float) -> None:
+def run_scenario(
+    scenario: Scenario, repeat: int, strategies: list[str], timeout_s: float, runtime: str | None
+) -> None:
     with tempfile.TemporaryDirectory(prefix="replay-vs-nautilus-") as tmp:
         root = Path(tmp)
         data = root / "klines"
         build_dataset(data, scenario.symbols, scenario.days)
-        cfg = bench_config(root / "config.json", scenario.symbols)
+        cfg = bench_config(root / "config.json", scenario.symbols, runtime)
         results: dict[str, list[dict[str, Any]]] = {}
         for rep in range(1, repeat + 1):
             work = root / f"run{rep}"
@@ -252,18 +256,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs of each side per scenario (default 1)")
     ap.add_argument("--strategies", type=parse_strategies, default=list(STRATEGIES))
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds allowed to one process")
+    ap.add_argument(
+        "--runtime",
+        choices=("events", "trio"),
+        help="our replay runtime (config replay.runtime; default: the config's, i.e. what --replay runs)",
+    )
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat: {args.repeat} is not a positive number of runs")
     if not nautilus_available():
         print("nautilus_trader is not installed (pip install -e '.[bench]'): ours only")
-    print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start")
+    runtime = args.runtime or json.loads(CONFIG.read_text()).get("replay", {}).get("runtime", "?")
+    print(
+        f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start; our replay runtime: {runtime}"
+    )
     print(
         f"{'scen':>6} {'run':>3} {'engine':>8} {'strategy':>8} {'candles':>8} {'wall s':>7} {'CPU s':>7} "
         f"{'c/s':>8} {'c/CPU-s':>8} {'in-loop':>8} {'RSS MB':>6} {'trades':>6}  load"
     )
     for scenario in args.scenarios:
-        run_scenario(scenario, args.repeat, args.strategies, args.timeout)
+        run_scenario(scenario, args.repeat, args.strategies, args.timeout, args.runtime)
 
 
 if __name__ == "__main__":
