@@ -1,14 +1,15 @@
 """The root supervisor: wires the actors, owns signal handling and the shutdown order (ARCHITECTURE.md).
 
-`System` is the running actor system, built from `SystemParts` by a runner: `live_run.run_live` (LIVE:
-Binance gateway; PAPER_LIVE: the paper exchange on live market data) or `replay_run.run_replay` (the
-paper exchange on recorded klines under trio's mock clock). It wires the actors with typed, bounded
-channels — who receives market data is the routing table of `actors/routing.py` — and `System.run` starts
-them in dependency order: execution (which reconciles with the venue before anyone may send to it), risk,
-health, reporter, the market taps and the shadow book, the symbol actors under their supervisor, market
-data, scheduler, the HTTP endpoint, Telegram commands, the kill-file watch; then it waits for a stop
-request. The kill switch, the universe refresh, the shadow book, the symbol actors and the fault
-callbacks are their own modules under `actors/`.
+`System` is the running actor system, built from `SystemParts` (system_parts.py) by a runner:
+`live_run.run_live` (LIVE: Binance gateway; PAPER_LIVE: the paper exchange on live market data) or
+`replay_run.run_replay` (the paper exchange on recorded klines under trio's mock clock). It wires the
+actors with typed, bounded channels — who receives market data is the routing table of
+`actors/routing.py` — and `System.run` starts them in dependency order: execution (which reconciles with
+the venue before anyone may send to it), risk, health, reporter, the market taps and the shadow book, the
+symbol actors under their supervisor, market data, scheduler, the HTTP endpoint, Telegram commands, the
+kill-file watch; then it waits for a stop request. The kill switch, the universe refresh, the shadow book,
+the symbol actors and the fault callbacks are their own modules under `actors/`; the stop request and
+the shutdown order are `actors/root_supervisor.py`'s.
 
 Shutdown (first SIGTERM/SIGINT, the end of a replay, or a crash of a critical actor): risk stops
 deciding (REDUCING), execution cancels working entry orders and leaves stops and targets on the
@@ -18,11 +19,7 @@ phase is shielded and bounded by `shutdown.timeout_seconds`. A second signal can
 
 from __future__ import annotations
 
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import trio
 
@@ -41,81 +38,28 @@ from futures_actor.actors.root_supervisor import RootSupervisor
 from futures_actor.actors.routing import ConflatedPrices, MarketSubscribers, ReportingRiskChannel, open_tap
 from futures_actor.actors.scheduler import Job, ScheduledTick, Scheduler
 from futures_actor.actors.shadow_book import ShadowBook
-from futures_actor.actors.symbol_pool import HistoryLoader, SymbolActors
-from futures_actor.actors.telegram import CommandHandlers, TelegramCommands, TelegramSender
-from futures_actor.actors.universe import RefreshUniverse, UniverseRefresher
-from futures_actor.binance.gateway import ExchangeGateway
-from futures_actor.binance.paper import PaperExchange
-from futures_actor.core.clock import WallClock
-from futures_actor.core.config import BotConfig
+from futures_actor.actors.symbol_pool import SymbolActors
+from futures_actor.actors.telegram import CommandHandlers, TelegramCommands
+from futures_actor.actors.universe import UniverseRefresher
 from futures_actor.core.lifecycle import Phase
 from futures_actor.core.risk_state import closed_pnl_from_records
 from futures_actor.core.summary import REPLAY_MODE
-from futures_actor.core.types import Candle, SymbolRules
+from futures_actor.core.types import Candle
 from futures_actor.logs import get_logger
-from futures_actor.state.journal import TradeJournal
-from futures_actor.state.store import StateStore
-from futures_actor.tearsheet.equity import EquityCsvWriter
+from futures_actor.system_parts import SystemParts
 
-__all__ = ["System", "SystemParts", "run_system"]
+__all__ = ["System", "run_system"]
 
 HEALTH_INBOX_SIZE = 1024
 EXECUTION_INBOX_SIZE = 256
 REPORTER_INBOX_SIZE = 64
 SCHEDULER_TICK_INBOX_SIZE = 16
-SHUTDOWN_POLL_SECONDS = 0.05
 # Replay (performance): the Scheduler re-reads the (simulated, never jumping) wall clock only when a
 # slot is due.
 REPLAY_SCHEDULER_MAX_SLEEP_SECONDS = 86400.0
 _ENTRY_PHASES = frozenset({Phase.PENDING_ENTRY, Phase.ENTRY_WORKING, Phase.ENTRY_CANCELING})
 
 log = get_logger("app")
-
-
-@dataclass
-class SystemParts:
-    """Everything `run_system` needs, built by a runner (or by a test)."""
-
-    cfg: BotConfig
-    mode: str
-    wall_clock: WallClock
-    gateway: ExchangeGateway
-    store: StateStore
-    journal: TradeJournal
-    rules: Mapping[str, SymbolRules]
-    symbols: Sequence[str]
-    log_dir: Path
-    state_dir: Path
-    # The market-data source for this system: given the system, a `run(task_status=...)` to start.
-    market: Callable[[System], Callable[..., Awaitable[Any]]]
-    router: MarketRouter | None = None
-    history: HistoryLoader | None = None
-    paper: PaperExchange | None = None
-    replay: bool = False
-    http: bool = False
-    signals: bool = False
-    kill_file_watch: bool = True
-    telegram: TelegramSender | None = None
-    # Request weight used in the current minute (live and paper: the REST client's limiter).
-    api_weight: Callable[[], int] | None = None
-    # Daily universe refresh (BOT_SPEC §2, `actors/universe.py`) and how market data follows it.
-    refresh_universe: RefreshUniverse | None = None
-    set_market_symbols: Callable[[Sequence[str]], Awaitable[None]] | None = None
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-    # The hedge rule's beta reference: the selected symbol of highest volume (BOT_SPEC §8.5).
-    reference_symbol: str = ""
-    # The health endpoint's sockets, bound before start-up (None: bind health.http_host:http_port).
-    http_listeners: list[trio.SocketListener] | None = None
-    # The bearer token of POST /kill and /resume ("" = none: loopback requests only).
-    control_token: str = ""
-    # The REST client reports every exchange error response itself (`System.report_exchange_error`),
-    # so the counted kinds an actor reports after its retries gave up are not counted a second time.
-    client_counts_errors: bool = False
-    # Rules of every listed symbol: Execution adopts and protects positions outside the universe too.
-    listed_rules: Mapping[str, SymbolRules] = field(default_factory=dict)
-    # Replay: the equity.csv curve (marked to market); the daily reports take their equity and
-    # drawdowns from it (`core.drawdown`), so that they agree with equity.csv, summary and report.
-    equity_curve: EquityCsvWriter | None = None
 
 
 class System:

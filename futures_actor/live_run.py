@@ -26,7 +26,7 @@ from futures_actor.actors.execution import Execution
 from futures_actor.actors.http_health import control_token_from_env, is_loopback_host, open_http_listeners
 from futures_actor.actors.market_data import MarketData
 from futures_actor.actors.telegram import TELEGRAM_OUTBOX_SIZE, TelegramNotifier, TelegramSender, TelegramText
-from futures_actor.app import System, SystemParts
+from futures_actor.app import System
 from futures_actor.binance.binance_gateway import BinanceGateway, user_stream_factory
 from futures_actor.binance.errors import BinanceError
 from futures_actor.binance.gateway import ExchangeGateway
@@ -58,6 +58,7 @@ from futures_actor.state.guard import (
 )
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
+from futures_actor.system_parts import MarketHost, SystemParts
 
 __all__ = ["run_live"]
 
@@ -346,7 +347,7 @@ async def _live_attempt(
                 gateway = paper
             market_holder: dict[str, MarketData] = {}
 
-            def market(system: System) -> Callable[..., Awaitable[Any]]:
+            def market(system: MarketHost) -> Callable[..., Awaitable[Any]]:
                 md = MarketData(
                     cfg=cfg,
                     rest=rest,

@@ -27,7 +27,7 @@ from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.replay_feed import ReplayFeed, discover_symbols
 from futures_actor.actors.root_supervisor import SHUTDOWN_POLL_SECONDS
 from futures_actor.actors.shadow_book import SHADOW_DB_FILE, open_shadow_account
-from futures_actor.app import System, SystemParts
+from futures_actor.app import System
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.control import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, RunOptions
 from futures_actor.core.clock import SystemWallClock, WallClock, iso_utc
@@ -42,6 +42,7 @@ from futures_actor.startup import ShutdownSignals, StopAtOnce, replay_rules, rep
 from futures_actor.state.guard import StateDirLocked, lock_state_dir
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore, StateStoreError
+from futures_actor.system_parts import MarketHost, SystemParts
 from futures_actor.tearsheet import REPORT_HTML, write_report, write_summary_json
 from futures_actor.tearsheet.equity import EQUITY_CSV, AccountView, EquityCsvWriter, EquitySampler
 from futures_actor.tearsheet.load import SUMMARY_JSON
@@ -465,7 +466,7 @@ async def _run_on_trio(
     """The trio runtime: `app.System` under trio's mock clock, the feed as a trio task."""
     b = parts_base
 
-    def market(system: System) -> Callable[..., Awaitable[Any]]:
+    def market(system: MarketHost) -> Callable[..., Awaitable[Any]]:
         async def run_feed(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(sampler.run)

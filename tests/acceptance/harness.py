@@ -23,7 +23,7 @@ import trio
 from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketRouter
 from futures_actor.actors.replay_feed import ReplayFeed
-from futures_actor.app import System, SystemParts
+from futures_actor.app import System
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.core.config import BotConfig, default_config
 from futures_actor.core.types import INTERVAL_MS, Candle, SymbolRules
@@ -31,6 +31,7 @@ from futures_actor.logs import configure_logging, reset_logging
 from futures_actor.startup import derive_rules
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
+from futures_actor.system_parts import SystemParts
 
 # The recorded klines bundled with the repository: 60 days from 2024-12-31 00:00 UTC (data/sample/README.md).
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"

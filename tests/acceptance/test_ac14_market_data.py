@@ -32,7 +32,7 @@ from futures_actor.actors.clock import TrioWallClock
 from futures_actor.actors.market_data import MarketData
 from futures_actor.actors.messages import CandleClosed
 from futures_actor.actors.symbol_actor import SymbolActor
-from futures_actor.app import System, SystemParts
+from futures_actor.app import System
 from futures_actor.binance.paper import PaperExchange
 from futures_actor.binance.rest import BinanceRestClient
 from futures_actor.binance.ws_conn import memory_connector
@@ -43,6 +43,7 @@ from futures_actor.machines.symbol import SendReport
 from futures_actor.startup import derive_rules
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
+from futures_actor.system_parts import SystemParts
 
 from .harness import Harness, copy_real_klines
 
