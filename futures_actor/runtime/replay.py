@@ -67,7 +67,7 @@ from futures_actor.machines.risk import RiskMachine, RiskSnapshot
 from futures_actor.machines.symbol import SymbolMachine
 from futures_actor.runtime.actor_cells import ExecutionCell, RiskCell, ShadowOutlet
 from futures_actor.runtime.cells import FeedCell, SymbolCell
-from futures_actor.runtime.loop import EventLoop, Recipient
+from futures_actor.runtime.loop import EventLoop
 from futures_actor.runtime.venue import PaperVenue
 from futures_actor.state.journal import TradeJournal
 from futures_actor.state.store import StateStore
@@ -159,7 +159,6 @@ class ReplaySystem:
         parts.clock.loop = self.loop
         self.exit_code = 0
         self.faults: dict[str, int] = {}
-        self._peak_equity = 0.0
         self._stopping_since: int | None = None
         self._stop_requested = False
         self._sample_tick_at: int | None = None  # the time of the sampler tick on the loop
@@ -230,7 +229,6 @@ class ReplaySystem:
         self._shadow_cell.risk = ShadowOutlet(self._risk_cell, log)
         self._exec_cell.venue.events_to = self._exec_cell
         self._shadow_cell.venue.events_to = self._shadow_cell
-        self._trailer_cell.execution = self._shadow_cell
         symbol_log = get_logger("symbol")
         for symbol in parts.symbols:
             self.symbol_cells[symbol] = SymbolCell(
@@ -454,7 +452,6 @@ class _TrailerCell:
 
     def __init__(self, trailer: ShadowTrailer) -> None:
         self._trailer = trailer
-        self.execution: Recipient | None = None
 
     def deliver(self, message: object, loop: EventLoop) -> None:
         if isinstance(message, PositionUpdated):

@@ -135,6 +135,11 @@ class BotProcess:
                 return None
             self._out.wait_line(lambda line: event_name(line) == name, after=mark, timeout=left)
 
+    def wait_output(self, *, timeout: float) -> None:
+        """Until the bot writes its next console line (anything it did), the output ends, or `timeout`."""
+        if self._out is not None and not self._out.ended:
+            self._out.wait_line(lambda line: True, after=self._out.count, timeout=timeout)
+
     def _raise_if_exited(self, name: str, left: float) -> None:
         """The output has ended: the bot is exiting (given up to `left` s to be reaped), or was never started."""
         if self.proc is None:

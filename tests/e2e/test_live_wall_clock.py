@@ -47,6 +47,7 @@ from .live_moments import (
     now_at_for_next_close,
     seed_track_record,
 )
+from .proclines import OutputLines
 from .simhost import Account
 
 pytestmark = [pytest.mark.slow, pytest.mark.realclock]
@@ -78,30 +79,27 @@ def _get(url: str) -> Any:
         return json.loads(r.read())
 
 
-def _wait_up(url: str, proc: subprocess.Popen[bytes], out: Path) -> None:
-    deadline = time.monotonic() + SIM_UP_S
-    while True:
-        try:
-            _get(url)
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"sim-exchange did not come up:\n{out.read_text(errors='replace')}"
-                ) from None
-            time.sleep(0.2)
+def _wait_up(sim: subprocess.Popen[bytes], out: OutputLines, sim_out: Path) -> None:
+    """Until sim-exchange prints its URLs (both listeners bound): woken by that line, not by polling."""
+    line = out.wait_line(lambda line: "REST http://" in line, timeout=SIM_UP_S)
+    if line is None:
+        raise AssertionError(
+            f"sim-exchange did not come up (exit {sim.poll()}):\n{sim_out.read_text(errors='replace')}"
+        )
 
 
-def _until(what: str, timeout: float, probe: Any) -> Any:
-    """Poll `probe()` (a real process's state over HTTP) until it returns something truthy."""
+def _until(what: str, timeout: float, probe: Any, bot: BotProcess) -> Any:
+    """Probe a real process's state over HTTP each time the bot does something (its next console line),
+    at the latest every `SIGNED_POLL_S`, until `probe()` returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:
         got = probe()
         if got:
             return got
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.25)
+        bot.wait_output(timeout=min(left, SIGNED_POLL_S))
 
 
 def test_track_record_qualifies(tmp_path: Path) -> None:
@@ -166,15 +164,15 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
     bot = BotProcess(tmp_path / "bot", live_config(ends, [SYMBOL]))
     seed_track_record(bot.log_dir)
     sim_out = tmp_path / "sim.out"
-    with sim_out.open("wb") as out:
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "futures_actor", "sim-exchange", "--port", str(port), "--ws-port",
-             str(ws_port), "--klines", str(klines), "--wall-clock", "--now-at", str(now_at)],
-            cwd=REPO, env=bot.env(), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "futures_actor", "sim-exchange", "--port", str(port), "--ws-port",
+         str(ws_port), "--klines", str(klines), "--wall-clock", "--now-at", str(now_at)],
+        cwd=REPO, env=bot.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0,
+    )  # fmt: skip
+    sim_lines = OutputLines(sim, sim_out)
     account = Account(ends.rest_url)
     try:
-        _wait_up(f"{ends.rest_url}/fapi/v1/time", sim, sim_out)
+        _wait_up(sim, sim_lines, sim_out)
         assert f"shifted by {shift} ms" in sim_out.read_text()
         before = int(time.time() * 1000) // M5 * M5
         rows = _get(f"{ends.rest_url}/fapi/v1/klines?symbol={SYMBOL}&interval=5m&limit=2")
@@ -208,7 +206,9 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
 
         wait_s = (close - time.time() * 1000) / 1000 + ENTRY_S
         try:
-            amount, stop = _until("one stop protecting the whole position, the entry done", wait_s, settled)
+            amount, stop = _until(
+                "one stop protecting the whole position, the entry done", wait_s, settled, bot
+            )
         finally:
             requests: list[dict[str, Any]] = _get(f"{ends.rest_url}/admin/requests")
             print(
@@ -264,3 +264,4 @@ def test_live_bot_trades_against_the_wall_clock_fake(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             sim.kill()
             sim.wait(timeout=10)
+        sim_lines.join()

@@ -14,14 +14,15 @@ from .proclines import OutputLines, event_name
 
 pytestmark = pytest.mark.realclock
 
-# The child prints a JSON log line, then another after GAP_S (a wait must not end before it), then waits
-# for its stdin to close. Bounds are generous for a loaded machine.
-GAP_S = 0.3
+# The child prints a JSON log line, then waits for a line on its stdin before printing the next ones (a
+# wait must not end before they come), then waits for its stdin to close. The test releases it: no
+# sleep on either side. Bounds are generous for a loaded machine.
 BOUND_S = 30.0
+NOT_YET_S = 0.05  # a wait for a line not yet written must come back empty within its own deadline
 CHILD = (
-    "import sys, time\n"
+    "import sys\n"
     'print(\'{"event": "first"}\', flush=True)\n'
-    f"time.sleep({GAP_S})\n"
+    "sys.stdin.readline()\n"
     "print('not json', flush=True)\n"
     'print(\'{"event": "second", "n": 2}\', flush=True)\n'
     "sys.stdin.read()\n"
@@ -39,10 +40,14 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[bytes], OutputLines]:
 def test_woken_by_the_line_teed_to_the_file_and_ended_by_the_exit(tmp_path: Path) -> None:
     proc, out = _start(tmp_path)
     try:
-        t0 = time.monotonic()
+        assert out.wait_line(lambda line: event_name(line) == "first", timeout=BOUND_S) is not None
+        # Not written yet: the wait does not find an old line, its deadline ends it.
+        assert out.wait_line(lambda line: event_name(line) == "second", timeout=NOT_YET_S) is None
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")  # the child prints the next lines now
+        proc.stdin.flush()
         second = out.wait_line(lambda line: event_name(line) == "second", timeout=BOUND_S)
         assert second == '{"event": "second", "n": 2}'
-        assert time.monotonic() - t0 >= GAP_S * 0.9  # it waited for the line, it did not find an old one
         mark = out.count
         assert mark == 3
         assert out.wait_line(lambda line: True, after=mark, timeout=0.05) is None  # the deadline bounds it
